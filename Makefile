@@ -1,0 +1,46 @@
+# Berth's entry points. The two a newcomer needs:
+#   make run   set up this machine (Docker, CNI, test images) and serve CRI
+#   make test  set up, vet, and run every test against real Docker
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+GO ?= go
+BIN := bin/berth
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0-dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+LDFLAGS := -X github.com/berth-cri/berth/internal/version.Version=$(VERSION) -X github.com/berth-cri/berth/internal/version.GitCommit=$(COMMIT)
+E2E_TIMEOUT ?= 40m
+RUN_ARGS ?=
+
+.PHONY: all build setup run test vet unit e2e fmt clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/berth
+
+setup:
+	hack/setup.sh
+
+run: setup build
+	@echo "berth: serving CRI on unix:///run/berth/berth.sock"
+	@echo "berth: point kubelet at it with --container-runtime-endpoint=unix:///run/berth/berth.sock,"
+	@echo "berth: or try: crictl --runtime-endpoint unix:///run/berth/berth.sock info"
+	$(BIN) serve $(RUN_ARGS)
+
+test: setup vet unit e2e
+
+vet:
+	@out=$$(gofmt -l cmd internal test); if [[ -n $$out ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 ./internal/... ./cmd/...
+
+e2e:
+	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v ./test/e2e/ 2>&1 | hack/test-summary.sh
+
+fmt:
+	gofmt -w cmd internal test
+
+clean:
+	rm -rf bin

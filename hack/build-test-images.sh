@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Builds the images the tests use, locally, into the Docker daemon at $1
+# (default: the system daemon). Nothing is pulled from any registry.
+#
+#   berth-test/busybox:latest  Debian's busybox-static with every applet as a
+#                              hard link (so masking or exec'ing one applet
+#                              behaves as in the upstream busybox image),
+#                              /etc/passwd and /etc/group with test users.
+set -euo pipefail
+
+host=${1:-unix:///var/run/docker.sock}
+image=berth-test/busybox:latest
+export DOCKER_HOST=$host
+
+# The image is rebuilt when this script changes, so a stale one never lingers.
+stamp=$(sha256sum "$0" /bin/busybox | sha256sum | cut -c1-12)
+if [[ $(docker image inspect -f '{{index .Config.Labels "berth.test.stamp"}}' "$image" 2>/dev/null) == "$stamp" ]]; then
+	exit 0
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+root=$work/rootfs
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root,home/app,proc,sys,dev,var/www,run}
+chmod 1777 "$root/tmp"
+cp /bin/busybox "$root/bin/busybox"
+for applet in $("$root/bin/busybox" --list-full); do
+	[[ $applet == bin/busybox ]] && continue
+	mkdir -p "$root/$(dirname "$applet")"
+	ln -f "$root/bin/busybox" "$root/$applet"
+done
+cat >"$root/etc/passwd" <<'PASSWD'
+root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+app:x:1234:1234:app:/home/app:/bin/sh
+PASSWD
+cat >"$root/etc/group" <<'GROUP'
+root:x:0:
+daemon:x:1:
+app:x:1234:
+extra:x:5555:app
+nogroup:x:65534:
+GROUP
+echo 'hello from berth-test' >"$root/var/www/index.html"
+chown 1234:1234 "$root/home/app"
+
+tar -C "$root" -c . | docker import \
+	--change 'CMD ["/bin/sh"]' \
+	--change 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' \
+	--change "LABEL berth.test.stamp=$stamp" \
+	- "$image" >/dev/null
+echo "built $image in $host" >&2

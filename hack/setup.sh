@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Sets up this machine for Berth: installs what is missing with apt, starts
+# Docker Engine if it is not running, and builds the local test images.
+# Idempotent and safe to rerun; needs root. Never pulls from the internet.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+if [[ $(id -u) -ne 0 ]]; then
+	log "must run as root (it installs packages and starts dockerd)"
+	exit 1
+fi
+
+packages=(docker.io containernetworking-plugins busybox-static docker-registry iptables apache2-utils libseccomp-dev)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	log "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq || log "apt-get update failed; trying with the cached package lists"
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Docker: start the system daemon by hand unless it already answers. On
+# machines with systemd as init, use the unit instead.
+docker_ok() { DOCKER_HOST=unix:///var/run/docker.sock timeout 5 docker version >/dev/null 2>&1; }
+if ! docker_ok; then
+	if [[ -d /run/systemd/system ]] && systemctl start docker 2>/dev/null; then
+		log "started docker.service"
+	else
+		log "starting dockerd (log: /var/log/dockerd.log)"
+		# A stale pid file from a dead daemon blocks the start.
+		if [[ -f /var/run/docker.pid ]] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+			rm -f /var/run/docker.pid
+		fi
+		setsid nohup /usr/sbin/dockerd --pidfile /var/run/docker.pid >>/var/log/dockerd.log 2>&1 </dev/null &
+	fi
+	for _ in $(seq 1 120); do
+		docker_ok && break
+		sleep 0.5
+	done
+	if ! docker_ok; then
+		log "dockerd did not come up; last lines of /var/log/dockerd.log:"
+		tail -20 /var/log/dockerd.log >&2 || true
+		exit 1
+	fi
+fi
+log "docker $(DOCKER_HOST=unix:///var/run/docker.sock docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
+
+"$(dirname "$0")/build-test-images.sh" unix:///var/run/docker.sock

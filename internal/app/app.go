@@ -1,0 +1,183 @@
+// Package app wires Berth together: it builds every dependency in order,
+// recovers state, serves CRI (and metrics), and shuts down. Reading Run
+// shows the whole system.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-cri/berth/internal/config"
+	"github.com/berth-cri/berth/internal/cri"
+	"github.com/berth-cri/berth/internal/docker"
+	"github.com/berth-cri/berth/internal/interceptor"
+	"github.com/berth-cri/berth/internal/logging"
+	"github.com/berth-cri/berth/internal/metrics"
+	"github.com/berth-cri/berth/internal/network"
+	"github.com/berth-cri/berth/internal/sockets"
+	"github.com/berth-cri/berth/internal/version"
+)
+
+// maxMsgSize bounds CRI messages both ways, as kubelet's client does
+// (16 MiB): big enough for ListContainers on a full node, small enough that a
+// garbage request cannot make Berth allocate without bound.
+const maxMsgSize = 16 << 20
+
+// Run serves CRI until ctx is cancelled (SIGTERM/SIGINT), then drains
+// in-flight calls for at most cfg.ShutdownTimeout and returns nil.
+func Run(ctx context.Context, cfg config.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	level, _ := config.ParseLogLevel(cfg.LogLevel)
+	log := logging.New(os.Stderr, level, cfg.LogFormat)
+	log.Info("starting berth", "version", version.String(), "endpoint", cfg.Endpoint, "docker", cfg.DockerEndpoint)
+
+	if err := os.MkdirAll(cfg.RootDir, 0o700); err != nil {
+		return fmt.Errorf("--root-dir: %w", err)
+	}
+
+	m := metrics.New()
+
+	dockerClient, err := docker.New(docker.Options{
+		Endpoint:       cfg.DockerEndpoint,
+		RequestTimeout: cfg.RuntimeRequestTimeout,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	defer dockerClient.Close()
+	dockerClient.OnHealthChange(func(h docker.Health) {
+		if h.Ready {
+			m.DockerUp.Set(1)
+		} else {
+			m.DockerUp.Set(0)
+		}
+	})
+
+	netManager := network.New(network.Options{
+		Plugin:   cfg.NetworkPlugin,
+		BinDirs:  cfg.CNIBinDirs,
+		ConfDir:  cfg.CNIConfDir,
+		CacheDir: cfg.CNICacheDir,
+		MTU:      cfg.NetworkPluginMTU,
+	})
+
+	service := cri.New(cri.Deps{
+		Config:  cfg,
+		Daemon:  dockerClient,
+		Network: netManager,
+		Logger:  log,
+	})
+
+	gate := interceptor.NewGate(10*time.Second, func() string {
+		if h := dockerClient.Health(); !h.Ready {
+			return h.Reason
+		}
+		return ""
+	})
+	chain := &interceptor.Chain{Log: log, Metrics: m, Gate: gate}
+	server := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(chain.Unary()),
+		grpc.ChainStreamInterceptor(chain.Stream()),
+		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.MaxSendMsgSize(maxMsgSize),
+	)
+	runtimeapi.RegisterRuntimeServiceServer(server, service)
+	runtimeapi.RegisterImageServiceServer(server, service)
+
+	gid := -1
+	if cfg.SocketGroup != "" {
+		if gid, err = config.LookupGroup(cfg.SocketGroup); err != nil {
+			return fmt.Errorf("--socket-group: %w", err)
+		}
+	}
+	listener, err := sockets.Listen(cfg.Endpoint, gid)
+	if err != nil {
+		return err
+	}
+
+	runCtx, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
+	go dockerClient.Run(runCtx)
+	go recoverThenOpen(runCtx, log, dockerClient, service, gate)
+
+	var metricsServer *http.Server
+	if cfg.MetricsAddress != "" {
+		ml, err := net.Listen("tcp", cfg.MetricsAddress)
+		if err != nil {
+			listener.Close()
+			return fmt.Errorf("--metrics-address: %w", err)
+		}
+		metricsServer = &http.Server{
+			Handler: m.Handler(func(context.Context) error {
+				if h := dockerClient.Health(); !h.Ready {
+					return errors.New(h.Reason)
+				}
+				return nil
+			}),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		go func() { _ = metricsServer.Serve(ml) }()
+		log.Info("serving metrics", "address", ml.Addr().String())
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- server.Serve(listener) }()
+	log.Info("serving CRI", "endpoint", cfg.Endpoint)
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("CRI server stopped: %w", err)
+	case <-ctx.Done():
+	}
+
+	log.Info("shutting down: draining in-flight calls", "timeout", cfg.ShutdownTimeout)
+	drained := make(chan struct{})
+	go func() { server.GracefulStop(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(cfg.ShutdownTimeout):
+		log.Warn("in-flight calls did not finish in time; stopping them")
+		server.Stop()
+	}
+	if metricsServer != nil {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = metricsServer.Shutdown(shutdownCtx)
+		cancel()
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// recoverThenOpen waits for Docker, rebuilds the service's state from it,
+// and opens the readiness gate. It retries until it succeeds or ctx ends.
+func recoverThenOpen(ctx context.Context, log *slog.Logger, d *docker.Client, s *cri.Service, gate *interceptor.Gate) {
+	for attempt := 0; ; attempt++ {
+		if h := d.Probe(ctx); h.Ready {
+			start := time.Now()
+			if err := s.Recover(ctx); err == nil {
+				log.Info("state recovered from Docker; accepting all CRI calls", "took", time.Since(start))
+				gate.Open()
+				return
+			} else {
+				log.Error("recovering state from Docker", "error", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(time.Duration(attempt+1)*250*time.Millisecond, 5*time.Second)):
+		}
+	}
+}

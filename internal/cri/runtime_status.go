@@ -1,0 +1,77 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-cri/berth/internal/docker"
+	"github.com/berth-cri/berth/internal/version"
+)
+
+// Status reports RuntimeReady from a live ping of Docker and NetworkReady
+// from the CNI configuration, with the runtime handlers Docker has.
+func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
+	h := s.daemon.Probe(ctx)
+	runtimeCond := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: h.Ready}
+	if !h.Ready {
+		runtimeCond.Reason = "DockerUnavailable"
+		runtimeCond.Message = h.Reason
+	}
+	netReady, netReason := s.network.Ready()
+	networkCond := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: netReady}
+	if !netReady {
+		networkCond.Reason = "NetworkPluginNotReady"
+		networkCond.Message = netReason
+	}
+
+	resp := &runtimeapi.StatusResponse{
+		Status:          &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeCond, networkCond}},
+		RuntimeHandlers: runtimeHandlers(h.Daemon),
+		Features:        runtimeFeatures(h.Daemon),
+	}
+	if req.GetVerbose() {
+		resp.Info = s.verboseInfo(h)
+	}
+	return resp, nil
+}
+
+// runtimeHandlers lists the default handler ("") and one per runtime Docker
+// is configured with; RuntimeHandler in a pod's request selects one.
+func runtimeHandlers(d docker.DaemonInfo) []*runtimeapi.RuntimeHandler {
+	features := handlerFeatures(d)
+	handlers := []*runtimeapi.RuntimeHandler{{Name: "", Features: features}}
+	for _, name := range d.Runtimes {
+		handlers = append(handlers, &runtimeapi.RuntimeHandler{Name: name, Features: features})
+	}
+	return handlers
+}
+
+// handlerFeatures says what every handler supports. Each is false until
+// Berth really implements it on the connected daemon: kubelet must never
+// assume a feature that would be silently dropped.
+func handlerFeatures(docker.DaemonInfo) *runtimeapi.RuntimeHandlerFeatures {
+	return &runtimeapi.RuntimeHandlerFeatures{
+		RecursiveReadOnlyMounts: false,
+		UserNamespaces:          false,
+	}
+}
+
+func runtimeFeatures(docker.DaemonInfo) *runtimeapi.RuntimeFeatures {
+	return &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: false}
+}
+
+func (s *Service) verboseInfo(h docker.Health) map[string]string {
+	info := map[string]string{"berthVersion": version.String()}
+	if b, err := json.Marshal(s.cfg); err == nil {
+		info["config"] = string(b)
+	}
+	if b, err := json.Marshal(h.Daemon); err == nil {
+		info["docker"] = string(b)
+	}
+	s.mu.Lock()
+	info["podCIDR"] = s.podCIDR
+	s.mu.Unlock()
+	return info
+}

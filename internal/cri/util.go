@@ -1,0 +1,8 @@
+package cri
+
+import "os"
+
+func dirExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
+}

@@ -1,0 +1,331 @@
+// Package docker is Berth's connection to Docker Engine: a moby client with
+// API-version negotiation, a health monitor that survives the daemon going
+// away, and context-first calls whose errors are classified into Berth's
+// sentinel errors.
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+	"github.com/moby/moby/client/pkg/versions"
+
+	"github.com/berth-cri/berth/internal/errdefs"
+)
+
+// MinAPIVersion is the oldest Docker API Berth speaks: Docker 20.10.
+const MinAPIVersion = "1.41"
+
+// Options configure a Client.
+type Options struct {
+	// Endpoint is the daemon address, e.g. unix:///var/run/docker.sock.
+	Endpoint string
+	// RequestTimeout bounds every call that is not long-running.
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
+}
+
+// Client talks to one Docker daemon. It is safe for concurrent use.
+type Client struct {
+	api     *client.Client
+	timeout time.Duration
+	log     *slog.Logger
+
+	mu        sync.Mutex // guards health and listeners
+	health    Health
+	listeners []func(Health)
+}
+
+// Health is the last known state of the daemon connection.
+type Health struct {
+	// Ready is true when the daemon answered the last ping and speaks an
+	// API version Berth supports.
+	Ready bool
+	// Reason says why Ready is false.
+	Reason string
+	// Since is when Ready last changed.
+	Since time.Time
+	// Daemon describes the daemon as of the last successful connection.
+	Daemon DaemonInfo
+}
+
+// DaemonInfo is what Berth needs to know about the daemon it talks to.
+type DaemonInfo struct {
+	Version       string   `json:"version"`
+	APIVersion    string   `json:"apiVersion"`
+	MinAPIVersion string   `json:"minAPIVersion"`
+	// NegotiatedAPIVersion is the version Berth's requests use.
+	NegotiatedAPIVersion string   `json:"negotiatedAPIVersion"`
+	CgroupDriver         string   `json:"cgroupDriver"`
+	CgroupVersion        string   `json:"cgroupVersion"`
+	Runtimes             []string `json:"runtimes"`
+	DefaultRuntime       string   `json:"defaultRuntime"`
+	RootDir              string   `json:"rootDir"`
+	StorageDriver        string   `json:"storageDriver"`
+	// ContainerdImageStore is true when images live in containerd's store,
+	// where an image's id is its manifest or index digest.
+	ContainerdImageStore bool     `json:"containerdImageStore"`
+	LiveRestore          bool     `json:"liveRestore"`
+	SecurityOptions      []string `json:"securityOptions"`
+	CDISpecDirs          []string `json:"cdiSpecDirs,omitempty"`
+	KernelVersion        string   `json:"kernelVersion"`
+	OperatingSystem      string   `json:"operatingSystem"`
+	NCPU                 int      `json:"ncpu"`
+	MemTotal             int64    `json:"memTotal"`
+}
+
+// APIAtLeast reports whether the negotiated API version is v or newer.
+func (d DaemonInfo) APIAtLeast(v string) bool {
+	return d.NegotiatedAPIVersion != "" && versions.GreaterThanOrEqualTo(d.NegotiatedAPIVersion, v)
+}
+
+// HasSecurityOption reports whether the daemon lists a security option with
+// this name (e.g. "userns", "rootless", "seccomp").
+func (d DaemonInfo) HasSecurityOption(name string) bool {
+	for _, o := range d.SecurityOptions {
+		if o == name || strings.HasPrefix(o, "name="+name) {
+			return true
+		}
+	}
+	return false
+}
+
+// New returns a client for the daemon at opts.Endpoint. It does not contact
+// the daemon: Run does, and keeps the connection's health current.
+func New(opts Options) (*Client, error) {
+	api, err := client.New(client.WithHost(opts.Endpoint), client.WithUserAgent("berth"))
+	if err != nil {
+		return nil, fmt.Errorf("docker endpoint %q: %w", opts.Endpoint, err)
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Client{
+		api:     api,
+		timeout: opts.RequestTimeout,
+		log:     logger.With("component", "docker"),
+		health:  Health{Reason: "Docker has not been contacted yet", Since: time.Now()},
+	}, nil
+}
+
+// Close releases the client's idle connections.
+func (c *Client) Close() error { return c.api.Close() }
+
+// API returns the underlying moby client for the few callers (tests,
+// benchmarks, tools) that need a call this package does not wrap.
+func (c *Client) API() *client.Client { return c.api }
+
+// Health returns the last known state of the connection.
+func (c *Client) Health() Health {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.health
+}
+
+// OnHealthChange registers fn to be called (in its own goroutine) every
+// time Ready changes, including the first successful connection.
+func (c *Client) OnHealthChange(fn func(Health)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.listeners = append(c.listeners, fn)
+}
+
+// Run keeps the connection's health current until ctx ends: it pings the
+// daemon, backs off while it is away, and renegotiates the API version and
+// rereads the daemon's configuration whenever it comes back.
+func (c *Client) Run(ctx context.Context) {
+	const (
+		upInterval = 5 * time.Second
+		minBackoff = 250 * time.Millisecond
+		maxBackoff = 5 * time.Second
+	)
+	backoff := minBackoff
+	for {
+		h := c.Probe(ctx)
+		wait := upInterval
+		if !h.Ready {
+			wait = backoff
+			backoff = min(backoff*2, maxBackoff)
+		} else {
+			backoff = minBackoff
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Probe pings the daemon now and updates Health. After an outage (or on the
+// first contact) it renegotiates the API version and rereads the daemon's
+// info, since the daemon may have been upgraded or reconfigured meanwhile.
+func (c *Client) Probe(ctx context.Context) Health {
+	ctx, cancel := context.WithTimeout(ctx, min(c.timeout, 10*time.Second))
+	defer cancel()
+
+	prev := c.Health()
+	if prev.Ready {
+		ping, err := c.api.Ping(ctx, client.PingOptions{})
+		if err != nil {
+			return c.setHealth(false, "Docker is not answering: "+errorMessage(err), prev.Daemon)
+		}
+		if ping.APIVersion == "" || ping.APIVersion == prev.Daemon.APIVersion {
+			return prev
+		}
+		// The daemon was replaced between two pings (an upgrade or
+		// downgrade): fall through and renegotiate.
+		c.log.Info("Docker's API version changed", "from", prev.Daemon.APIVersion, "to", ping.APIVersion)
+	}
+	ping, err := c.api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true, ForceNegotiate: true})
+	if err != nil {
+		return c.setHealth(false, "Docker is not answering: "+errorMessage(err), prev.Daemon)
+	}
+	if ping.APIVersion != "" && versions.LessThan(ping.APIVersion, MinAPIVersion) {
+		return c.setHealth(false, fmt.Sprintf("Docker API %s is older than %s, the oldest Berth supports (Docker 20.10)", ping.APIVersion, MinAPIVersion), prev.Daemon)
+	}
+	info, err := c.readDaemonInfo(ctx)
+	if err != nil {
+		return c.setHealth(false, "reading Docker's configuration: "+errorMessage(err), prev.Daemon)
+	}
+	return c.setHealth(true, "", info)
+}
+
+func (c *Client) readDaemonInfo(ctx context.Context) (DaemonInfo, error) {
+	ver, err := c.api.ServerVersion(ctx, client.ServerVersionOptions{})
+	if err != nil {
+		return DaemonInfo{}, err
+	}
+	res, err := c.api.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return DaemonInfo{}, err
+	}
+	info := res.Info
+	d := DaemonInfo{
+		Version:              ver.Version,
+		APIVersion:           ver.APIVersion,
+		MinAPIVersion:        ver.MinAPIVersion,
+		NegotiatedAPIVersion: c.api.ClientVersion(),
+		CgroupDriver:         info.CgroupDriver,
+		CgroupVersion:        info.CgroupVersion,
+		DefaultRuntime:       info.DefaultRuntime,
+		RootDir:              info.DockerRootDir,
+		StorageDriver:        info.Driver,
+		LiveRestore:          info.LiveRestoreEnabled,
+		SecurityOptions:      info.SecurityOptions,
+		CDISpecDirs:          info.CDISpecDirs,
+		KernelVersion:        info.KernelVersion,
+		OperatingSystem:      info.OperatingSystem,
+		NCPU:                 info.NCPU,
+		MemTotal:             info.MemTotal,
+	}
+	if d.CgroupVersion == "" {
+		d.CgroupVersion = "1"
+	}
+	for name := range info.Runtimes {
+		d.Runtimes = append(d.Runtimes, name)
+	}
+	sort.Strings(d.Runtimes)
+	for _, kv := range info.DriverStatus {
+		if kv[0] == "driver-type" && strings.HasPrefix(kv[1], "io.containerd.snapshotter") {
+			d.ContainerdImageStore = true
+		}
+	}
+	return d, nil
+}
+
+func (c *Client) setHealth(ready bool, reason string, daemon DaemonInfo) Health {
+	c.mu.Lock()
+	prev := c.health
+	h := Health{Ready: ready, Reason: reason, Since: prev.Since, Daemon: daemon}
+	changed := prev.Ready != ready
+	if changed {
+		h.Since = time.Now()
+	}
+	c.health = h
+	listeners := append([]func(Health){}, c.listeners...)
+	c.mu.Unlock()
+
+	if changed {
+		if ready {
+			c.log.Info("connected to Docker", "version", daemon.Version, "api", daemon.NegotiatedAPIVersion,
+				"cgroupDriver", daemon.CgroupDriver, "storage", daemon.StorageDriver, "containerdImageStore", daemon.ContainerdImageStore)
+		} else {
+			c.log.Warn("Docker is unavailable", "reason", reason)
+		}
+		for _, fn := range listeners {
+			go fn(h)
+		}
+	} else if !ready && reason != prev.Reason {
+		c.log.Debug("Docker still unavailable", "reason", reason)
+	}
+	return h
+}
+
+// WithTimeout returns ctx bounded by the runtime request timeout, for a call
+// that is not long-running.
+func (c *Client) WithTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.timeout)
+}
+
+// Classify wraps a Docker error with the Berth sentinel matching its kind,
+// keeping Docker's message. Connection failures become ErrUnavailable.
+func Classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var sentinel error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return err
+	case client.IsErrConnectionFailed(err):
+		sentinel = errdefs.ErrUnavailable
+	case cerrdefs.IsNotFound(err):
+		sentinel = errdefs.ErrNotFound
+	case cerrdefs.IsConflict(err), cerrdefs.IsAlreadyExists(err):
+		sentinel = errdefs.ErrAlreadyExists
+	case cerrdefs.IsInvalidArgument(err):
+		sentinel = errdefs.ErrInvalidArgument
+	case cerrdefs.IsUnauthorized(err):
+		sentinel = errdefs.ErrUnauthenticated
+	case cerrdefs.IsPermissionDenied(err):
+		sentinel = errdefs.ErrPermissionDenied
+	case cerrdefs.IsFailedPrecondition(err), cerrdefs.IsNotModified(err):
+		sentinel = errdefs.ErrFailedPrecondition
+	case cerrdefs.IsUnavailable(err):
+		sentinel = errdefs.ErrUnavailable
+	case cerrdefs.IsNotImplemented(err):
+		sentinel = errdefs.ErrUnimplemented
+	case cerrdefs.IsDeadlineExceeded(err):
+		sentinel = errdefs.ErrDeadlineExceeded
+	case cerrdefs.IsInternal(err), cerrdefs.IsDataLoss(err), cerrdefs.IsUnknown(err):
+		sentinel = errdefs.ErrInternal
+	default:
+		return err
+	}
+	return &classified{err: err, kind: sentinel}
+}
+
+type classified struct {
+	err  error
+	kind error
+}
+
+func (e *classified) Error() string { return errorMessage(e.err) }
+func (e *classified) Unwrap() []error {
+	return []error{e.err, e.kind}
+}
+
+// errorMessage strips the noise moby's client puts before daemon messages.
+func errorMessage(err error) string {
+	return strings.TrimPrefix(err.Error(), "Error response from daemon: ")
+}

@@ -1,0 +1,106 @@
+// Package errdefs holds the sentinel errors Berth's layers return and the one
+// place where they become gRPC status codes.
+package errdefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Sentinel errors. Lower layers wrap them with %w and context; the gRPC
+// interceptor maps them to codes with ToGRPC. A handler never builds a
+// status by hand.
+var (
+	ErrInvalidArgument    = errors.New("invalid argument")
+	ErrNotFound           = errors.New("not found")
+	ErrAlreadyExists      = errors.New("already exists")
+	ErrFailedPrecondition = errors.New("failed precondition")
+	ErrUnavailable        = errors.New("unavailable")
+	ErrUnimplemented      = errors.New("not implemented")
+	ErrDeadlineExceeded   = errors.New("deadline exceeded")
+	ErrResourceExhausted  = errors.New("resource exhausted")
+	ErrPermissionDenied   = errors.New("permission denied")
+	ErrUnauthenticated    = errors.New("unauthenticated")
+	ErrInternal           = errors.New("internal error")
+)
+
+// InvalidArgument returns an error wrapping ErrInvalidArgument whose message
+// names the offending field, e.g. InvalidArgument("config.metadata.name", "must not be empty").
+func InvalidArgument(field, format string, args ...any) error {
+	return &fieldError{kind: ErrInvalidArgument, field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+// NotFound returns an error wrapping ErrNotFound for the named object.
+func NotFound(what string, id string) error {
+	return fmt.Errorf("%s %q: %w", what, id, ErrNotFound)
+}
+
+type fieldError struct {
+	kind  error
+	field string
+	msg   string
+}
+
+func (e *fieldError) Error() string { return e.field + ": " + e.msg }
+func (e *fieldError) Unwrap() error { return e.kind }
+
+// Field returns the request field an error names, or "" if it names none.
+func Field(err error) string {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return fe.field
+	}
+	return ""
+}
+
+var codeOf = []struct {
+	err  error
+	code codes.Code
+}{
+	{ErrInvalidArgument, codes.InvalidArgument},
+	{ErrNotFound, codes.NotFound},
+	{ErrAlreadyExists, codes.AlreadyExists},
+	{ErrFailedPrecondition, codes.FailedPrecondition},
+	{ErrUnavailable, codes.Unavailable},
+	{ErrUnimplemented, codes.Unimplemented},
+	{ErrDeadlineExceeded, codes.DeadlineExceeded},
+	{ErrResourceExhausted, codes.ResourceExhausted},
+	{ErrPermissionDenied, codes.PermissionDenied},
+	{ErrUnauthenticated, codes.Unauthenticated},
+	{ErrInternal, codes.Internal},
+	{context.DeadlineExceeded, codes.DeadlineExceeded},
+	{context.Canceled, codes.Canceled},
+}
+
+// Code returns the gRPC code for err: the code of an existing status error,
+// else of the first sentinel err wraps, else codes.Unknown.
+func Code(err error) codes.Code {
+	if err == nil {
+		return codes.OK
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code()
+	}
+	for _, c := range codeOf {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return codes.Unknown
+}
+
+// ToGRPC converts err into a gRPC status error carrying err's message and
+// the code Code gives. A status error is returned unchanged.
+func ToGRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(Code(err), err.Error())
+}

@@ -1,0 +1,48 @@
+// Package e2e is Berth's conformance suite: every RPC against a real Docker
+// Engine, driven through k8s.io/cri-client, the client kubelet uses.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/berth-cri/berth/test/framework"
+)
+
+// berth is the shared instance most tests use; tests that need their own
+// flags, or restart or kill Berth, start another.
+var berth *framework.Berth
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	v, err := framework.RequireDocker(context.Background())
+	if err != nil {
+		// In CI a missing prerequisite is a failure, never a skip.
+		fmt.Fprintln(os.Stderr, "e2e: FAIL:", err)
+		return 1
+	}
+	fmt.Printf("e2e: Docker %s (API %s) at %s\n", v.Version, v.APIVersion, framework.DockerHost())
+	if _, err := framework.Binary(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: FAIL: building berth:", err)
+		return 1
+	}
+	berth, err = framework.Start(framework.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: FAIL: starting berth:", err)
+		return 1
+	}
+	code := m.Run()
+	if err := berth.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: stopping the shared berth:", err)
+		code = 1
+	}
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "shared berth log:\n%s\n", berth.Log())
+	}
+	return code
+}

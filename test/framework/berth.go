@@ -1,0 +1,365 @@
+// Package framework starts real Berth processes against a real Docker Engine
+// for the end-to-end, torture and benchmark suites, and gives them the CRI
+// clients kubelet uses (k8s.io/cri-client).
+package framework
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	internalapi "k8s.io/cri-api/pkg/apis"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	remote "k8s.io/cri-client/pkg"
+)
+
+// RequestTimeout is the per-call timeout of the CRI clients, kubelet's default.
+const RequestTimeout = 2 * time.Minute
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// RepoRoot returns the repository's root directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Binary builds cmd/berth once per test process (with the race detector when
+// BERTH_TEST_RACE=1) and returns its path. BERTH_TEST_BINARY overrides it.
+func Binary() (string, error) {
+	buildOnce.Do(func() {
+		if p := os.Getenv("BERTH_TEST_BINARY"); p != "" {
+			binPath = p
+			return
+		}
+		dir, err := os.MkdirTemp("", "berth-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "berth")
+		args := []string{"build", "-o", binPath}
+		if os.Getenv("BERTH_TEST_RACE") == "1" {
+			args = append(args, "-race")
+		}
+		args = append(args, "./cmd/berth")
+		cmd := exec.Command("go", args...)
+		cmd.Dir = RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	return binPath, buildErr
+}
+
+// DockerHost is the Docker endpoint the suites run against:
+// BERTH_TEST_DOCKER_HOST, else the system daemon.
+func DockerHost() string {
+	if h := os.Getenv("BERTH_TEST_DOCKER_HOST"); h != "" {
+		return h
+	}
+	return "unix:///var/run/docker.sock"
+}
+
+// Berth is a berth serve process under test.
+type Berth struct {
+	Endpoint string
+	Socket   string
+	RootDir  string
+	Args     []string
+
+	cmd     *exec.Cmd
+	log     *lockedBuffer
+	exited  chan struct{}
+	exitErr error
+
+	Runtime internalapi.RuntimeService
+	Images  internalapi.ImageManagerService
+	// Conn is a raw gRPC connection, for calls the cri-client does not
+	// expose as such (and to see the exact status codes).
+	Conn          *grpc.ClientConn
+	RuntimeClient runtimeapi.RuntimeServiceClient
+	ImageClient   runtimeapi.ImageServiceClient
+}
+
+// Options configure StartBerth.
+type Options struct {
+	// Args are extra flags for berth serve; they override the defaults.
+	Args []string
+	// Dir is where the socket and root dir go; a fresh temp dir by default.
+	Dir string
+	// NoWait returns as soon as the process started, without waiting for
+	// the socket or connecting clients.
+	NoWait bool
+}
+
+// StartBerth starts berth serve against DockerHost() on a private socket and
+// root dir and connects the CRI clients. It is stopped when tb ends.
+func StartBerth(tb testing.TB, opts Options) *Berth {
+	tb.Helper()
+	b, err := Start(opts)
+	if err != nil {
+		tb.Fatalf("starting berth: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := b.Stop(); err != nil {
+			tb.Errorf("stopping berth: %v", err)
+		}
+		if tb.Failed() {
+			tb.Logf("berth log:\n%s", b.Log())
+		}
+	})
+	return b
+}
+
+// Start is StartBerth for callers without a testing.TB; call Stop when done.
+func Start(opts Options) (*Berth, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	dir := opts.Dir
+	if dir == "" {
+		// Unix socket paths are limited to 108 bytes: keep the dir short.
+		if dir, err = os.MkdirTemp("", "bt-"); err != nil {
+			return nil, err
+		}
+	}
+	b := &Berth{
+		Socket:  filepath.Join(dir, "berth.sock"),
+		RootDir: filepath.Join(dir, "root"),
+		log:     &lockedBuffer{},
+		exited:  make(chan struct{}),
+	}
+	b.Endpoint = "unix://" + b.Socket
+	b.Args = append([]string{"serve",
+		"--container-runtime-endpoint", b.Endpoint,
+		"--root-dir", b.RootDir,
+		"--docker-endpoint", DockerHost(),
+		"--log-level", "debug",
+	}, opts.Args...)
+	if err := b.start(bin); err != nil {
+		return nil, err
+	}
+	if opts.NoWait {
+		return b, nil
+	}
+	if err := b.connect(); err != nil {
+		_ = b.Stop()
+		return nil, fmt.Errorf("%w\nberth log:\n%s", err, b.Log())
+	}
+	return b, nil
+}
+
+func (b *Berth) start(bin string) error {
+	b.cmd = exec.Command(bin, b.Args...)
+	b.cmd.Stdout = b.log
+	b.cmd.Stderr = b.log
+	b.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := b.cmd.Start(); err != nil {
+		return err
+	}
+	b.exited = make(chan struct{})
+	go func() {
+		b.exitErr = b.cmd.Wait()
+		close(b.exited)
+	}()
+	return nil
+}
+
+// Restart starts the same berth again (after Stop or Kill), reusing the
+// socket and root dir, and reconnects the clients.
+func (b *Berth) Restart() error {
+	bin, err := Binary()
+	if err != nil {
+		return err
+	}
+	b.closeClients()
+	if err := b.start(bin); err != nil {
+		return err
+	}
+	return b.connect()
+}
+
+// WaitForSocket waits until the socket accepts connections or the process exits.
+func (b *Berth) WaitForSocket(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-b.exited:
+			return fmt.Errorf("berth exited early: %v", b.exitErr)
+		default:
+		}
+		if c, err := net.Dial("unix", b.Socket); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("berth's socket %s did not come up in %v", b.Socket, timeout)
+}
+
+func (b *Berth) connect() error {
+	if err := b.WaitForSocket(30 * time.Second); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient("unix://"+b.Socket,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
+	if err != nil {
+		return err
+	}
+	b.Conn = conn
+	b.RuntimeClient = runtimeapi.NewRuntimeServiceClient(conn)
+	b.ImageClient = runtimeapi.NewImageServiceClient(conn)
+	// The cri-client checks Version when it connects, which needs Docker:
+	// wait for that before building it.
+	for {
+		_, err := b.RuntimeClient.Version(ctx, &runtimeapi.VersionRequest{})
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("berth never answered Version: %w", err)
+		case <-b.exited:
+			return fmt.Errorf("berth exited: %v", b.exitErr)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if b.Runtime, err = remote.NewRemoteRuntimeServiceBuilder().
+		WithEndpoint(b.Endpoint).WithConnectionTimeout(RequestTimeout).
+		WithTracerProvider(nil).Build(ctx); err != nil {
+		return err
+	}
+	// The image client checks ImageFsInfo when it connects.
+	if b.Images, err = remote.NewRemoteImageServiceBuilder().
+		WithEndpoint(b.Endpoint).WithConnectionTimeout(RequestTimeout).
+		WithTracerProvider(nil).Build(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (b *Berth) closeClients() {
+	ctx := context.Background()
+	if b.Runtime != nil {
+		_ = b.Runtime.Close(ctx)
+		b.Runtime = nil
+	}
+	if b.Images != nil {
+		_ = b.Images.Close(ctx)
+		b.Images = nil
+	}
+	if b.Conn != nil {
+		_ = b.Conn.Close()
+		b.Conn = nil
+	}
+}
+
+// Signal sends sig to the berth process.
+func (b *Berth) Signal(sig os.Signal) error { return b.cmd.Process.Signal(sig) }
+
+// Pid returns the berth process's id.
+func (b *Berth) Pid() int { return b.cmd.Process.Pid }
+
+// Wait waits up to timeout for the process to exit and returns its error
+// (nil for exit status 0).
+func (b *Berth) Wait(timeout time.Duration) error {
+	select {
+	case <-b.exited:
+		return b.exitErr
+	case <-time.After(timeout):
+		return fmt.Errorf("berth (pid %d) did not exit within %v", b.cmd.Process.Pid, timeout)
+	}
+}
+
+// Exited reports whether the process has exited.
+func (b *Berth) Exited() bool {
+	select {
+	case <-b.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Kill kills the process with SIGKILL, as a crash would, and waits for it.
+func (b *Berth) Kill() error {
+	b.closeClients()
+	if b.Exited() {
+		return nil
+	}
+	_ = b.cmd.Process.Kill()
+	<-b.exited
+	return nil
+}
+
+// Stop stops the process with SIGTERM and expects a clean exit (status 0).
+func (b *Berth) Stop() error {
+	b.closeClients()
+	if b.Exited() {
+		return nil
+	}
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	if err := b.Wait(30 * time.Second); err != nil {
+		_ = b.cmd.Process.Kill()
+		<-b.exited
+		return err
+	}
+	return nil
+}
+
+// Log returns everything the process has written so far.
+func (b *Berth) Log() string { return b.log.String() }
+
+// WaitForLog waits until the log contains s.
+func (b *Berth) WaitForLog(s string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if strings.Contains(b.Log(), s) {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("berth's log never contained %q", s)
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// ErrNoDocker is returned by RequireDocker when the daemon does not answer.
+var ErrNoDocker = errors.New("docker is not reachable")

@@ -1,0 +1,39 @@
+package framework
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/moby/moby/client"
+)
+
+// TestImage is the busybox image hack/build-test-images.sh builds locally
+// (from Debian's busybox-static; nothing is pulled).
+const TestImage = "berth-test/busybox:latest"
+
+// DockerClient returns a moby client for DockerHost(), for tests that check
+// what Berth did directly in Docker.
+func DockerClient() (*client.Client, error) {
+	return client.New(client.WithHost(DockerHost()))
+}
+
+// RequireDocker checks that the daemon answers and the test image exists. A
+// missing prerequisite is an error, never a reason to skip.
+func RequireDocker(ctx context.Context) (client.ServerVersionResult, error) {
+	c, err := DockerClient()
+	if err != nil {
+		return client.ServerVersionResult{}, err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	v, err := c.ServerVersion(ctx, client.ServerVersionOptions{})
+	if err != nil {
+		return v, fmt.Errorf("%w at %s: %v (run hack/setup.sh)", ErrNoDocker, DockerHost(), err)
+	}
+	if _, err := c.ImageInspect(ctx, TestImage); err != nil {
+		return v, fmt.Errorf("test image %s is missing at %s: %v (run hack/setup.sh)", TestImage, DockerHost(), err)
+	}
+	return v, nil
+}

@@ -1,0 +1,151 @@
+package framework
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+)
+
+// Dockerd is a private Docker daemon a test starts, stops and restarts
+// without touching the system daemon: it has its own socket, data root, exec
+// root, managed containerd and bridge, and leaves iptables alone.
+type Dockerd struct {
+	Binary string
+	Dir    string
+	Host   string
+	Bridge string
+	Args   []string
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    *lockedBuffer
+}
+
+// StartDockerd starts a private daemon with binary (Debian's dockerd when
+// empty) and extra args; it is stopped and its files removed when tb ends.
+func StartDockerd(tb testing.TB, binary string, extraArgs ...string) *Dockerd {
+	tb.Helper()
+	if binary == "" {
+		binary = "/usr/sbin/dockerd"
+	}
+	var rnd [3]byte
+	_, _ = rand.Read(rnd[:])
+	suffix := hex.EncodeToString(rnd[:])
+	dir, err := os.MkdirTemp("", "bd-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	d := &Dockerd{
+		Binary: binary,
+		Dir:    dir,
+		Host:   "unix://" + filepath.Join(dir, "d.sock"),
+		Bridge: "bd" + suffix,
+		log:    &lockedBuffer{},
+	}
+	// A daemon started with --bridge=none deletes the host's docker0, so
+	// the private daemon gets a bridge of its own instead.
+	n, _ := rand.Int(rand.Reader, big.NewInt(200))
+	cidr := fmt.Sprintf("10.231.%d.1/24", n.Int64()+20)
+	for _, args := range [][]string{
+		{"link", "add", d.Bridge, "type", "bridge"},
+		{"addr", "add", cidr, "dev", d.Bridge},
+		{"link", "set", d.Bridge, "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			_ = exec.Command("ip", "link", "del", d.Bridge).Run()
+			tb.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	d.Args = append([]string{
+		"--host", d.Host,
+		"--data-root", filepath.Join(dir, "data"),
+		"--exec-root", filepath.Join(dir, "x"),
+		"--pidfile", filepath.Join(dir, "d.pid"),
+		"--bridge", d.Bridge,
+		"--iptables=false", "--ip-masq=false", "--ip-forward=false",
+		"--log-level", "warn",
+	}, extraArgs...)
+	tb.Cleanup(func() {
+		d.Stop(tb)
+		_ = exec.Command("ip", "link", "del", d.Bridge).Run()
+		if err := os.RemoveAll(dir); err != nil {
+			tb.Logf("removing %s: %v", dir, err)
+		}
+		if tb.Failed() {
+			tb.Logf("private dockerd log:\n%s", d.log.String())
+		}
+	})
+	d.Start(tb)
+	return d
+}
+
+// Start starts the daemon (again) and waits until it answers.
+func (d *Dockerd) Start(tb testing.TB) {
+	tb.Helper()
+	d.cmd = exec.Command(d.Binary, d.Args...)
+	d.cmd.Stdout = d.log
+	d.cmd.Stderr = d.log
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := d.cmd.Start(); err != nil {
+		tb.Fatalf("starting %s: %v", d.Binary, err)
+	}
+	d.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) {
+		_ = cmd.Wait()
+		close(exited)
+	}(d.cmd, d.exited)
+
+	c, err := client.New(client.WithHost(d.Host))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.Ping(ctx, client.PingOptions{})
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-d.exited:
+			tb.Fatalf("private dockerd exited: %s", d.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("private dockerd did not answer within 60s: %v\n%s", err, d.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Stop stops the daemon with SIGTERM and waits for it to exit.
+func (d *Dockerd) Stop(tb testing.TB) {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-d.exited:
+		return
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(30 * time.Second):
+		tb.Logf("private dockerd did not stop on SIGTERM; killing pid %d", d.cmd.Process.Pid)
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+	}
+}
