@@ -59,9 +59,9 @@ type Health struct {
 
 // DaemonInfo is what Berth needs to know about the daemon it talks to.
 type DaemonInfo struct {
-	Version       string   `json:"version"`
-	APIVersion    string   `json:"apiVersion"`
-	MinAPIVersion string   `json:"minAPIVersion"`
+	Version       string `json:"version"`
+	APIVersion    string `json:"apiVersion"`
+	MinAPIVersion string `json:"minAPIVersion"`
 	// NegotiatedAPIVersion is the version Berth's requests use.
 	NegotiatedAPIVersion string   `json:"negotiatedAPIVersion"`
 	CgroupDriver         string   `json:"cgroupDriver"`

@@ -135,7 +135,7 @@ var readOnly = map[string]bool{
 	"PodSandboxStats": true, "ListPodSandboxStats": true, "StreamPodSandboxStats": true,
 	"ListMetricDescriptors": true, "ListPodSandboxMetrics": true, "StreamPodSandboxMetrics": true,
 	"GetContainerEvents": true,
-	"ListImages": true, "StreamImages": true, "ImageStatus": true, "ImageFsInfo": true,
+	"ListImages":         true, "StreamImages": true, "ImageStatus": true, "ImageFsInfo": true,
 	"ServerReflectionInfo": true, "Check": true, "Watch": true,
 }
 

@@ -433,3 +433,36 @@ func wantCode(t *testing.T, err error, code codes.Code, msg string) {
 		t.Errorf("error = %v (%v), want %v containing %q", err, st.Code(), code, msg)
 	}
 }
+
+func TestSystemdSocketActivation(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "activated.sock")
+	// systemd-socket-activate listens, and on the first connection execs
+	// berth with the listening socket passed as systemd does (LISTEN_FDS).
+	b := framework.StartBerth(t, framework.Options{
+		Dir:     dir,
+		Wrapper: []string{"systemd-socket-activate", "-l", sock},
+		Args:    []string{"--container-runtime-endpoint", "fd://"},
+		NoWait:  true,
+	})
+	b.Socket = sock
+	rc := rawClient(t, sock)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		v, err := rc.Version(ctx, &runtimeapi.VersionRequest{})
+		if err == nil {
+			if v.RuntimeName != "docker" {
+				t.Errorf("Version over fd:// = %+v", v)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no Version over the activated socket: %v\n%s", err, b.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(b.Log(), "serving CRI") {
+		t.Errorf("berth did not serve on the passed socket:\n%s", b.Log())
+	}
+}

@@ -84,6 +84,7 @@ type Berth struct {
 	Socket   string
 	RootDir  string
 	Args     []string
+	Wrapper  []string
 
 	cmd     *exec.Cmd
 	log     *lockedBuffer
@@ -108,6 +109,9 @@ type Options struct {
 	// NoWait returns as soon as the process started, without waiting for
 	// the socket or connecting clients.
 	NoWait bool
+	// Wrapper is a command berth runs under (e.g. systemd-socket-activate);
+	// the berth binary and its arguments are appended to it.
+	Wrapper []string
 }
 
 // StartBerth starts berth serve against DockerHost() on a private socket and
@@ -147,6 +151,7 @@ func Start(opts Options) (*Berth, error) {
 		RootDir: filepath.Join(dir, "root"),
 		log:     &lockedBuffer{},
 		exited:  make(chan struct{}),
+		Wrapper: opts.Wrapper,
 	}
 	b.Endpoint = "unix://" + b.Socket
 	b.Args = append([]string{"serve",
@@ -169,7 +174,8 @@ func Start(opts Options) (*Berth, error) {
 }
 
 func (b *Berth) start(bin string) error {
-	b.cmd = exec.Command(bin, b.Args...)
+	argv := append(append(append([]string{}, b.Wrapper...), bin), b.Args...)
+	b.cmd = exec.Command(argv[0], argv[1:]...)
 	b.cmd.Stdout = b.log
 	b.cmd.Stderr = b.log
 	b.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
