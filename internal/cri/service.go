@@ -6,13 +6,22 @@ package cri
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"sync"
+	"time"
 
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/events"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/checkpoint"
 	"github.com/berth-cri/berth/internal/config"
 	"github.com/berth-cri/berth/internal/docker"
+	"github.com/berth-cri/berth/internal/dockerspec"
+	"github.com/berth-cri/berth/internal/network"
+	"github.com/berth-cri/berth/internal/pause"
+	"github.com/berth-cri/berth/internal/store"
 )
 
 // Daemon is the part of the Docker client that reports on the daemon itself.
@@ -23,17 +32,46 @@ type Daemon interface {
 	Probe(ctx context.Context) docker.Health
 }
 
-// Network reports whether pod networking can be set up.
+// Containers is the part of the Docker client that manages containers.
+type Containers interface {
+	CreateContainer(ctx context.Context, name string, cfg *container.Config, hc *container.HostConfig) (string, error)
+	StartContainer(ctx context.Context, id string) error
+	StopContainer(ctx context.Context, id string, grace time.Duration, signal string) error
+	RemoveContainer(ctx context.Context, id string) error
+	InspectContainer(ctx context.Context, id string) (container.InspectResponse, error)
+	ListContainers(ctx context.Context, labels ...string) ([]container.Summary, error)
+	ContainerEvents(ctx context.Context, since time.Time, labels ...string) (<-chan events.Message, <-chan error)
+	ImageID(ctx context.Context, ref string) (string, error)
+	ImageLayers(ctx context.Context, ref string) ([]string, error)
+	ImportImage(ctx context.Context, rootfs io.Reader, ref string, changes []string) error
+}
+
+// Network sets up pod networks.
 type Network interface {
+	// Ready reports whether pods can be networked now and, if not, why.
 	Ready() (bool, string)
+	// UsesCNI is false in Docker-bridge mode.
+	UsesCNI() bool
+	Prepare(pod network.PodNetwork) (*network.Attachment, error)
+	Add(ctx context.Context, sandboxID string, a *network.Attachment) error
+	Del(ctx context.Context, sandboxID string, a *network.Attachment, netns string) error
+	Check(ctx context.Context, sandboxID string, a *network.Attachment) error
+	// CachedIPs reads the IPs libcni cached for a sandbox set up by
+	// another runtime (cri-dockerd), or nil.
+	CachedIPs(sandboxID string) []string
 }
 
 // Deps are what the CRI service is built from.
 type Deps struct {
-	Config  config.Config
-	Daemon  Daemon
-	Network Network
-	Logger  *slog.Logger
+	Config      config.Config
+	Daemon      Daemon
+	Docker      Containers
+	Network     Network
+	Checkpoints *checkpoint.Store
+	Store       *store.Store
+	// OOM is how low an oom_score_adj this host lets Docker set.
+	OOM    dockerspec.OOMPolicy
+	Logger *slog.Logger
 }
 
 // Service serves runtime.v1 RuntimeService and ImageService. RPCs it does
@@ -42,10 +80,24 @@ type Service struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
-	cfg     config.Config
-	daemon  Daemon
-	network Network
-	log     *slog.Logger
+	cfg         config.Config
+	daemon      Daemon
+	docker      Containers
+	network     Network
+	checkpoints *checkpoint.Store
+	store       *store.Store
+	oom         dockerspec.OOMPolicy
+	pause       *pause.Ensurer
+	log         *slog.Logger
+
+	// runs single-flights RunPodSandbox per sandbox name.
+	runs *flights
+	// locks serialises the operations on one sandbox or container id.
+	locks *keyedMutex
+
+	// recoveredAt is when start-up recovery listed Docker; the event
+	// watcher starts from there so nothing in between is missed.
+	recoveredAt time.Time
 
 	mu      sync.Mutex // guards podCIDR
 	podCIDR string
@@ -58,18 +110,24 @@ var (
 
 // New returns the service. It does no I/O.
 func New(d Deps) *Service {
-	return &Service{
-		cfg:     d.Config,
-		daemon:  d.Daemon,
-		network: d.Network,
-		log:     d.Logger,
-		podCIDR: d.Config.PodCIDR,
+	s := &Service{
+		cfg:         d.Config,
+		daemon:      d.Daemon,
+		docker:      d.Docker,
+		network:     d.Network,
+		checkpoints: d.Checkpoints,
+		store:       d.Store,
+		oom:         d.OOM,
+		log:         d.Logger,
+		podCIDR:     d.Config.PodCIDR,
+		runs:        newFlights(),
+		locks:       newKeyedMutex(),
 	}
-}
-
-// Recover rebuilds Berth's in-memory view from Docker and the checkpoints.
-// It runs once at start-up, after Docker first answers and before the
-// readiness gate opens.
-func (s *Service) Recover(ctx context.Context) error {
-	return nil
+	s.pause = &pause.Ensurer{
+		Image:   d.Config.PodInfraContainerImage,
+		Builtin: d.Config.PodInfraContainerImage == config.DefaultPauseImage,
+		Docker:  d.Docker,
+		Log:     d.Logger,
+	}
+	return s
 }

@@ -12,8 +12,12 @@ import (
 )
 
 // berth is the shared instance most tests use; tests that need their own
-// flags, or restart or kill Berth, start another.
-var berth *framework.Berth
+// flags, or restart or kill Berth, start another. Its pods get their network
+// from sharedNet.
+var (
+	berth     *framework.Berth
+	sharedNet *framework.CNINetwork
+)
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -31,12 +35,21 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: FAIL: building berth:", err)
 		return 1
 	}
-	berth, err = framework.Start(framework.Options{})
+	tb := &mainTB{}
+	sharedNet = framework.NewCNINetwork(tb, framework.CNIOptions{})
+	defer tb.cleanup()
+	berth, err = framework.Start(framework.Options{Args: sharedNet.Args()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: FAIL: starting berth:", err)
 		return 1
 	}
 	code := m.Run()
+	if leaks := leakCheck(berth.RootDir); len(leaks) > 0 {
+		for _, l := range leaks {
+			fmt.Fprintln(os.Stderr, "e2e: LEAK:", l)
+		}
+		code = 1
+	}
 	if err := berth.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: stopping the shared berth:", err)
 		code = 1

@@ -68,6 +68,9 @@ func TestStatus(t *testing.T) {
 	if err := json.Unmarshal([]byte(st.Info["docker"]), &daemon); err != nil || daemon.Version == "" || daemon.NegotiatedAPIVersion == "" {
 		t.Errorf("verbose info docker = %q (%v), want the daemon's version and API", st.Info["docker"], err)
 	}
+	if !strings.Contains(st.Info["oomScoreAdj"], `"clamp":`) {
+		t.Errorf("verbose info oomScoreAdj = %q", st.Info["oomScoreAdj"])
+	}
 	if !strings.Contains(st.Info["config"], berth.RootDir) {
 		t.Errorf("verbose info config = %q, want Berth's config", st.Info["config"])
 	}
