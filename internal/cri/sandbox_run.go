@@ -274,4 +274,3 @@ func ignoreNotFound(err error) error {
 	}
 	return err
 }
-

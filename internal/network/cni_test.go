@@ -5,8 +5,8 @@ import (
 	"net"
 	"testing"
 
-	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/libcni"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
 )
 
 func TestParseQuantity(t *testing.T) {

@@ -14,11 +14,18 @@ type mainTB struct {
 	failed   bool
 }
 
-func (m *mainTB) Helper()                   {}
-func (m *mainTB) Cleanup(f func())          { m.cleanups = append(m.cleanups, f) }
-func (m *mainTB) Failed() bool              { return m.failed }
-func (m *mainTB) TempDir() string           { d, _ := os.MkdirTemp("", "e2e-"); m.Cleanup(func() { os.RemoveAll(d) }); return d }
-func (m *mainTB) Errorf(f string, a ...any) { m.failed = true; fmt.Fprintf(os.Stderr, "e2e: "+f+"\n", a...) }
+func (m *mainTB) Helper()          {}
+func (m *mainTB) Cleanup(f func()) { m.cleanups = append(m.cleanups, f) }
+func (m *mainTB) Failed() bool     { return m.failed }
+func (m *mainTB) TempDir() string {
+	d, _ := os.MkdirTemp("", "e2e-")
+	m.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+func (m *mainTB) Errorf(f string, a ...any) {
+	m.failed = true
+	fmt.Fprintf(os.Stderr, "e2e: "+f+"\n", a...)
+}
 func (m *mainTB) Fatalf(f string, a ...any) { m.Errorf(f, a...); panic(fmt.Sprintf(f, a...)) }
 func (m *mainTB) Fatal(a ...any)            { m.Fatalf("%s", fmt.Sprint(a...)) }
 func (m *mainTB) Logf(f string, a ...any)   { fmt.Fprintf(os.Stderr, "e2e: "+f+"\n", a...) }

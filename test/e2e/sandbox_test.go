@@ -284,7 +284,9 @@ func TestPodSandboxValidation(t *testing.T) {
 		{"no namespace", func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Namespace = "" }, codes.InvalidArgument, "config.metadata.namespace"},
 		{"no uid", func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Uid = "" }, codes.InvalidArgument, "config.metadata.uid"},
 		{"bad name", func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Name = "a_b" }, codes.InvalidArgument, "config.metadata.name"},
-		{"bad dns", func(c *runtimeapi.PodSandboxConfig) { c.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"dns.example"}} }, codes.InvalidArgument, "config.dns_config.servers[0]"},
+		{"bad dns", func(c *runtimeapi.PodSandboxConfig) {
+			c.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"dns.example"}}
+		}, codes.InvalidArgument, "config.dns_config.servers[0]"},
 		{"bad port", func(c *runtimeapi.PodSandboxConfig) {
 			c.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 0, HostPort: 80}}
 		}, codes.InvalidArgument, "config.port_mappings[0].container_port"},
