@@ -28,6 +28,9 @@ func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandb
 	if err := dockerspec.ValidatePodSandboxConfig(cfg); err != nil {
 		return nil, err
 	}
+	if err := network.ValidatePodAnnotations(cfg.GetAnnotations()); err != nil {
+		return nil, err
+	}
 	name := dockerspec.SandboxName(cfg.GetMetadata())
 	log := logging.FromContext(ctx).With("sandbox", name)
 	id, err := s.runs.do(ctx, name, func() (string, error) {
@@ -126,9 +129,6 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		HostNetwork:    hostNet,
 		PortMappings:   checkpointPorts(cfg.GetPortMappings()),
 	}
-	if err := s.checkpoints.Save(cp); err != nil {
-		return "", fmt.Errorf("%w: writing the sandbox checkpoint: %v", errdefs.ErrInternal, err)
-	}
 	undo.Push("delete checkpoint "+shortID(id), func(context.Context) error { return s.checkpoints.Delete(id) })
 
 	if err := s.docker.StartContainer(ctx, id); err != nil {
@@ -147,6 +147,9 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		return "", fmt.Errorf("%w: the pause container exited right after it started (state %q)", errdefs.ErrInternal, inspect.State.Status)
 	}
 
+	// The checkpoint is first written here, once the pause container runs:
+	// a crash before this point leaves a container of Berth's without a
+	// record, which has no network to undo and is listed NOTREADY.
 	switch {
 	case useCNI:
 		sb.NetNS = netnsPath(sb.Pid)
@@ -182,6 +185,11 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		sb.IPs = att.IPs
 	case !hostNet:
 		sb.IPs = dockerspec.BridgeIPs(inspect)
+		fallthrough
+	default:
+		if err := s.checkpoints.Save(cp); err != nil {
+			return "", fmt.Errorf("%w: writing the sandbox checkpoint: %v", errdefs.ErrInternal, err)
+		}
 	}
 	sb.NetworkReady = true
 

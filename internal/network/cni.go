@@ -206,6 +206,13 @@ func podIPs(r *types100.Result) []string {
 	return append(v4, v6...)
 }
 
+// ValidatePodAnnotations checks the annotations Berth passes to CNI plugins
+// (bandwidth limits), so a bad one is refused before anything is created.
+func ValidatePodAnnotations(annotations map[string]string) error {
+	_, err := bandwidth(annotations)
+	return err
+}
+
 // bandwidthArgs is the bandwidth plugin's runtime config.
 type bandwidthArgs struct {
 	IngressRate  uint64 `json:"ingressRate,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -299,5 +300,34 @@ func TestDockerBridgeMode(t *testing.T) {
 	}
 	if p, _ := docker(t, "port", id); !strings.Contains(p, fmt.Sprint(port)) {
 		t.Errorf("docker port = %q, want %d published", p, port)
+	}
+}
+
+func TestBandwidthAnnotationsShapeTraffic(t *testing.T) {
+	b, n := privateBerth(t, framework.CNIOptions{})
+	bad := podConfig("badbw")
+	bad.Annotations["kubernetes.io/egress-bandwidth"] = "fast"
+	_, err := b.RuntimeClient.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: bad})
+	wantCode(t, err, codes.InvalidArgument, "kubernetes.io/egress-bandwidth")
+	assertNothingLeft(t, b, n, bad)
+
+	cfg := podConfig("shaped")
+	cfg.Annotations["kubernetes.io/ingress-bandwidth"] = "1M"
+	cfg.Annotations["kubernetes.io/egress-bandwidth"] = "2M"
+	runPod(t, b, cfg)
+	// The bandwidth plugin puts a token-bucket filter on the pod's host-side
+	// interface (the only one on this test's bridge).
+	out, err := exec.Command("ip", "-o", "link", "show", "master", n.Bridge).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(out))
+	if len(fields) < 2 {
+		t.Fatalf("no interface on bridge %s: %q", n.Bridge, out)
+	}
+	veth := strings.SplitN(strings.TrimSuffix(fields[1], ":"), "@", 2)[0]
+	qd, err := exec.Command("tc", "qdisc", "show", "dev", veth).Output()
+	if err != nil || !strings.Contains(string(qd), "tbf") {
+		t.Errorf("no tbf qdisc on %s: %s (%v)", veth, qd, err)
 	}
 }

@@ -37,8 +37,9 @@ type CNIOptions struct {
 	BinDirs []string
 }
 
-// NewCNINetwork writes a conflist (bridge + host-local + portmap + firewall,
-// with the loopback plugin run by Berth) into a fresh directory.
+// NewCNINetwork writes a conflist (bridge + host-local + portmap + firewall
+// + bandwidth, with the loopback plugin run by Berth) into a fresh
+// directory.
 func NewCNINetwork(tb testing.TB, o CNIOptions) *CNINetwork {
 	tb.Helper()
 	var rnd [3]byte
@@ -65,6 +66,7 @@ func NewCNINetwork(tb testing.TB, o CNIOptions) *CNINetwork {
 		},
 		{"type": "portmap", "capabilities": map[string]any{"portMappings": true}, "snat": true},
 		{"type": "firewall"},
+		{"type": "bandwidth", "capabilities": map[string]any{"bandwidth": true}},
 	}
 	plugins = append(plugins, o.ExtraPlugins...)
 	conf := map[string]any{"cniVersion": "1.0.0", "name": net.Name, "plugins": plugins}
