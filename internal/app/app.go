@@ -21,6 +21,7 @@ import (
 	"github.com/berth-cri/berth/internal/config"
 	"github.com/berth-cri/berth/internal/cri"
 	"github.com/berth-cri/berth/internal/docker"
+	"github.com/berth-cri/berth/internal/hostinfo"
 	"github.com/berth-cri/berth/internal/interceptor"
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/metrics"
@@ -88,8 +89,13 @@ func Run(ctx context.Context, cfg config.Config) error {
 		Network:     netManager,
 		Checkpoints: checkpoints,
 		Store:       store.New(),
-		OOM:         oomPolicy(cfg.OOMScoreAdjPolicy, log),
-		Logger:      log,
+		OOM:         hostinfo.OOMPolicy(cfg.OOMScoreAdjPolicy, log),
+		Host: cri.HostFacts{
+			Capabilities: hostinfo.Capabilities(),
+			Devices:      hostinfo.Devices(),
+			AppArmor:     hostinfo.AppArmor(),
+		},
+		Logger: log,
 	})
 
 	gate := interceptor.NewGate(10*time.Second, func() string {

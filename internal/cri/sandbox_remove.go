@@ -60,12 +60,3 @@ func (s *Service) removeSandbox(ctx context.Context, id string) error {
 	return nil
 }
 
-// removeContainer removes a container and its record. Issue-4 work extends
-// it (log files, exec sessions).
-func (s *Service) removeContainer(ctx context.Context, id string) error {
-	if err := ignoreNotFound(s.docker.RemoveContainer(ctx, id)); err != nil {
-		return err
-	}
-	s.store.DeleteContainer(id)
-	return nil
-}

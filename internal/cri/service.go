@@ -40,6 +40,7 @@ type Containers interface {
 	RemoveContainer(ctx context.Context, id string) error
 	InspectContainer(ctx context.Context, id string) (container.InspectResponse, error)
 	ListContainers(ctx context.Context, labels ...string) ([]container.Summary, error)
+	UpdateContainerResources(ctx context.Context, id string, r *container.Resources) error
 	ContainerEvents(ctx context.Context, since time.Time, labels ...string) (<-chan events.Message, <-chan error)
 	ImageID(ctx context.Context, ref string) (string, error)
 	ImageLayers(ctx context.Context, ref string) ([]string, error)
@@ -70,8 +71,35 @@ type Deps struct {
 	Checkpoints *checkpoint.Store
 	Store       *store.Store
 	// OOM is how low an oom_score_adj this host lets Docker set.
-	OOM    dockerspec.OOMPolicy
+	OOM dockerspec.OOMPolicy
+	// Host describes what privileged containers may be given here.
+	Host HostFacts
+	// Logs forwards containers' output into the files kubelet reads.
+	Logs   Logs
 	Logger *slog.Logger
+}
+
+// HostFacts are read once at start-up by internal/hostinfo.
+type HostFacts struct {
+	// Capabilities are the host's, when it lacks some; nil when it has all.
+	Capabilities []string
+	// Devices are the host's device nodes.
+	Devices []string
+	// AppArmor is true when the kernel has AppArmor.
+	AppArmor bool
+}
+
+// Logs forwards each container's output from Docker's json-file log to
+// the CRI log file kubelet asked for.
+type Logs interface {
+	// Follow starts or resumes forwarding; it is idempotent.
+	Follow(id, dockerLogPath, criPath string, running func() bool) error
+	// Exited forwards what is left of a stopped container's output.
+	Exited(id string)
+	// Reopen continues in a new file at the same path (log rotation).
+	Reopen(id string) error
+	// Forget stops forwarding and drops the state of a removed container.
+	Forget(id string)
 }
 
 // Service serves runtime.v1 RuntimeService and ImageService. RPCs it does
@@ -87,6 +115,8 @@ type Service struct {
 	checkpoints *checkpoint.Store
 	store       *store.Store
 	oom         dockerspec.OOMPolicy
+	host        HostFacts
+	logs        Logs
 	pause       *pause.Ensurer
 	log         *slog.Logger
 
@@ -118,6 +148,8 @@ func New(d Deps) *Service {
 		checkpoints: d.Checkpoints,
 		store:       d.Store,
 		oom:         d.OOM,
+		host:        d.Host,
+		logs:        d.Logs,
 		log:         d.Logger,
 		podCIDR:     d.Config.PodCIDR,
 		runs:        newFlights(),

@@ -8,10 +8,12 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/events"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/checkpoint"
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/hostinfo"
 	"github.com/berth-cri/berth/internal/store"
 )
 
@@ -86,9 +88,6 @@ func (s *Service) handleEvent(ctx context.Context, m events.Message) {
 		s.log.Warn("inspecting a container after a Docker event", "id", m.Actor.ID, "action", action, "error", err)
 		return
 	}
-	if action == "oom" {
-		s.noteOOM(in.ID)
-	}
 	switch kind {
 	case dockerspec.TypeSandbox:
 		if _, ok := s.store.Sandbox(in.ID); ok {
@@ -140,25 +139,72 @@ func (s *Service) gone(kind, id string) {
 	}
 }
 
-// refreshContainer brings a container's record in line with Docker's view.
+// refreshContainer brings a container's record in line with Docker's view,
+// and keeps its log forwarding in step: following while it runs, drained
+// when it exits.
 func (s *Service) refreshContainer(in container.InspectResponse) {
-	c, err := dockerspec.ContainerFromInspect(in)
+	c, err := dockerspec.ContainerFromInspect(in, s.cfg.RootDir)
 	if err != nil {
 		s.log.Warn("ignoring a container Berth cannot read", "id", in.ID, "error", err)
 		return
 	}
-	if old, ok := s.store.Container(in.ID); ok {
-		c.Reason = mergeReason(old, c)
-		s.store.PutContainer(c)
-		return
+	old, known := s.store.Container(in.ID)
+	if !known && s.runs.running(c.Name) {
+		return // CreateContainer is making it and will index it
 	}
-	if s.runs.running(c.Name) {
-		return
+	if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING && c.Pid > 0 {
+		if u, err := hostinfo.ProcessUser(c.Pid); err == nil {
+			c.User = &runtimeapi.LinuxContainerUser{Uid: u.UID, Gid: u.GID, SupplementalGroups: u.Groups}
+		}
+	} else if known {
+		c.User = old.User
+	}
+	if known && old.Resources != nil && c.Resources != nil {
+		// Limits Berth wrote itself are not in Docker's view.
+		c.Resources.HugepageLimits, c.Resources.Unified = old.Resources.HugepageLimits, old.Resources.Unified
 	}
 	s.store.PutContainer(c)
+	s.syncLogs(c)
 }
 
-// noteOOM remembers that the kernel killed a container for memory.
-func (s *Service) noteOOM(id string) {}
+// syncLogs starts or ends a container's log forwarding to match its state.
+// Containers adopted from cri-dockerd keep the log file it made (a symlink
+// to Docker's json file).
+func (s *Service) syncLogs(c *store.Container) {
+	if s.logs == nil || c.LogPath == "" || c.DockerLogPath == "" || c.Adopted {
+		return
+	}
+	switch c.State {
+	case runtimeapi.ContainerState_CONTAINER_RUNNING:
+		id := c.ID
+		running := func() bool {
+			cur, ok := s.store.Container(id)
+			return ok && cur.State == runtimeapi.ContainerState_CONTAINER_RUNNING
+		}
+		if err := s.logs.Follow(c.ID, c.DockerLogPath, c.LogPath, running); err != nil {
+			s.log.Error("forwarding a container's log", "id", c.ID, "path", c.LogPath, "error", err)
+		}
+	case runtimeapi.ContainerState_CONTAINER_EXITED:
+		// Forward what the container wrote before it exited (also after a
+		// Berth restart), then stop.
+		id := c.ID
+		if err := s.logs.Follow(c.ID, c.DockerLogPath, c.LogPath, func() bool { return false }); err != nil {
+			s.log.Error("forwarding a container's log", "id", c.ID, "path", c.LogPath, "error", err)
+		}
+		s.logs.Exited(id)
+	}
+}
 
-func mergeReason(old, c *store.Container) string { return c.Reason }
+// refreshContainerByID re-reads one container from Docker into the index.
+func (s *Service) refreshContainerByID(ctx context.Context, id string) {
+	in, err := s.docker.InspectContainer(ctx, id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		s.gone(dockerspec.TypeContainer, id)
+		return
+	}
+	if err != nil || in.Config == nil {
+		s.log.Warn("inspecting a container", "id", id, "error", err)
+		return
+	}
+	s.refreshContainer(in)
+}

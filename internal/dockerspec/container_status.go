@@ -11,40 +11,37 @@ import (
 	"github.com/berth-cri/berth/internal/store"
 )
 
-// containerMeta is the JSON in LabelContainerMeta.
-type containerMeta struct {
-	Metadata    *runtimeapi.ContainerMetadata `json:"metadata"`
-	Labels      map[string]string             `json:"labels,omitempty"`
-	Annotations map[string]string             `json:"annotations,omitempty"`
-	Image       *runtimeapi.ImageSpec         `json:"image,omitempty"`
-	LogPath     string                        `json:"logPath,omitempty"`
-}
-
 // ContainerFromInspect builds Berth's record of a container from Docker's
-// inspect output.
-func ContainerFromInspect(in container.InspectResponse) (*store.Container, error) {
-	if in.Config == nil || in.State == nil {
+// inspect output. rootDir is this Berth's, to tell its own containers.
+func ContainerFromInspect(in container.InspectResponse, rootDir string) (*store.Container, error) {
+	if in.Config == nil || in.State == nil || in.HostConfig == nil {
 		return nil, fmt.Errorf("container %s: incomplete inspect data", in.ID)
 	}
 	labels := in.Config.Labels
 	c := &store.Container{
-		ID:        in.ID,
-		Name:      strings.TrimPrefix(in.Name, "/"),
-		SandboxID: labels[LabelSandboxID],
-		CreatedAt: parseTime(in.Created),
-		ImageID:   in.Image,
-		LogPath:   labels[LabelLogPath],
-		Pid:       in.State.Pid,
+		ID:            in.ID,
+		Name:          strings.TrimPrefix(in.Name, "/"),
+		SandboxID:     labels[LabelSandboxID],
+		CreatedAt:     parseTime(in.Created),
+		ImageID:       in.Image,
+		LogPath:       labels[LabelLogPath],
+		DockerLogPath: in.LogPath,
+		StopSignal:    SignalFromName(in.Config.StopSignal),
+		Tty:           in.Config.Tty,
+		Stdin:         in.Config.OpenStdin,
+		StdinOnce:     in.Config.StdinOnce,
 	}
+	var meta containerMeta
 	if raw, ok := labels[LabelContainerMeta]; ok {
-		var m containerMeta
-		if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		if err := json.Unmarshal([]byte(raw), &meta); err != nil {
 			return nil, fmt.Errorf("container %s: label %s: %w", in.ID, LabelContainerMeta, err)
 		}
-		c.Metadata, c.Labels, c.Annotations, c.Image = m.Metadata, m.Labels, m.Annotations, m.Image
-		if m.LogPath != "" {
-			c.LogPath = m.LogPath
+		c.Metadata, c.Labels, c.Annotations, c.Image = meta.Metadata, meta.Labels, meta.Annotations, meta.Image
+		c.Mounts, c.Privileged = meta.Mounts, meta.Privileged
+		if meta.LogPath != "" {
+			c.LogPath = meta.LogPath
 		}
+		c.Owned = labels[LabelRoot] == rootDir
 	} else {
 		name, _, attempt, err := ParseName(in.Name)
 		if err != nil {
@@ -52,6 +49,8 @@ func ContainerFromInspect(in container.InspectResponse) (*store.Container, error
 		}
 		c.Metadata = &runtimeapi.ContainerMetadata{Name: name, Attempt: attempt}
 		c.Labels, c.Annotations = splitLabels(labels)
+		c.Adopted = true
+		c.Privileged = in.HostConfig.Privileged
 	}
 	if c.Labels == nil {
 		c.Labels = map[string]string{}
@@ -62,23 +61,50 @@ func ContainerFromInspect(in container.InspectResponse) (*store.Container, error
 	if c.Image == nil {
 		c.Image = &runtimeapi.ImageSpec{Image: in.Config.Image}
 	}
-	c.ImageRef = in.Image
-	c.StartedAt = parseTime(in.State.StartedAt)
-	c.FinishedAt = parseTime(in.State.FinishedAt)
-	c.ExitCode = int32(in.State.ExitCode)
-	c.State = containerState(in.State)
+	c.Resources = resourcesFromHostConfig(in.HostConfig, meta)
+
+	st := in.State
+	c.Pid = st.Pid
+	c.StartedAt = parseTime(st.StartedAt)
+	c.FinishedAt = parseTime(st.FinishedAt)
+	c.ExitCode = int32(st.ExitCode)
+	c.State = containerState(st)
 	if c.State == runtimeapi.ContainerState_CONTAINER_EXITED {
 		switch {
-		case in.State.OOMKilled:
+		case st.OOMKilled:
 			c.Reason = "OOMKilled"
-		case in.State.ExitCode == 0:
+		case st.Error != "":
+			c.Reason = "StartError"
+		case st.ExitCode == 0:
 			c.Reason = "Completed"
 		default:
 			c.Reason = "Error"
 		}
-		c.Message = in.State.Error
+		c.Message = st.Error
+		if c.FinishedAt == 0 {
+			c.FinishedAt = max(c.StartedAt, c.CreatedAt)
+		}
 	}
 	return c, nil
+}
+
+// resourcesFromHostConfig reports the limits Docker applied, plus those
+// Berth applied itself (hugepages, cgroup v2 unified settings).
+func resourcesFromHostConfig(hc *container.HostConfig, meta containerMeta) *runtimeapi.LinuxContainerResources {
+	r := hc.Resources
+	out := &runtimeapi.LinuxContainerResources{
+		CpuPeriod:              r.CPUPeriod,
+		CpuQuota:               r.CPUQuota,
+		CpuShares:              r.CPUShares,
+		MemoryLimitInBytes:     r.Memory,
+		OomScoreAdj:            int64(hc.OomScoreAdj),
+		CpusetCpus:             r.CpusetCpus,
+		CpusetMems:             r.CpusetMems,
+		HugepageLimits:         meta.Hugepages,
+		Unified:                meta.Unified,
+		MemorySwapLimitInBytes: r.MemorySwap,
+	}
+	return out
 }
 
 // containerState maps Docker's state to CRI's.
@@ -86,6 +112,11 @@ func containerState(st *container.State) runtimeapi.ContainerState {
 	switch {
 	case st.Running || st.Paused || st.Restarting:
 		return runtimeapi.ContainerState_CONTAINER_RUNNING
+	case st.Status == container.StateCreated && (st.Error != "" || st.ExitCode != 0):
+		// Docker leaves a container whose start failed (a missing
+		// executable, say) "created", with the error: for kubelet it ran
+		// and exited.
+		return runtimeapi.ContainerState_CONTAINER_EXITED
 	case st.Status == container.StateCreated:
 		return runtimeapi.ContainerState_CONTAINER_CREATED
 	case st.Status == container.StateExited, st.Status == container.StateDead:
@@ -96,4 +127,50 @@ func containerState(st *container.State) runtimeapi.ContainerState {
 		}
 		return runtimeapi.ContainerState_CONTAINER_UNKNOWN
 	}
+}
+
+// ContainerToCRI is the ListContainers form of a record.
+func ContainerToCRI(c *store.Container) *runtimeapi.Container {
+	return &runtimeapi.Container{
+		Id:           c.ID,
+		PodSandboxId: c.SandboxID,
+		Metadata:     c.Metadata,
+		Image:        c.Image,
+		ImageRef:     c.ImageID,
+		State:        c.State,
+		CreatedAt:    c.CreatedAt,
+		Labels:       c.Labels,
+		Annotations:  c.Annotations,
+		ImageId:      c.ImageID,
+	}
+}
+
+// ContainerStatusToCRI is the ContainerStatus form of a record.
+func ContainerStatusToCRI(c *store.Container) *runtimeapi.ContainerStatus {
+	st := &runtimeapi.ContainerStatus{
+		Id:          c.ID,
+		Metadata:    c.Metadata,
+		State:       c.State,
+		CreatedAt:   c.CreatedAt,
+		StartedAt:   c.StartedAt,
+		FinishedAt:  c.FinishedAt,
+		ExitCode:    c.ExitCode,
+		Image:       c.Image,
+		ImageRef:    c.ImageID,
+		ImageId:     c.ImageID,
+		Reason:      c.Reason,
+		Message:     c.Message,
+		Labels:      c.Labels,
+		Annotations: c.Annotations,
+		Mounts:      c.Mounts,
+		LogPath:     c.LogPath,
+		StopSignal:  c.StopSignal,
+	}
+	if c.Resources != nil {
+		st.Resources = &runtimeapi.ContainerResources{Linux: c.Resources}
+	}
+	if c.User != nil {
+		st.User = &runtimeapi.ContainerUser{Linux: c.User}
+	}
+	return st
 }

@@ -66,11 +66,15 @@ type Container struct {
 	Metadata    *runtimeapi.ContainerMetadata
 	Labels      map[string]string
 	Annotations map[string]string
-	Image       *runtimeapi.ImageSpec
-	ImageRef    string
-	ImageID     string
-	LogPath     string
-	CreatedAt   int64
+	// Image is the image as kubelet gave it (with user_specified_image).
+	Image *runtimeapi.ImageSpec
+	// ImageID is the id of the image the container runs.
+	ImageID string
+	// LogPath is the CRI log file kubelet asked for.
+	LogPath string
+	// DockerLogPath is Docker's json-file copy of the output.
+	DockerLogPath string
+	CreatedAt     int64
 
 	State      runtimeapi.ContainerState
 	StartedAt  int64
@@ -80,6 +84,19 @@ type Container struct {
 	Message    string
 	Pid        int
 
-	// Inspect holds the rest of Docker's view the status RPCs translate.
-	Inspect any
+	Mounts     []*runtimeapi.Mount
+	Resources  *runtimeapi.LinuxContainerResources
+	StopSignal runtimeapi.Signal
+	// User is the identity the process runs with, as last observed.
+	User *runtimeapi.LinuxContainerUser
+
+	Tty        bool
+	Stdin      bool
+	StdinOnce  bool
+	Privileged bool
+
+	// Adopted is true for containers Berth did not create.
+	Adopted bool
+	// Owned is true when this Berth instance created it.
+	Owned bool
 }

@@ -1,7 +1,6 @@
-package app
+package hostinfo
 
 import (
-	"bufio"
 	"log/slog"
 	"os"
 	"strconv"
@@ -13,14 +12,14 @@ import (
 // capSysResource is CAP_SYS_RESOURCE's bit in the capability sets.
 const capSysResource = 24
 
-// oomPolicy decides whether negative oom_score_adj values must be clamped.
+// OOMPolicy decides whether negative oom_score_adj values must be clamped.
 // Lowering a process's OOM score takes CAP_SYS_RESOURCE; on hosts where no
 // process has it in its bounding set (some VMs, rootless set-ups, these
 // test machines) runc fails every container asking for a lower score than
 // its parent's, with an opaque error. As containerd's
 // restrict_oom_score_adj does, Berth then raises such values to the lowest
 // one allowed: the score the runtime itself runs with.
-func oomPolicy(mode string, log *slog.Logger) dockerspec.OOMPolicy {
+func OOMPolicy(mode string, log *slog.Logger) dockerspec.OOMPolicy {
 	own := ownOOMScoreAdj()
 	switch mode {
 	case "exact":
@@ -28,7 +27,7 @@ func oomPolicy(mode string, log *slog.Logger) dockerspec.OOMPolicy {
 	case "clamp":
 		return dockerspec.OOMPolicy{Clamp: true, Min: own}
 	}
-	if hasBoundingCap(capSysResource) {
+	if HasCapability(capSysResource) {
 		return dockerspec.OOMPolicy{}
 	}
 	log.Warn("this host cannot lower OOM scores (CAP_SYS_RESOURCE is not in the capability bounding set): negative oom_score_adj values are raised to the lowest allowed",
@@ -46,23 +45,4 @@ func ownOOMScoreAdj() int {
 		return 0
 	}
 	return v
-}
-
-func hasBoundingCap(bit uint) bool {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return true
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "CapBnd:"); ok {
-			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			if err != nil {
-				return true
-			}
-			return mask&(1<<bit) != 0
-		}
-	}
-	return true
 }
