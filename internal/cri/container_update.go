@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/moby/moby/api/types/container"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/cgroups"
@@ -70,14 +71,14 @@ func (s *Service) UpdateContainerResources(ctx context.Context, req *runtimeapi.
 	s.refreshContainerByID(ctx, c.ID)
 	s.store.UpdateContainer(c.ID, func(rec *store.Container) {
 		if rec.Resources != nil {
-			cp := *rec.Resources
+			cp := proto.Clone(rec.Resources).(*runtimeapi.LinuxContainerResources)
 			if len(r.GetHugepageLimits()) > 0 {
 				cp.HugepageLimits = r.GetHugepageLimits()
 			}
 			if len(r.GetUnified()) > 0 {
 				cp.Unified = r.GetUnified()
 			}
-			rec.Resources = &cp
+			rec.Resources = cp
 		}
 	})
 	logging.FromContext(ctx).Info("container resources updated", "id", shortID(c.ID))

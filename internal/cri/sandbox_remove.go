@@ -59,4 +59,3 @@ func (s *Service) removeSandbox(ctx context.Context, id string) error {
 	logging.FromContext(ctx).Info("pod sandbox removed", "sandbox", shortID(id))
 	return nil
 }
-
