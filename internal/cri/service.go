@@ -41,6 +41,7 @@ type Containers interface {
 	InspectContainer(ctx context.Context, id string) (container.InspectResponse, error)
 	ListContainers(ctx context.Context, labels ...string) ([]container.Summary, error)
 	UpdateContainerResources(ctx context.Context, id string, r *container.Resources) error
+	ReadFile(ctx context.Context, id, path string, max int64) ([]byte, error)
 	ContainerEvents(ctx context.Context, since time.Time, labels ...string) (<-chan events.Message, <-chan error)
 	ImageID(ctx context.Context, ref string) (string, error)
 	ImageLayers(ctx context.Context, ref string) ([]string, error)
@@ -125,6 +126,14 @@ type Service struct {
 	// locks serialises the operations on one sandbox or container id.
 	locks *keyedMutex
 
+	// imageGroups caches, by image id, the groups each image's /etc/group
+	// gives users (images never change).
+	imageGroups *imageGroupCache
+	// unknownCaps are capabilities this Docker rejected as unknown (older
+	// Docker releases lack the newest ones); privileged containers are not
+	// given them.
+	unknownCaps sync.Map
+
 	// recoveredAt is when start-up recovery listed Docker; the event
 	// watcher starts from there so nothing in between is missed.
 	recoveredAt time.Time
@@ -154,6 +163,7 @@ func New(d Deps) *Service {
 		podCIDR:     d.Config.PodCIDR,
 		runs:        newFlights(),
 		locks:       newKeyedMutex(),
+		imageGroups: newImageGroupCache(256),
 	}
 	s.pause = &pause.Ensurer{
 		Image:   d.Config.PodInfraContainerImage,

@@ -305,3 +305,52 @@ func TestRemovePodSandboxRemovesItsContainers(t *testing.T) {
 		t.Errorf("status: %v", err)
 	}
 }
+
+func TestBerthRestartWhileContainersRun(t *testing.T) {
+	ctx := context.Background()
+	b, _ := privateBerth(t, framework.CNIOptions{})
+	p := newPod(t, b, "ctr-restart")
+	running := p.run(t, containerConfig("running", "sleep 3600"))
+	exited := p.run(t, containerConfig("exited", "exit 7"))
+	created := p.create(t, containerConfig("created", "sleep 1"))
+	waitExited(t, b, exited)
+	snapshot := func() map[string]string {
+		out := map[string]string{}
+		items, err := b.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{PodSandboxId: p.id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range items {
+			st := containerStatus(t, b, c.Id)
+			st.User = nil // read from /proc while running: same, but compared below
+			out[c.Id] = c.String() + "|" + st.String()
+		}
+		return out
+	}
+	before := snapshot()
+	if err := b.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	after := snapshot()
+	if len(after) != 3 {
+		t.Fatalf("after restart %d containers, want 3", len(after))
+	}
+	for id, want := range before {
+		if after[id] != want {
+			t.Errorf("container %s changed across a restart:\nbefore %s\nafter  %s", id, want, after[id])
+		}
+	}
+	if st := containerStatus(t, b, running); st.GetUser().GetLinux() == nil {
+		t.Errorf("user of a running container unknown after restart")
+	}
+	// The restarted Berth still drives them.
+	if err := b.Runtime.StartContainer(ctx, created); err != nil {
+		t.Errorf("start after restart: %v", err)
+	}
+	if err := b.Runtime.StopContainer(ctx, running, 1); err != nil {
+		t.Errorf("stop after restart: %v", err)
+	}
+}

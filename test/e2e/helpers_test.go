@@ -137,4 +137,6 @@ func parallel(n int, fn func(i int)) {
 	wg.Wait()
 }
 
-var _ = fmt.Sprint
+
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
