@@ -137,6 +137,4 @@ func parallel(n int, fn func(i int)) {
 	wg.Wait()
 }
 
-
-
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
