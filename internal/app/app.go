@@ -78,6 +78,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 		Daemon:  dockerClient,
 		Network: netManager,
 		Logger:  log,
+		Images:  dockerClient,
+		Layers:  dockerClient,
 	})
 
 	gate := interceptor.NewGate(10*time.Second, func() string {

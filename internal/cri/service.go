@@ -34,6 +34,9 @@ type Deps struct {
 	Daemon  Daemon
 	Network Network
 	Logger  *slog.Logger
+	// Images and Layers serve the ImageService (image_*.go).
+	Images Images
+	Layers ContainerLayers
 }
 
 // Service serves runtime.v1 RuntimeService and ImageService. RPCs it does
@@ -46,6 +49,8 @@ type Service struct {
 	daemon  Daemon
 	network Network
 	log     *slog.Logger
+	images  Images
+	img     *imageState
 
 	mu      sync.Mutex // guards podCIDR
 	podCIDR string
@@ -64,6 +69,8 @@ func New(d Deps) *Service {
 		network: d.Network,
 		log:     d.Logger,
 		podCIDR: d.Config.PodCIDR,
+		images:  d.Images,
+		img:     newImageState(d.Config, d.Layers),
 	}
 }
 
