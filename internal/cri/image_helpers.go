@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 
 	"github.com/moby/moby/api/types/image"
@@ -12,6 +13,7 @@ import (
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/flight"
+	"github.com/berth-cri/berth/internal/logging"
 )
 
 // Images is the part of Docker that stores and pulls images.
@@ -50,6 +52,10 @@ func newImageState(cfg config.Config, layers ContainerLayers) *imageState {
 	// here; a set without the bad entries would be the answer anyway.
 	pinned, _ := dockerspec.NewPinnedSet(append([]string{cfg.PodInfraContainerImage}, cfg.PinnedImages...)...)
 	st := &imageState{pinned: pinned}
+	st.pulls.OnJoin = func(ctx context.Context, key string) {
+		image, _, _ := strings.Cut(key, "\x00")
+		logging.FromContext(ctx).Debug("joined an identical pull in flight", "image", image)
+	}
 	if layers != nil {
 		st.layers = newLayerUsage(layers)
 	}

@@ -43,13 +43,9 @@ func (s *Service) PullImage(ctx context.Context, req *runtimeapi.PullImageReques
 	// through a pull made with someone else's credentials.
 	sum := sha256.Sum256([]byte(auth))
 	key := ref.String() + "\x00" + hex.EncodeToString(sum[:])
-	log := logging.FromContext(ctx)
-	id, joined, err := s.img.pulls.Do(ctx, key, func(ctx context.Context) (string, error) {
+	id, _, err := s.img.pulls.Do(ctx, key, func(ctx context.Context) (string, error) {
 		return s.pull(ctx, ref, auth)
 	})
-	if joined {
-		log.Debug("joined an identical pull in flight", "image", ref.String())
-	}
 	if err != nil {
 		return nil, err
 	}

@@ -149,7 +149,8 @@ var (
 		"incorrect username or password", "invalid username/password", "authorization failed",
 		"unauthenticated",
 	}
-	unreachable = []string{
+	accessDenied = []string{"pull access denied", "requested access to the resource is denied"}
+	unreachable  = []string{
 		"connection refused", "no such host", "i/o timeout", "network is unreachable",
 		"no route to host", "connection reset by peer", "tls handshake timeout",
 		"server misbehaving", "dial tcp", "server gave http response to https client",
@@ -178,6 +179,11 @@ func classifyPullError(ref, registryHost string, err error) error {
 	switch {
 	case cerrdefs.IsUnauthorized(err) || containsAny(lower, authFailures):
 		return fmt.Errorf("pulling %s: authentication to registry %s failed: %s: %w", ref, where, msg, errdefs.ErrUnauthenticated)
+	case cerrdefs.IsNotFound(err) && containsAny(lower, accessDenied):
+		// Registries (Docker Hub first) answer "denied" both for a
+		// repository that does not exist and for one the credentials do
+		// not grant: say both.
+		return fmt.Errorf("pulling %s: image not found, or access to it denied (the registry does not say which; check the name and the credentials): %s: %w", ref, msg, errdefs.ErrNotFound)
 	case cerrdefs.IsNotFound(err):
 		return fmt.Errorf("pulling %s: image not found: %s: %w", ref, msg, errdefs.ErrNotFound)
 	case containsAny(lower, unreachable):

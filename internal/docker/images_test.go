@@ -86,7 +86,7 @@ func TestClassifyPullError(t *testing.T) {
 		{"unknown image", daemonError(cerrdefs.ErrNotFound, "manifest for 127.0.0.1:5000/app:v1 not found: manifest unknown: manifest unknown"),
 			errdefs.ErrNotFound, []string{"not found", "manifest unknown"}},
 		{"unknown repository on Docker Hub", daemonError(cerrdefs.ErrNotFound, "pull access denied for nope, repository does not exist or may require 'docker login'"),
-			errdefs.ErrNotFound, []string{"repository does not exist"}},
+			errdefs.ErrNotFound, []string{"not found, or access to it denied", "repository does not exist"}},
 		{"connection refused", daemonError(cerrdefs.ErrUnknown, `Get "http://127.0.0.1:5000/v2/": dial tcp 127.0.0.1:5000: connect: connection refused`),
 			errdefs.ErrUnavailable, []string{"RegistryUnavailable", "registry 127.0.0.1:5000 is unreachable", "connection refused"}},
 		{"no such host", daemonError(cerrdefs.ErrUnknown, `Get "https://nohost.invalid/v2/": dial tcp: lookup nohost.invalid: no such host`),

@@ -12,6 +12,10 @@ import (
 
 // Group holds the calls in flight. The zero Group is ready to use.
 type Group[T any] struct {
+	// OnJoin, if set, is called with a caller's context when it joins a
+	// call in flight, before it starts waiting (e.g. to log that it did).
+	OnJoin func(ctx context.Context, key string)
+
 	mu    sync.Mutex // guards calls and every call's waiters
 	calls map[string]*call[T]
 }
@@ -46,6 +50,9 @@ func (g *Group[T]) Do(ctx context.Context, key string, fn func(context.Context) 
 		go g.run(callCtx, key, c, fn)
 	}
 	g.mu.Unlock()
+	if joined && g.OnJoin != nil {
+		g.OnJoin(ctx, key)
+	}
 
 	select {
 	case <-c.done:

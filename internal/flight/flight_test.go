@@ -11,7 +11,12 @@ import (
 
 func TestConcurrentCallersShareOneCall(t *testing.T) {
 	var g Group[string]
-	var calls atomic.Int32
+	var calls, onJoin atomic.Int32
+	g.OnJoin = func(_ context.Context, key string) {
+		if key == "k" {
+			onJoin.Add(1)
+		}
+	}
 	release := make(chan struct{})
 	const n = 8
 	var wg sync.WaitGroup
@@ -62,8 +67,8 @@ func TestConcurrentCallersShareOneCall(t *testing.T) {
 			joined++
 		}
 	}
-	if joined != n-1 {
-		t.Errorf("%d callers joined, want %d", joined, n-1)
+	if joined != n-1 || onJoin.Load() != n-1 {
+		t.Errorf("%d callers joined (OnJoin called %d times), want %d", joined, onJoin.Load(), n-1)
 	}
 	if g.InFlight() != 0 {
 		t.Errorf("call not forgotten")
