@@ -119,20 +119,24 @@ func (c *userCache) get(ctx context.Context, images Images, ids []string) (map[s
 			results <- result{id: id, user: dockerspec.ImageConfigUser(img), err: err}
 		}()
 	}
+	found := make(map[string]string, len(missing))
 	var firstErr error
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for range missing {
 		r := <-results
 		switch {
 		case r.err == nil:
-			c.users[r.id] = r.user
-			out[r.id] = r.user
+			found[r.id] = r.user
 		case errors.Is(r.err, errdefs.ErrNotFound):
 			// Removed since the list: the caller's list is already stale.
 		case firstErr == nil:
 			firstErr = r.err
 		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, user := range found {
+		c.users[id] = user
+		out[id] = user
 	}
 	return out, firstErr
 }
