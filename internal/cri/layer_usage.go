@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"sync"
 	"time"
@@ -38,6 +39,9 @@ const (
 	runningRemeasureInterval = time.Minute
 	// layerRefreshTimeout bounds one background refresh.
 	layerRefreshTimeout = 5 * time.Minute
+	// firstSampleWait bounds how long a caller waits for the first sample
+	// (after start-up); the refresh goes on in the background.
+	firstSampleWait = 5 * time.Second
 )
 
 // layerSample is the writable layers' usage at one moment.
@@ -85,7 +89,7 @@ func newLayerUsage(src ContainerLayers) *layerUsage {
 
 // Usage returns the latest sample. When it is older than the list interval
 // a refresh starts in the background; only a caller that finds no sample
-// at all waits for one (bounded by ctx).
+// at all waits for one, for at most firstSampleWait.
 func (l *layerUsage) Usage(ctx context.Context) (layerSample, error) {
 	l.mu.Lock()
 	sample, refreshing := l.sample, l.refreshing
@@ -98,10 +102,14 @@ func (l *layerUsage) Usage(ctx context.Context) (layerSample, error) {
 	if sample != nil {
 		return *sample, nil
 	}
+	timer := time.NewTimer(firstSampleWait)
+	defer timer.Stop()
 	select {
 	case <-refreshing:
 	case <-ctx.Done():
 		return layerSample{}, ctx.Err()
+	case <-timer.C:
+		return layerSample{}, fmt.Errorf("the first measure of the writable layers is still running: %w", errdefs.ErrUnavailable)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
