@@ -11,7 +11,7 @@ LDFLAGS := -X github.com/berth-cri/berth/internal/version.Version=$(VERSION) -X 
 E2E_TIMEOUT ?= 40m
 RUN_ARGS ?=
 
-.PHONY: all build setup run test vet unit e2e fmt clean
+.PHONY: all build setup run test vet unit e2e bench fmt clean
 
 all: build
 
@@ -30,7 +30,7 @@ run: setup build
 test: setup vet unit e2e
 
 vet:
-	@out=$$(gofmt -l cmd internal test); if [[ -n $$out ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l cmd internal test bench); if [[ -n $$out ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
 unit:
@@ -39,8 +39,11 @@ unit:
 e2e:
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v ./test/e2e/ 2>&1 | hack/test-summary.sh
 
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3s ./bench/
+
 fmt:
-	gofmt -w cmd internal test
+	gofmt -w cmd internal test bench
 
 clean:
 	rm -rf bin

@@ -95,6 +95,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 			Devices:      hostinfo.Devices(),
 			AppArmor:     hostinfo.AppArmor(),
 		},
+		Images: dockerClient,
+		Layers: dockerClient,
 		Logger: log,
 	})
 

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/berth-cri/berth/internal/dockerspec"
 )
 
 // Defaults that other packages and the docs refer to.
@@ -198,6 +200,13 @@ func (c *Config) Validate() error {
 	}
 	if strings.TrimSpace(c.PodInfraContainerImage) == "" {
 		bad("pod-infra-container-image", "must not be empty")
+	} else if _, err := dockerspec.ParseImageRef(c.PodInfraContainerImage); err != nil {
+		bad("pod-infra-container-image", "%v", err)
+	}
+	for _, ref := range c.PinnedImages {
+		if _, err := dockerspec.ParseImageRef(ref); err != nil {
+			bad("pinned-images", "%v", err)
+		}
 	}
 	switch c.NetworkPlugin {
 	case "cni", "":

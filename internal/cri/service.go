@@ -78,6 +78,9 @@ type Deps struct {
 	// Logs forwards containers' output into the files kubelet reads.
 	Logs   Logs
 	Logger *slog.Logger
+	// Images and Layers serve the ImageService (image_*.go).
+	Images Images
+	Layers ContainerLayers
 }
 
 // HostFacts are read once at start-up by internal/hostinfo.
@@ -120,9 +123,11 @@ type Service struct {
 	logs        Logs
 	pause       *pause.Ensurer
 	log         *slog.Logger
+	images      Images
+	img         *imageState
 
-	// runs single-flights RunPodSandbox per sandbox name.
-	runs *flights
+	// runs single-flights RunPodSandbox and CreateContainer per name.
+	runs *detachedRuns
 	// locks serialises the operations on one sandbox or container id.
 	locks *keyedMutex
 
@@ -161,9 +166,11 @@ func New(d Deps) *Service {
 		logs:        d.Logs,
 		log:         d.Logger,
 		podCIDR:     d.Config.PodCIDR,
-		runs:        newFlights(),
+		runs:        newDetachedRuns(),
 		locks:       newKeyedMutex(),
 		imageGroups: newImageGroupCache(256),
+		images:      d.Images,
+		img:         newImageState(d.Config, d.Layers),
 	}
 	s.pause = &pause.Ensurer{
 		Image:   d.Config.PodInfraContainerImage,

@@ -5,30 +5,32 @@ import (
 	"sync"
 )
 
-// flights runs one operation per key at a time and hands its result to
-// every caller that asks for the same key meanwhile. The operation runs
-// detached from the callers' contexts: a caller that gives up (kubelet's
-// deadline) leaves it to finish, and its retry gets the result.
-type flights struct {
+// detachedRuns runs one operation per key at a time and hands its result
+// to every caller that asks for the same key meanwhile. Unlike
+// internal/flight (used for pulls, which stop when nobody waits), the
+// operation runs detached from the callers' contexts: a caller that gives
+// up (kubelet's deadline) leaves it to finish, and its retry gets the
+// result.
+type detachedRuns struct {
 	mu sync.Mutex // guards m
-	m  map[string]*flight
+	m  map[string]*detachedRun
 }
 
-type flight struct {
+type detachedRun struct {
 	done chan struct{}
 	id   string
 	err  error
 }
 
-func newFlights() *flights { return &flights{m: map[string]*flight{}} }
+func newDetachedRuns() *detachedRuns { return &detachedRuns{m: map[string]*detachedRun{}} }
 
 // do starts fn for key unless it is already running, then waits for it or
 // for ctx. fn's own context is not ctx: it is bounded by its caller.
-func (f *flights) do(ctx context.Context, key string, fn func() (string, error)) (string, error) {
+func (f *detachedRuns) do(ctx context.Context, key string, fn func() (string, error)) (string, error) {
 	f.mu.Lock()
 	fl, running := f.m[key]
 	if !running {
-		fl = &flight{done: make(chan struct{})}
+		fl = &detachedRun{done: make(chan struct{})}
 		f.m[key] = fl
 		go func() {
 			fl.id, fl.err = fn()
@@ -48,7 +50,7 @@ func (f *flights) do(ctx context.Context, key string, fn func() (string, error))
 }
 
 // running reports whether an operation holds key now.
-func (f *flights) running(key string) bool {
+func (f *detachedRuns) running(key string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	_, ok := f.m[key]

@@ -23,7 +23,7 @@ func ContainerFromInspect(in container.InspectResponse, rootDir string) (*store.
 		Name:          strings.TrimPrefix(in.Name, "/"),
 		SandboxID:     labels[LabelSandboxID],
 		CreatedAt:     parseTime(in.Created),
-		ImageID:       in.Image,
+		ImageID:       ImageID(in.Image),
 		LogPath:       labels[LabelLogPath],
 		DockerLogPath: in.LogPath,
 		StopSignal:    SignalFromName(in.Config.StopSignal),

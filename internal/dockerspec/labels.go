@@ -1,6 +1,3 @@
-// Package dockerspec translates between CRI and Docker: container names,
-// labels, create requests and statuses. It is pure — no I/O — so every
-// translation is table-tested without a daemon.
 package dockerspec
 
 import (
