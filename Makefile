@@ -1,6 +1,7 @@
 # Berth's entry points. The two a newcomer needs:
 #   make run   set up this machine (Docker, CNI, test images) and serve CRI
-#   make test  set up, vet, and run every test against real Docker
+#   make test  set up, vet, and run every test against real Docker (the
+#              e2e suite on Debian's Docker 20.10 and on current Docker)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 GO ?= go

@@ -11,6 +11,7 @@
 #                                        needs to run against it (for eval)
 #   hack/setup-docker-current.sh stop    stop it (by its pidfile) and remove
 #                                        its bridge; its data root stays
+#   hack/setup-docker-current.sh build   only build the binaries (cached)
 #
 # The daemon keeps running after the script exits, like the system daemon
 # hack/setup.sh starts: a second `make test` finds it up and takes seconds.
@@ -88,6 +89,18 @@ stop_daemon() {
 	rm -f "$pidfile"
 }
 
+# quietly runs a command in dir with its output (go's hundreds of
+# "downloading" lines on a clean machine) kept back unless it fails.
+quietly() {
+	local dir=$1 out
+	shift
+	if ! out=$(cd "$dir" && "$@" 2>&1); then
+		printf '%s\n' "$out" | tail -40 >&2
+		log "failed: $*"
+		exit 1
+	fi
+}
+
 # build installs dockerd and runc at exactly the pinned versions into the
 # cache. Only the Go module proxy is used. A partial build never lands: the
 # binaries are installed into a temporary directory and moved in at the end.
@@ -117,12 +130,12 @@ build() {
 	log "building dockerd $MOBY_VERSION (the first build takes several minutes)"
 	# dockerd reports the module version as its own (a plain go install
 	# would say "library-import").
-	(cd "$tmp" && GOBIN=$tmp GOFLAGS=-buildvcs=false go install \
+	quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false go install \
 		-ldflags "-X github.com/moby/moby/v2/dockerversion.Version=${MOBY_VERSION#v} -X github.com/moby/moby/v2/dockerversion.GitCommit=$MOBY_VERSION" \
-		"github.com/moby/moby/v2/cmd/dockerd@$MOBY_VERSION")
+		"github.com/moby/moby/v2/cmd/dockerd@$MOBY_VERSION"
 	log "building runc $RUNC_VERSION"
-	(cd "$tmp" && GOBIN=$tmp GOFLAGS=-buildvcs=false CGO_ENABLED=1 go install -tags seccomp \
-		"github.com/opencontainers/runc@$RUNC_VERSION")
+	quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false CGO_ENABLED=1 go install -tags seccomp \
+		"github.com/opencontainers/runc@$RUNC_VERSION"
 	"$tmp/runc" --version | grep -q "libseccomp" || {
 		log "runc was built without seccomp"
 		exit 1
@@ -216,9 +229,14 @@ main() {
 		ip link del "$bridge" 2>/dev/null || true
 		return
 		;;
+	build)
+		lock
+		build
+		return
+		;;
 	start) ;;
 	*)
-		log "usage: $0 [start|env|stop]"
+		log "usage: $0 [start|env|stop|build]"
 		exit 2
 		;;
 	esac
