@@ -17,7 +17,12 @@ import (
 var berth *framework.Berth
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
+	code := run(m)
+	if err := framework.Cleanup(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: removing the framework's temporary files:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 func run(m *testing.M) int {
