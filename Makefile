@@ -1,6 +1,7 @@
 # Berth's entry points. The two a newcomer needs:
 #   make run   set up this machine (Docker, CNI, test images) and serve CRI
-#   make test  set up, vet, and run every test against real Docker
+#   make test  set up, vet, and run every test against real Docker (the
+#              e2e suite on Debian's Docker 20.10 and on current Docker)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 GO ?= go
@@ -10,8 +11,13 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS := -X github.com/berth-cri/berth/internal/version.Version=$(VERSION) -X github.com/berth-cri/berth/internal/version.GitCommit=$(COMMIT)
 E2E_TIMEOUT ?= 40m
 RUN_ARGS ?=
+# E2E_RUN limits `make e2e` to the tests matching a go test -run pattern.
+E2E_RUN ?=
+# E2E_CURRENT_RUN is the -run pattern of the suite on current Docker in
+# `make test`; empty runs the whole suite there too (see README, Tests).
+E2E_CURRENT_RUN ?=
 
-.PHONY: all build setup run test vet unit e2e bench fmt clean
+.PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current bench fmt clean
 
 all: build
 
@@ -27,7 +33,13 @@ run: setup build
 	@echo "berth: or try: crictl --runtime-endpoint unix:///run/berth/berth.sock info"
 	$(BIN) serve $(RUN_ARGS)
 
-test: setup vet unit e2e
+# The e2e suite runs twice: on Debian's Docker 20.10 (the system daemon) and
+# on current upstream Docker Engine (a second daemon on its own socket).
+test: setup vet unit e2e-system e2e-current
+
+# Builds (once; cached) and starts current Docker Engine for tests.
+setup-docker-current:
+	hack/setup-docker-current.sh
 
 vet:
 	@out=$$(gofmt -l cmd internal test bench); if [[ -n $$out ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -36,8 +48,21 @@ vet:
 unit:
 	$(GO) test -count=1 ./internal/... ./cmd/...
 
+# The suite against BERTH_TEST_DOCKER_HOST (default: the system daemon).
 e2e:
-	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v ./test/e2e/ 2>&1 | hack/test-summary.sh
+	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v $(if $(E2E_RUN),-run '$(E2E_RUN)') ./test/e2e/ 2>&1 | hack/test-summary.sh
+
+# The suite against Debian's Docker 20.10, the system daemon hack/setup.sh starts.
+e2e-system:
+	@echo "e2e: engine 1/2: the system Docker (Debian's docker.io)"
+	BERTH_TEST_DOCKER_HOST=unix:///var/run/docker.sock BERTH_TEST_DOCKERD_BINARY=/usr/sbin/dockerd BERTH_TEST_DOCKERD_ARGS= \
+		$(MAKE) --no-print-directory e2e
+
+# The suite against current upstream Docker Engine (hack/setup-docker-current.sh).
+e2e-current: setup-docker-current
+	@echo "e2e: engine 2/2: current Docker Engine (hack/setup-docker-current.sh)"
+	eval "$$(hack/setup-docker-current.sh env)"; \
+		$(MAKE) --no-print-directory e2e E2E_RUN='$(E2E_CURRENT_RUN)'
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./bench/

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/berth-cri/berth/test/framework"
@@ -20,7 +21,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
+	code := run(m)
+	if err := framework.Cleanup(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: removing the framework's temporary files:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 func run(m *testing.M) int {
@@ -30,7 +36,12 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: FAIL:", err)
 		return 1
 	}
-	fmt.Printf("e2e: Docker %s (API %s) at %s\n", v.Version, v.APIVersion, framework.DockerHost())
+	fmt.Printf("e2e: Docker %s (API %s, minimum API %s) at %s\n", v.Version, v.APIVersion, v.MinAPIVersion, framework.DockerHost())
+	if err := framework.CheckDockerdBinary(v.Version); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: FAIL:", err)
+		return 1
+	}
+	fmt.Printf("e2e: private daemons run %s\n", strings.Join(append([]string{framework.DockerdBinary()}, framework.DockerdArgs()...), " "))
 	if _, err := framework.Binary(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: FAIL: building berth:", err)
 		return 1
