@@ -14,9 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
 	"google.golang.org/grpc/codes"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-cri/berth/test/framework"
 )
 
 func TestPodSandboxLifecycle(t *testing.T) {
@@ -256,15 +259,27 @@ func removeCgroup(parent string) {
 
 func TestRuntimeHandler(t *testing.T) {
 	ctx := context.Background()
-	id, err := berth.Runtime.RunPodSandbox(ctx, podConfig("handler"), "runc")
+	// The daemon's default runtime, named explicitly: "runc" on Debian's
+	// Docker; the test engine's own runc elsewhere (see compatibility.md).
+	dc, err := framework.DockerClient()
 	if err != nil {
-		t.Fatalf("RunPodSandbox with handler runc: %v", err)
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	info, err := dc.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler := info.Info.DefaultRuntime
+	id, err := berth.Runtime.RunPodSandbox(ctx, podConfig("handler"), handler)
+	if err != nil {
+		t.Fatalf("RunPodSandbox with handler %s: %v", handler, err)
 	}
 	t.Cleanup(func() { removePod(t, berth, id) })
-	if st, _ := berth.Runtime.PodSandboxStatus(ctx, id, false); st.GetStatus().GetRuntimeHandler() != "runc" {
+	if st, _ := berth.Runtime.PodSandboxStatus(ctx, id, false); st.GetStatus().GetRuntimeHandler() != handler {
 		t.Errorf("runtime handler = %q", st.GetStatus().GetRuntimeHandler())
 	}
-	if rt, _ := docker(t, "inspect", "-f", "{{.HostConfig.Runtime}}", id); rt != "runc" {
+	if rt, _ := docker(t, "inspect", "-f", "{{.HostConfig.Runtime}}", id); rt != handler {
 		t.Errorf("docker runtime = %q", rt)
 	}
 	_, err = berth.RuntimeClient.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig("badhandler"), RuntimeHandler: "kata-nope"})
