@@ -6,7 +6,6 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/store"
 )
 
@@ -44,9 +43,10 @@ func (s *Service) listContainers(f *runtimeapi.ContainerFilter) []*runtimeapi.Co
 		}
 		return store.MatchLabels(c.Labels, f.GetLabelSelector())
 	})
+	s.conv.prune(s.store)
 	out := make([]*runtimeapi.Container, 0, len(records))
 	for _, c := range records {
-		out = append(out, dockerspec.ContainerToCRI(c))
+		out = append(out, s.conv.container(c))
 	}
 	return out
 }

@@ -6,7 +6,6 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/store"
 )
 
@@ -45,9 +44,10 @@ func (s *Service) listSandboxes(f *runtimeapi.PodSandboxFilter) []*runtimeapi.Po
 		}
 		return store.MatchLabels(sb.Labels, f.GetLabelSelector())
 	})
+	s.conv.prune(s.store)
 	out := make([]*runtimeapi.PodSandbox, 0, len(records))
 	for _, sb := range records {
-		out = append(out, dockerspec.PodSandbox(sb))
+		out = append(out, s.conv.sandbox(sb))
 	}
 	return out
 }

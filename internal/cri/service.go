@@ -131,6 +131,9 @@ type Service struct {
 	// locks serialises the operations on one sandbox or container id.
 	locks *keyedMutex
 
+	// conv caches the CRI form of index records for List calls.
+	conv *convCache
+
 	// imageGroups caches, by image id, the groups each image's /etc/group
 	// gives users (images never change).
 	imageGroups *imageGroupCache
@@ -169,6 +172,7 @@ func New(d Deps) *Service {
 		runs:        newDetachedRuns(),
 		locks:       newKeyedMutex(),
 		imageGroups: newImageGroupCache(256),
+		conv:        newConvCache(),
 		images:      d.Images,
 		img:         newImageState(d.Config, d.Layers),
 	}
