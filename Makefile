@@ -17,7 +17,7 @@ E2E_RUN ?=
 # `make test`; empty runs the whole suite there too (see README, Tests).
 E2E_CURRENT_RUN ?=
 
-.PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current bench fmt clean
+.PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current bench fuzz fmt clean
 
 all: build
 
@@ -72,3 +72,10 @@ fmt:
 
 clean:
 	rm -rf bin
+
+# Fuzz every request-decoding target for FUZZTIME each; new interesting
+# inputs land in Go's cache (copy them into testdata/fuzz to keep them).
+FUZZTIME ?= 60s
+fuzz:
+	for f in FuzzRunPodSandbox FuzzCreateContainer FuzzImageReference FuzzRegistryAuth; do \
+		$(GO) test ./internal/dockerspec/ -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) || exit 1; done
