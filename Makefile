@@ -17,7 +17,7 @@ E2E_RUN ?=
 # `make test`; empty runs the whole suite there too (see README, Tests).
 E2E_CURRENT_RUN ?=
 
-.PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current bench fuzz fmt clean
+.PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current test-kubelet kubelet bench fuzz fmt clean
 
 all: build
 
@@ -44,6 +44,7 @@ setup-docker-current:
 vet:
 	@out=$$(gofmt -l cmd internal test bench); if [[ -n $$out ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd test/kubelet && $(GO) vet ./...
 
 unit:
 	$(GO) test -count=1 ./internal/... ./cmd/...
@@ -63,6 +64,18 @@ e2e-current: setup-docker-current
 	@echo "e2e: engine 2/2: current Docker Engine (hack/setup-docker-current.sh)"
 	eval "$$(hack/setup-docker-current.sh env)"; \
 		$(MAKE) --no-print-directory e2e E2E_RUN='$(E2E_CURRENT_RUN)'
+
+# The kubelet suite (docs/kubelet.md): a real kubelet, standalone, runs
+# static pods on Berth and a private Docker daemon; the checks go through
+# kubelet's own endpoints. `make kubelet` builds kubelet from the Go module
+# proxy once and caches it under ~/.cache/berth/kubelet-<version>/.
+KUBELET_TIMEOUT ?= 40m
+kubelet:
+	hack/build-kubelet.sh
+
+test-kubelet: setup
+	kubelet=$$(hack/build-kubelet.sh); \
+		cd test/kubelet && BERTH_TEST_KUBELET=$$kubelet $(GO) test -count=1 -timeout $(KUBELET_TIMEOUT) -v . 2>&1 | ../../hack/test-summary.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./bench/
