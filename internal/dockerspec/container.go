@@ -536,9 +536,12 @@ func nonZeroHugepages(h []*runtimeapi.HugepageLimit) []*runtimeapi.HugepageLimit
 	return out
 }
 
-// SignalName is the Docker spelling ("SIGTERM") of a CRI signal.
+// SignalName is the Docker spelling ("SIGTERM", "SIGRTMIN+3") of a CRI
+// signal (SIGNAL_SIGTERM, SIGNAL_SIGRTMINPLUS3).
 func SignalName(s runtimeapi.Signal) string {
-	return strings.TrimPrefix(s.String(), "SIGNAL_")
+	n := strings.TrimPrefix(s.String(), "SIGNAL_")
+	n = strings.Replace(n, "PLUS", "+", 1)
+	return strings.Replace(n, "MINUS", "-", 1)
 }
 
 // SignalFromName is the CRI signal Docker's spelling names.
@@ -553,6 +556,7 @@ func SignalFromName(name string) runtimeapi.Signal {
 		}
 		n = "SIG" + n
 	}
+	n = strings.Replace(strings.Replace(n, "+", "PLUS", 1), "-", "MINUS", 1)
 	if v, ok := runtimeapi.Signal_value["SIGNAL_"+n]; ok {
 		return runtimeapi.Signal(v)
 	}
