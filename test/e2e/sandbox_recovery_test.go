@@ -331,3 +331,39 @@ func TestBandwidthAnnotationsShapeTraffic(t *testing.T) {
 		t.Errorf("no tbf qdisc on %s: %s (%v)", veth, qd, err)
 	}
 }
+
+// TestKillDuringRunPodSandbox kills Berth (SIGKILL) at different points of
+// RunPodSandbox; after a restart, kubelet's retry must converge on one
+// sandbox, and removing it must leave nothing behind.
+func TestKillDuringRunPodSandbox(t *testing.T) {
+	ctx := context.Background()
+	b, n := privateBerth(t, framework.CNIOptions{})
+	for i, delay := range []time.Duration{0, 50 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond} {
+		cfg := podConfig(fmt.Sprintf("killed-%d", i))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = b.RuntimeClient.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		}()
+		time.Sleep(delay)
+		if err := b.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		if err := b.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		id, err := b.Runtime.RunPodSandbox(ctx, cfg, "")
+		if err != nil {
+			t.Fatalf("retry after a kill %v into RunPodSandbox: %v", delay, err)
+		}
+		if st := podStatus(t, b, id); st.State != runtimeapi.PodSandboxState_SANDBOX_READY || st.GetNetwork().GetIp() == "" {
+			t.Errorf("retried pod: %v %q", st.State, st.GetNetwork().GetIp())
+		}
+		if out, _ := docker(t, "ps", "-a", "-q", "--filter", "name=k8s_POD_"+cfg.Metadata.Name+"_berth-e2e_"+cfg.Metadata.Uid); len(strings.Fields(out)) != 1 {
+			t.Errorf("kill after %v: pause containers %q, want one", delay, out)
+		}
+		removePod(t, b, id)
+		assertNothingLeft(t, b, n, cfg)
+	}
+}
