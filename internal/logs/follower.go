@@ -92,6 +92,7 @@ type follower struct {
 	out     []byte
 	marks   []outMark
 	scratch []byte
+	dec     decoder
 
 	exitDue atomic.Bool // the grace period after the container stopped is over
 
@@ -285,7 +286,7 @@ func (f *follower) skipLongLine(from int) (int64, bool, error) {
 // handleLine handles one json-file line ending just before offset next.
 func (f *follower) handleLine(line []byte, next int64) error {
 	var e entry
-	if err := decodeEntry(line, &e); err != nil {
+	if err := f.dec.decode(line, &e); err != nil {
 		f.log.Warn("skipped a line of Docker's json log that is not an entry", "file", f.src.Name(), "offset", next-int64(len(line))-1)
 		f.noteEntry(nil, next)
 		return nil
@@ -316,6 +317,15 @@ func (f *follower) noteEntry(e *entry, next int64) error {
 		f.out = (*getBuf())[:0]
 	}
 	if e != nil {
+		// Write first rather than grow the buffer.
+		if need := len(e.Log) + len(e.Time) + 16; len(f.out) > 0 && len(f.out)+need > cap(f.out) {
+			if err := f.flush(); err != nil {
+				return err
+			}
+			if f.out == nil {
+				f.out = (*getBuf())[:0]
+			}
+		}
 		f.out = appendCRI(f.out, e)
 	}
 	f.marks = append(f.marks, outMark{end: len(f.out), off: next})

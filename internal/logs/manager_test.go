@@ -29,7 +29,7 @@ func TestForwardFormat(t *testing.T) {
 	var want []criLine
 	add := func(stream, log string) {
 		ts := d.write(stream, log)
-		e := entry{Log: log, Stream: stream, Time: ts}
+		e := entry{Log: []byte(log), Stream: []byte(stream), Time: []byte(ts)}
 		for _, l := range strings.SplitAfter(string(appendCRI(nil, &e)), "\n") {
 			if l == "" {
 				continue
