@@ -213,8 +213,13 @@ func (f *follower) forward(budget int64) (more bool, err error) {
 			f.endMatch(false, 0)
 			continue
 		}
-		if f.verify != nil {
+		if v := f.verify; v != nil {
 			f.endVerify("Docker's log ends before the CRI log file does")
+			if v.isSink {
+				if err := f.trimPartialLine(v.off); err != nil {
+					return false, err
+				}
+			}
 		}
 		break
 	}
@@ -452,6 +457,7 @@ func (f *follower) switchToNext() (bool, error) {
 		}
 	}
 	var next *dockerFile
+	gap := false
 	switch {
 	case cur == 0:
 		return false, nil // not moved after all
@@ -466,6 +472,7 @@ func (f *follower) switchToNext() (bool, error) {
 		// came after it is the oldest file left, unless Berth fell
 		// more than max-file files behind.
 		next = &files[len(files)-1]
+		gap = true
 		f.log.Info("Docker's json log file was rotated away after Berth read it; continuing with the oldest one left (lines are lost only if Berth fell behind by more than max-file files)", "file", next.path)
 	}
 	if next == nil {
@@ -481,6 +488,16 @@ func (f *follower) switchToNext() (bool, error) {
 		return false, nil
 	}
 	f.setSource(nf, id, 0, next.index > 0)
+	if gap && f.verify != nil {
+		// Entries may be missing between the two files, so the CRI
+		// file can no longer be compared entry by entry (nor
+		// truncated on a mismatch: its lines may exist nowhere
+		// else). Look for its end instead.
+		f.endVerify("Docker's log has a gap after the saved position (rotated away while Berth was down)")
+		if err := f.startMatch(); err != nil {
+			return false, err
+		}
+	}
 	// Commit the start of the new file, so a restart need not find the
 	// old one again (it may be gone by then).
 	switch {

@@ -23,6 +23,19 @@ import (
 	"github.com/berth-cri/berth/internal/errdefs"
 )
 
+// DockerLogDriver is the log driver every container must use for its
+// output to be forwarded.
+const DockerLogDriver = "json-file"
+
+// DockerLogOptions returns the json-file options that bound Docker's copy
+// of a container's log. max-file must stay at least 2 (with 1, Docker 20.10
+// truncates the file in place and lines Berth had not read are lost) and
+// compress must stay off (Berth cannot read compressed rotations). Berth
+// loses lines only if it falls behind by more than max-size × (max-file-1).
+func DockerLogOptions() map[string]string {
+	return map[string]string{"max-size": "10m", "max-file": "3"}
+}
+
 var errUnavailable = errdefs.ErrUnavailable
 
 func errNotFollowed(id string) error {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/berth-cri/berth/internal/errdefs"
 )
@@ -689,5 +690,71 @@ func TestManyContainersConcurrently(t *testing.T) {
 		cri := filepath.Join(root, "pods", fmt.Sprintf("m%02d", i), "0.log")
 		eventually(t, "lines", func() bool { return countLines(t, cri) == 2000 })
 		checkSeq(t, allLines(t, cri), 2000)
+	}
+}
+
+// TestCrashResumeAcrossAGap: recovery is comparing the CRI file with the
+// entries after the saved position when the Docker file it reads, and the
+// one after it, turn out to have been rotated away: entries are missing, so
+// recovery must not go on comparing (a mismatch would truncate lines that
+// now exist nowhere else) but look for the CRI file's end instead. The steps are driven
+// by hand (no workers) so the rotation happens at that exact moment.
+func TestCrashResumeAcrossAGap(t *testing.T) {
+	d, criPath, stateDir := setup(t)
+	m := testManager(t, stateDir, nil)
+	if err := m.Follow(d.id, d.path, criPath, running); err != nil {
+		t.Fatal(err)
+	}
+	seqLines(d, 0, 300)
+	eventually(t, "lines", func() bool { return countLines(t, criPath) == 300 })
+	statePath := filepath.Join(stateDir, d.id+".json")
+	var early []byte
+	eventually(t, "saved position", func() bool {
+		p, err := m.states.load(d.id)
+		if err != nil || p == nil || p.Docker.Off == 0 {
+			return false
+		}
+		fi, _ := os.Stat(d.path)
+		early, _ = os.ReadFile(statePath)
+		return p.Docker.Off == fi.Size()
+	})
+	seqLines(d, 300, 500)
+	d.rotate()
+	seqLines(d, 500, 700)
+	eventually(t, "lines", func() bool { return countLines(t, criPath) == 700 })
+	m.Close()
+	os.WriteFile(statePath, early, 0o600)
+	d.rotate()
+	seqLines(d, 700, 800)
+
+	log, tl := newTestLogger(t)
+	m2, err := newManager(stateDir, log, options{tick: 50 * time.Millisecond, exitGrace: time.Hour, workers: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	if err := m2.Follow(d.id, d.path, criPath, running); err != nil {
+		t.Fatal(err)
+	}
+	f := m2.followers[d.id]
+	f.mu.Lock()
+	if ok, err := f.reconcile(); !ok || err != nil || f.verify == nil {
+		f.mu.Unlock()
+		t.Fatalf("reconcile = %v, %v; verifying: %v", ok, err, f.verify != nil)
+	}
+	// Docker rotates away the file Berth has open and the next one, whose
+	// lines (500-699) are only in the CRI file now.
+	os.Remove(d.path + ".2")
+	os.Remove(d.path + ".1")
+	_, err = f.forward(1 << 30)
+	f.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSeq(t, readCRI(t, criPath), 800)
+	for _, w := range []string{verifying, "has a gap", "could not find the end"} {
+		if !tl.has(w) {
+			t.Errorf("no log record saying %q", w)
+		}
 	}
 }

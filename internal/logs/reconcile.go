@@ -256,6 +256,31 @@ func (f *follower) endVerify(problem string) {
 	f.commitCRI(criPos{File: f.sinkID, Off: f.sinkOff})
 }
 
+// trimPartialLine removes a partial line (no newline) from the end of the
+// sink, not before offset floor, so the next line does not join it.
+func (f *follower) trimPartialLine(floor int64) error {
+	if f.sinkOff <= floor {
+		return nil
+	}
+	n := min(f.sinkOff-floor, tailBytes)
+	buf := make([]byte, n)
+	if _, err := f.sink.ReadAt(buf, f.sinkOff-n); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("reading %s: %w", f.criPath, err)
+	}
+	last := bytes.LastIndexByte(buf, '\n')
+	if last == len(buf)-1 || (last < 0 && n < f.sinkOff-floor) {
+		return nil
+	}
+	cut := f.sinkOff - n + int64(last+1)
+	if err := f.sink.Truncate(cut); err != nil {
+		return fmt.Errorf("truncating %s: %w", f.criPath, err)
+	}
+	f.log.Info("removed a log line cut short by an unclean stop", "path", f.criPath, "bytes", f.sinkOff-cut)
+	f.sinkOff = cut
+	f.commitCRI(criPos{File: f.sinkID, Off: f.sinkOff})
+	return nil
+}
+
 // emit queues rendered bytes for the sink.
 func (f *follower) emit(r []byte, next int64) error {
 	f.out = append(f.out, r...)
