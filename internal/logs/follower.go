@@ -133,6 +133,16 @@ func (f *follower) turn() (more bool) {
 	f.pending = len(f.out) > 0 || len(f.marks) > 0
 	f.posMu.Unlock()
 	f.noteSeen()
+	// Idle followers keep no buffers a burst made large.
+	if cap(f.dec.buf) > 4<<10 {
+		f.dec.buf = nil
+	}
+	if cap(f.marks) > 1<<10 && len(f.marks) == 0 {
+		f.marks = nil
+	}
+	if f.verify == nil && f.match == nil {
+		f.scratch = nil
+	}
 	return more
 }
 
@@ -293,8 +303,7 @@ func (f *follower) handleLine(line []byte, next int64) error {
 	var e entry
 	if err := f.dec.decode(line, &e); err != nil {
 		f.log.Warn("skipped a line of Docker's json log that is not an entry", "file", f.src.Name(), "offset", next-int64(len(line))-1)
-		f.noteEntry(nil, next)
-		return nil
+		return f.noteEntry(nil, next)
 	}
 	return f.noteEntry(&e, next)
 }
@@ -321,23 +330,25 @@ func (f *follower) noteEntry(e *entry, next int64) error {
 	if f.out == nil {
 		f.out = (*getBuf())[:0]
 	}
+	var err error
 	if e != nil {
 		// Write first rather than grow the buffer.
 		if need := len(e.Log) + len(e.Time) + 16; len(f.out) > 0 && len(f.out)+need > cap(f.out) {
-			if err := f.flush(); err != nil {
-				return err
-			}
+			err = f.flush()
 			if f.out == nil {
 				f.out = (*getBuf())[:0]
 			}
 		}
+		// NOTE: the entry is taken even if that write failed: the
+		// caller counts it as read. It waits, with the rest, for the
+		// write to be retried; one entry more is the only growth.
 		f.out = appendCRI(f.out, e)
 	}
 	f.marks = append(f.marks, outMark{end: len(f.out), off: next})
-	if len(f.out) >= flushAt {
-		return f.flush()
+	if err == nil && len(f.out) >= flushAt {
+		err = f.flush()
 	}
-	return nil
+	return err
 }
 
 // flush writes the rendered output and commits the position of the last

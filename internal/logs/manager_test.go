@@ -590,9 +590,20 @@ func TestIdleFollowersCostNothing(t *testing.T) {
 		cri := filepath.Join(root, "pods", ds[i].id, "0.log")
 		eventually(t, "lines", func() bool { return countLines(t, cri) == 3 })
 	}
-	// Let the last events and the first save settle.
-	ticks := m.stats.ticks.Load()
-	eventually(t, "ticks", func() bool { return m.stats.ticks.Load() >= ticks+3 })
+	// Let the last events and the first save settle: no turn for five
+	// ticks in a row.
+	lastTurns, lastTick, quiet := m.stats.turns.Load(), m.stats.ticks.Load(), 0
+	eventually(t, "quiet", func() bool {
+		if tk := m.stats.ticks.Load(); tk != lastTick {
+			lastTick = tk
+			if tr := m.stats.turns.Load(); tr != lastTurns {
+				lastTurns, quiet = tr, 0
+			} else {
+				quiet++
+			}
+		}
+		return quiet >= 5
+	})
 
 	turns, reads, ticks := m.stats.turns.Load(), m.stats.reads.Load(), m.stats.ticks.Load()
 	eventually(t, "20 idle ticks", func() bool { return m.stats.ticks.Load() >= ticks+20 })
@@ -629,12 +640,13 @@ func TestWriteFailureBoundsMemory(t *testing.T) {
 	m.mu.Lock()
 	f := m.followers[d.id]
 	m.mu.Unlock()
+	// Hold the follower while the container writes ~3 MB, so that its
+	// first turn finds a lot to read and fills its buffer.
 	f.mu.Lock()
 	good := f.sink
 	f.sink = full
+	seqLines(d, 10, 50000)
 	f.mu.Unlock()
-
-	seqLines(d, 10, 50000) // ~3 MB of json
 	var out, srcOff int64
 	eventually(t, "a failed write", func() bool {
 		f.mu.Lock()
