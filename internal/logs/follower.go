@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-cri/berth/internal/errdefs"
 )
 
 const (
@@ -600,7 +602,7 @@ func (f *follower) reopen() error {
 	for {
 		more, err := f.forward(reopenBudget)
 		if err != nil {
-			return fmt.Errorf("forwarding the log of container %s to its old file: %w", f.id, err)
+			return fmt.Errorf("forwarding the log of container %s to its old file: %w: %w", f.id, err, errdefs.ErrInternal)
 		}
 		if !more || (f.verify == nil && f.match == nil) {
 			break
@@ -612,11 +614,11 @@ func (f *follower) reopen() error {
 	// Save the exact position in the old file before anything can be
 	// written to the new one: a crash in between then resumes exactly.
 	if err := f.save(); err != nil {
-		return fmt.Errorf("container %s: saving the log position: %w", f.id, err)
+		return fmt.Errorf("container %s: saving the log position: %w: %w", f.id, err, errdefs.ErrInternal)
 	}
 	nf, replaced, err := openCRI(f.criPath)
 	if err != nil {
-		return err
+		return fmt.Errorf("container %s: %w: %w", f.id, err, errdefs.ErrInternal)
 	}
 	if replaced {
 		f.log.Info("replaced a symbolic link at the container log path by a regular file", "path", f.criPath)
@@ -624,7 +626,7 @@ func (f *follower) reopen() error {
 	id, size, err := fstat(nf)
 	if err != nil {
 		nf.Close()
-		return err
+		return fmt.Errorf("container %s: %w: %w", f.id, err, errdefs.ErrInternal)
 	}
 	old, oldID, oldOff := f.sink, f.sinkID, f.sinkOff
 	f.sink, f.sinkID, f.sinkOff = nf, id, size
@@ -637,7 +639,7 @@ func (f *follower) reopen() error {
 			f.sink, f.sinkID, f.sinkOff = old, oldID, oldOff
 			f.commitCRI(criPos{File: oldID, Off: oldOff})
 			nf.Close()
-			return fmt.Errorf("container %s: saving the log position; log not reopened: %w", f.id, err)
+			return fmt.Errorf("container %s: saving the log position; log not reopened: %w: %w", f.id, err, errdefs.ErrInternal)
 		}
 	}
 	if old != nil {

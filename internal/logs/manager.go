@@ -164,7 +164,7 @@ func (m *Manager) Follow(id, dockerLogPath, criPath string, running func() bool)
 	f.resume = st
 	sink, replaced, err := openCRI(f.criPath)
 	if err != nil {
-		return fmt.Errorf("container %s: %w", id, err)
+		return fmt.Errorf("container %s: %w: %w", id, err, errdefs.ErrInternal)
 	}
 	if replaced {
 		f.log.Info("replaced a symbolic link at the container log path by a regular file (left by cri-dockerd?); Docker's log is forwarded into it in the CRI format", "path", f.criPath)
@@ -172,7 +172,11 @@ func (m *Manager) Follow(id, dockerLogPath, criPath string, running func() bool)
 	f.sink = sink
 	if f.sinkID, f.sinkOff, err = fstat(sink); err != nil {
 		sink.Close()
-		return err
+		return fmt.Errorf("container %s: %w: %w", id, err, errdefs.ErrInternal)
+	}
+	if id, _, err := stat(f.dockerPath); err == nil && id == f.sinkID {
+		sink.Close()
+		return errdefs.InvalidArgument("log_path", "%s is Docker's own log file", criPath)
 	}
 	m.followers[id] = f
 	m.watchDir(f)

@@ -540,6 +540,15 @@ func TestFollowValidates(t *testing.T) {
 			t.Errorf("Follow(%q, %q, %q) = %v, want %v", tc.id, tc.docker, tc.cri, err, tc.want)
 		}
 	}
+	// Docker's own file (a hard link to it here) is refused.
+	link := filepath.Join(filepath.Dir(criPath), "hard.log")
+	os.MkdirAll(filepath.Dir(link), 0o755)
+	if err := os.Link(d.path, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Follow(d.id, d.path, link, running); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("Follow into Docker's file = %v, want InvalidArgument", err)
+	}
 	// A directory at the CRI path is refused, not written into.
 	dir := filepath.Join(filepath.Dir(criPath), "dir.log")
 	os.MkdirAll(dir, 0o755)
