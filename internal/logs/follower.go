@@ -166,6 +166,13 @@ func (f *follower) changed() bool {
 	return f.pending || id != f.seenID || size != f.seenSize
 }
 
+// hasPending reports whether output waits for a write to succeed.
+func (f *follower) hasPending() bool {
+	f.posMu.Lock()
+	defer f.posMu.Unlock()
+	return f.pending
+}
+
 func (f *follower) reportErr(err error) {
 	f.errMu.Lock()
 	defer f.errMu.Unlock()

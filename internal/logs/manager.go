@@ -460,7 +460,9 @@ func (m *Manager) work() {
 
 		more := f.turn()
 		m.stats.turns.Add(1)
-		if !more && f.exitDue.Load() {
+		if !more && f.exitDue.Load() && !f.hasPending() {
+			// Done; with output still waiting for a write, the
+			// tick retries and finishes later.
 			m.finish(f)
 		}
 
