@@ -129,7 +129,8 @@ func newManager(stateDir string, log *slog.Logger, opts options) (*Manager, erro
 // forwarding container id's Docker json log to criPath. Idempotent (a second
 // call for a followed id is a no-op). The parent dir of criPath is created
 // (0755) if kubelet has not. running reports whether the container still
-// runs; it is called once, by Follow.
+// runs; it is called once, by Follow (nil means it runs). If it does not,
+// Follow forwards what is left and stops, as after Exited.
 func (m *Manager) Follow(id, dockerLogPath, criPath string, running func() bool) error {
 	if err := checkID(id); err != nil {
 		return err
