@@ -11,7 +11,7 @@ LDFLAGS := -X github.com/berth-cri/berth/internal/version.Version=$(VERSION) -X 
 E2E_TIMEOUT ?= 40m
 RUN_ARGS ?=
 
-.PHONY: all build setup run test vet unit e2e fmt clean
+.PHONY: all build setup run test vet unit e2e doctor-test fmt clean
 
 all: build
 
@@ -27,7 +27,7 @@ run: setup build
 	@echo "berth: or try: crictl --runtime-endpoint unix:///run/berth/berth.sock info"
 	$(BIN) serve $(RUN_ARGS)
 
-test: setup vet unit e2e
+test: setup vet unit e2e doctor-test
 
 vet:
 	@out=$$(gofmt -l cmd internal test); if [[ -n $$out ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -38,6 +38,11 @@ unit:
 
 e2e:
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v ./test/e2e/ 2>&1 | hack/test-summary.sh
+
+# berth doctor against real set-ups: kubelet files, CNI configurations,
+# private Docker daemons, socket holders (about a minute).
+doctor-test:
+	$(GO) test -count=1 -timeout 10m -v ./test/doctor/ 2>&1 | hack/test-summary.sh
 
 fmt:
 	gofmt -w cmd internal test

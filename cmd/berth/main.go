@@ -30,6 +30,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCommand(), newVersionCommand(), newConfigCommand())
+	root.AddCommand(newServeCommand(), newVersionCommand(), newConfigCommand(),
+		newDoctorCommand(), newMigrateCommand())
 	return root
 }
