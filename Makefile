@@ -11,7 +11,7 @@ LDFLAGS := -X github.com/berth-cri/berth/internal/version.Version=$(VERSION) -X 
 E2E_TIMEOUT ?= 40m
 RUN_ARGS ?=
 
-.PHONY: all build setup run test vet unit e2e doctor-test fmt clean
+.PHONY: all build setup run test vet unit e2e doctor-test test-migrate fmt clean
 
 all: build
 
@@ -43,6 +43,13 @@ e2e:
 # private Docker daemons, socket holders (about a minute).
 doctor-test:
 	$(GO) test -count=1 -timeout 10m -v ./test/doctor/ 2>&1 | hack/test-summary.sh
+
+# berth migrate end to end against a real kube-apiserver and etcd. Not part
+# of `make test`: the first run builds kube-apiserver (10-15 minutes on two
+# cores, then cached in ~/.cache/berth/); later runs take about a minute.
+test-migrate: setup
+	hack/setup-migrate.sh
+	$(GO) test -count=1 -timeout 30m -v ./test/migrate/ 2>&1 | hack/test-summary.sh
 
 fmt:
 	gofmt -w cmd internal test
