@@ -9,9 +9,13 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS := -X github.com/berth-cri/berth/internal/version.Version=$(VERSION) -X github.com/berth-cri/berth/internal/version.GitCommit=$(COMMIT)
 E2E_TIMEOUT ?= 40m
+NFPM_VERSION ?= v2.45.2
+# Debian versions start with a digit: untagged builds become 0.0.0~git<hash>.
+DEB_VERSION ?= $(shell v=$(VERSION); v=$${v#v}; case $$v in ([0-9]*) ;; (*) v=0.0.0~git$$v;; esac; echo $$v | tr '-' '~')
+DEB_ARCH ?= $(shell $(GO) env GOARCH)
 RUN_ARGS ?=
 
-.PHONY: all build setup run test vet unit e2e doctor-test test-migrate fmt clean
+.PHONY: all build setup run test vet unit e2e doctor-test test-migrate deb deb-test fmt clean
 
 all: build
 
@@ -27,7 +31,7 @@ run: setup build
 	@echo "berth: or try: crictl --runtime-endpoint unix:///run/berth/berth.sock info"
 	$(BIN) serve $(RUN_ARGS)
 
-test: setup vet unit e2e doctor-test
+test: setup vet unit deb-test e2e doctor-test
 
 vet:
 	@out=$$(gofmt -l cmd internal test); if [[ -n $$out ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -51,8 +55,23 @@ test-migrate: setup
 	hack/setup-migrate.sh
 	$(GO) test -count=1 -timeout 30m -v ./test/migrate/ 2>&1 | hack/test-summary.sh
 
+# The Debian package (binary, systemd units, default config, docs), built
+# with nfpm from the Go module proxy: dist/berth_<version>_<arch>.deb.
+deb:
+	rm -rf dist/pkg && mkdir -p dist/pkg
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o dist/pkg/berth ./cmd/berth
+	dist/pkg/berth config default > dist/pkg/config.toml
+	BERTH_DEB_VERSION=$(DEB_VERSION) BERTH_DEB_ARCH=$(DEB_ARCH) \
+		$(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package \
+		--config packaging/nfpm.yaml --packager deb --target dist/berth_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+# Builds the package and inspects it: contents, control fields, maintainer
+# scripts, and the unit files through systemd-analyze verify.
+deb-test: deb
+	hack/check-deb.sh dist/berth_$(DEB_VERSION)_$(DEB_ARCH).deb
+
 fmt:
 	gofmt -w cmd internal test
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
