@@ -447,3 +447,18 @@ func TestTableOutput(t *testing.T) {
 		t.Errorf("bad --output: %v, want exit status 3", err)
 	}
 }
+
+// TestPauseImage: present; absent but Berth's own (built on the first pod);
+// absent and another image (pulled, or built under that name).
+func TestPauseImage(t *testing.T) {
+	n := newNode(t)
+	r := n.doctor(t, framework.DockerHost(), "/nonexistent/berth.sock", "--pod-infra-container-image", framework.TestImage)
+	r.expect(t, "pause-image", "pass", framework.TestImage+" is present")
+
+	d := framework.StartDockerd(t, "") // an empty daemon: no image at all
+	r = n.doctor(t, d.Host, "/nonexistent/berth.sock")
+	r.expect(t, "pause-image", "pass", "berth.local/pause:1.0 is not in Docker yet", "builds it locally")
+
+	r = n.doctor(t, d.Host, "/nonexistent/berth.sock", "--pod-infra-container-image", "registry.berth-test.invalid/pause:3.10")
+	r.expect(t, "pause-image", "warn", "registry.berth-test.invalid/pause:3.10 is not in Docker")
+}
