@@ -462,3 +462,25 @@ func TestPauseImage(t *testing.T) {
 	r = n.doctor(t, d.Host, "/nonexistent/berth.sock", "--pod-infra-container-image", "registry.berth-test.invalid/pause:3.10")
 	r.expect(t, "pause-image", "warn", "registry.berth-test.invalid/pause:3.10 is not in Docker")
 }
+
+// TestRunningKubelet: with a process table (a directory laid out as /proc)
+// holding a running kubelet and a cri-dockerd, the doctor takes kubelet's
+// configuration file from its --config, reports that the running kubelet
+// uses another endpoint than its files now say, and that cri-dockerd runs.
+func TestRunningKubelet(t *testing.T) {
+	b := framework.StartBerth(t, framework.Options{})
+	n := newNode(t)
+	proc := filepath.Join(n.dir, "proc")
+	other := filepath.Join(n.dir, "etc/kubernetes/kubelet-config.yaml")
+	n.write(t, other, "kind: KubeletConfiguration\ncgroupDriver: systemd\ncontainerRuntimeEndpoint: "+b.Endpoint+"\n")
+	n.write(t, filepath.Join(proc, "4242", "comm"), "kubelet\n")
+	n.write(t, filepath.Join(proc, "4242", "cmdline"), strings.Join([]string{"/usr/bin/kubelet",
+		"--config=" + other, "--container-runtime-endpoint", "unix:///var/run/cri-dockerd.sock", ""}, "\x00"))
+	n.write(t, filepath.Join(proc, "4343", "comm"), "cri-dockerd\n")
+	n.write(t, filepath.Join(proc, "4343", "cmdline"), "/usr/bin/cri-dockerd\x00--container-runtime-endpoint\x00fd://\x00")
+
+	r := n.doctor(t, framework.DockerHost(), b.Socket, "--proc-root", proc, "--kubelet-config", "")
+	r.expect(t, "cgroup-driver", "fail", "kubelet is set to systemd", other)
+	r.expect(t, "kubelet-endpoint", "warn", "the running kubelet (pid 4242) uses unix:///var/run/cri-dockerd.sock")
+	r.expect(t, "dockershim-leftovers", "warn", "cri-dockerd is running (pid 4343)")
+}
