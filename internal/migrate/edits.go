@@ -67,6 +67,13 @@ func planEdits(s kubeletcfg.Settings, endpoint string, st *State) ([]fileEdit, e
 		return append(edits, fileEdit{src: *cfg, endpoint: endpoint, addTo: "-"}), nil
 	}
 	if kf := s.Source(kubeletcfg.KindKubeadmFlags); kf != nil && kf.Exists {
+		for i := range edits {
+			if edits[i].src.Path == kf.Path {
+				// Already rewritten for its dockershim flags: add it there.
+				edits[i].addTo = "KUBELET_KUBEADM_ARGS"
+				return edits, nil
+			}
+		}
 		return append(edits, fileEdit{src: *kf, endpoint: endpoint, addTo: "KUBELET_KUBEADM_ARGS"}), nil
 	}
 	// A resumed run may have already rewritten everything.

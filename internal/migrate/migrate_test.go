@@ -72,6 +72,36 @@ func TestPlanEdits(t *testing.T) {
 	}
 }
 
+// TestPlanEditsDockershim: a dockershim kubelet names no endpoint, only
+// --container-runtime=docker; with no KubeletConfiguration the endpoint goes
+// into kubeadm-flags.env, in the same edit that drops dockershim's flags.
+func TestPlanEditsDockershim(t *testing.T) {
+	dir := t.TempDir()
+	paths := kubeletcfg.Paths{
+		ConfigFile:       filepath.Join(dir, "none.yaml"),
+		KubeadmFlagsFile: filepath.Join(dir, "kubeadm-flags.env"),
+		DefaultsFile:     filepath.Join(dir, "kubelet"),
+		ProcRoot:         dir,
+	}
+	os.WriteFile(paths.KubeadmFlagsFile, []byte(`KUBELET_KUBEADM_ARGS="--container-runtime=docker --network-plugin=cni --pod-infra-container-image=k8s.gcr.io/pause:3.6"`+"\n"), 0o644)
+	s, err := kubeletcfg.Discover(paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edits, err := planEdits(s, berth, nil)
+	if err != nil || len(edits) != 1 {
+		t.Fatalf("edits = %+v, %v", edits, err)
+	}
+	if err := edits[0].apply(&State{}, func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(paths.KubeadmFlagsFile)
+	want := `KUBELET_KUBEADM_ARGS="--pod-infra-container-image=k8s.gcr.io/pause:3.6 --container-runtime-endpoint=` + berth + `"` + "\n"
+	if string(got) != want {
+		t.Errorf("kubeadm-flags.env:\n%s\nwant\n%s", got, want)
+	}
+}
+
 func TestNodeReadySince(t *testing.T) {
 	restart := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	node := func(status corev1.ConditionStatus, heartbeat time.Time, runtime string) *corev1.Node {
