@@ -11,7 +11,9 @@ LDFLAGS := -X github.com/berth-cri/berth/internal/version.Version=$(VERSION) -X 
 E2E_TIMEOUT ?= 40m
 NFPM_VERSION ?= v2.45.2
 # Debian versions start with a digit: untagged builds become 0.0.0~git<hash>.
-DEB_VERSION ?= $(shell v=$(VERSION); v=$${v#v}; case $$v in ([0-9]*) ;; (*) v=0.0.0~git$$v;; esac; echo $$v | tr '-' '~')
+ifndef DEB_VERSION
+DEB_VERSION := $(shell v=$(VERSION); v=$${v#v}; case $$v in ([0-9]*) ;; (*) v=0.0.0~git$$v;; esac; echo $$v | tr '-' '~')
+endif
 DEB_ARCH ?= $(shell $(GO) env GOARCH)
 RUN_ARGS ?=
 
@@ -58,7 +60,7 @@ test-migrate: setup
 # The Debian package (binary, systemd units, default config, docs), built
 # with nfpm from the Go module proxy: dist/berth_<version>_<arch>.deb.
 deb:
-	rm -rf dist/pkg && mkdir -p dist/pkg
+	rm -rf dist/pkg dist/berth_*.deb && mkdir -p dist/pkg
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o dist/pkg/berth ./cmd/berth
 	dist/pkg/berth config default > dist/pkg/config.toml
 	BERTH_DEB_VERSION=$(DEB_VERSION) BERTH_DEB_ARCH=$(DEB_ARCH) \
