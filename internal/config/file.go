@@ -155,6 +155,10 @@ func WriteDefaultFile(w io.Writer, fs *pflag.FlagSet) error {
 	b.WriteString("# a flag given on the command line overrides the file. Every setting below\n")
 	b.WriteString("# is commented out at its default: uncomment a line to change it.\n")
 	b.WriteString("# Lists may be written as TOML arrays or as comma-separated strings.\n")
+	// In the order the flags are declared, which groups related settings.
+	sorted := fs.SortFlags
+	fs.SortFlags = false
+	defer func() { fs.SortFlags = sorted }()
 	fs.VisitAll(func(f *pflag.Flag) {
 		if f.Name == ConfigFlag || f.Hidden {
 			return
