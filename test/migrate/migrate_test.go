@@ -220,8 +220,14 @@ func TestMigrateAndRollBack(t *testing.T) {
 func setUpNode(t *testing.T, c *cluster, oldEndpoint, newEndpoint string) *node {
 	t.Helper()
 	dir := t.TempDir()
+	// The Node is this host's, as kubelet registers it: berth migrate is
+	// given no --node and must derive the name the way kubelet does.
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := &node{
-		name:         "berth-migrate-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")),
+		name:         strings.ToLower(host),
 		dir:          dir,
 		kubeadmFlags: filepath.Join(dir, "kubeadm-flags.env"),
 		kubeletCfg:   filepath.Join(dir, "config.yaml"),
@@ -257,7 +263,6 @@ containerRuntimeEndpoint: `+oldEndpoint+`
 func (n *node) args(extra ...string) []string {
 	return append([]string{"migrate",
 		"--kubeconfig", n.kubeconfig,
-		"--node", n.name,
 		"--runtime-endpoint", n.newEndpoint,
 		"--kubeadm-flags-file", n.kubeadmFlags,
 		"--kubelet-config", n.kubeletCfg,
