@@ -20,6 +20,7 @@ import (
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/kubeletcfg"
 	"github.com/berth-cri/berth/internal/network"
+	"github.com/berth-cri/berth/internal/sockdiag"
 )
 
 var errNotFound = errdefs.ErrNotFound
@@ -163,7 +164,7 @@ func checkDockerSocketUsers(_ context.Context, e *env) []Finding {
 	if !ok {
 		return []Finding{pass(name, "Docker is reached over TCP; no socket to inspect")}
 	}
-	holders, err := socketHolders(e.opts.ProcRoot, path)
+	holders, err := sockdiag.Holders(e.opts.ProcRoot, path)
 	if err != nil {
 		return []Finding{warn(name, "listing socket connections: "+err.Error(), "run berth doctor as root")}
 	}

@@ -28,6 +28,7 @@ import (
 	"k8s.io/kubectl/pkg/drain"
 
 	"github.com/berth-cri/berth/internal/kubeletcfg"
+	"github.com/berth-cri/berth/internal/sockdiag"
 )
 
 // CRISocketAnnotation is where kubeadm (before 1.27's kubelet-config based
@@ -97,6 +98,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if opts.KubeletUnit == "" {
 		r.opts.KubeletUnit = "kubelet"
+	}
+	if opts.Kubelet.ProcRoot == "" {
+		r.opts.Kubelet.ProcRoot = kubeletcfg.DefaultProcRoot
 	}
 	if opts.StateFile == "" {
 		r.opts.StateFile = DefaultStateFile
@@ -457,7 +461,7 @@ func (r *runner) stepWaitReady(name string, _ *[]string) step {
 	return step{
 		name: name,
 		plan: func(context.Context) string {
-			return fmt.Sprintf("wait up to %s for node %s to report Ready, after the restart, with the runtime it now uses", r.opts.ReadyTimeout, r.opts.Node)
+			return fmt.Sprintf("wait up to %s for node %s to report Ready, after the restart, with the runtime it now uses, and for kubelet to be connected to %s", r.opts.ReadyTimeout, r.opts.Node, orNone(r.targetEndpoint()))
 		},
 		run: func(ctx context.Context) error {
 			if r.expect == "" {
@@ -494,7 +498,13 @@ func (r *runner) waitReady(ctx context.Context) error {
 		if err == nil {
 			ok, why := nodeReadySince(n, since, r.expect)
 			if ok {
+				ok, why = kubeletConnected(r.opts.Kubelet.ProcRoot, r.targetEndpoint())
+			}
+			if ok {
 				fmt.Fprintf(r.out, "node %s is Ready, runtime %s\n", r.opts.Node, n.Status.NodeInfo.ContainerRuntimeVersion)
+				if why != "" {
+					fmt.Fprintln(r.out, why)
+				}
 				return nil
 			}
 			last = why
@@ -507,6 +517,40 @@ func (r *runner) waitReady(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// targetEndpoint is the endpoint kubelet is being moved to.
+func (r *runner) targetEndpoint() string {
+	if r.opts.Rollback {
+		return r.state.From
+	}
+	return r.opts.Endpoint
+}
+
+// kubeletConnected reports whether a kubelet process on this host holds a
+// connection to the socket of endpoint. The node's reported runtime cannot
+// tell Berth from cri-dockerd (both report docker://<Docker's version>),
+// but the connection can. With no kubelet process to look at (kubelet runs
+// in a container, or procRoot is not the host's) it passes, saying why.
+func kubeletConnected(procRoot, endpoint string) (bool, string) {
+	path, ok := strings.CutPrefix(kubeletcfg.NormalizeEndpoint(endpoint), "unix://")
+	if !ok {
+		return true, ""
+	}
+	procs, err := kubeletcfg.FindProcesses(procRoot, "kubelet")
+	if err != nil || len(procs) == 0 {
+		return true, fmt.Sprintf("note: no kubelet process under %s, so its connection to %s was not checked", procRoot, path)
+	}
+	holders, err := sockdiag.Holders(procRoot, path)
+	if err != nil {
+		return true, fmt.Sprintf("note: cannot list connections to %s (%v), so kubelet's was not checked", path, err)
+	}
+	for _, h := range holders {
+		if h.Comm == "kubelet" && !h.Serving {
+			return true, fmt.Sprintf("kubelet (pid %d) is connected to %s", h.PID, path)
+		}
+	}
+	return false, fmt.Sprintf("kubelet (pid %d) has no connection to %s", procs[0].PID, path)
 }
 
 // nodeReadySince reports whether n is Ready with a heartbeat at or after

@@ -15,7 +15,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,6 +60,11 @@ type node struct {
 	oldEndpoint  string
 	newEndpoint  string
 	kubeconfig   string
+	kubeletPID   string
+	// hostProc makes migrate look at the host's /proc (for kubelet's
+	// connection) with --node given; otherwise at an empty process table,
+	// deriving the node's name from the host name as kubelet does.
+	hostProc bool
 }
 
 func TestMigrateAndRollBack(t *testing.T) {
@@ -103,7 +110,9 @@ func TestMigrateAndRollBack(t *testing.T) {
 	}
 
 	// 2. --yes: the PodDisruptionBudget blocks the drain until it allows
-	// disruptions; then the migration runs to the end.
+	// disruptions; then the migration runs to the end, and kubelet (the
+	// stand-in's process) is connected to Berth.
+	n.hostProc = true
 	proc := n.start(t, "--yes", "--drain-timeout", "3m")
 	waitFor(t, 2*time.Minute, "eviction to be refused by the PodDisruptionBudget", func() bool {
 		return strings.Contains(proc.output(), "disruption budget")
@@ -156,6 +165,9 @@ func TestMigrateAndRollBack(t *testing.T) {
 	if !containsLine(calls, "restart kubelet") || !containsLine(calls, "kubelet endpoint "+berth.Endpoint) {
 		t.Errorf("systemctl calls: %v", calls)
 	}
+	if !strings.Contains(out, "is connected to "+berth.Socket) {
+		t.Errorf("migrate did not check kubelet's connection to Berth:\n%s", out)
+	}
 
 	// 3. Again: nothing to do, nothing done.
 	out, code = n.migrate(t, "--yes")
@@ -191,6 +203,9 @@ func TestMigrateAndRollBack(t *testing.T) {
 		if strings.Contains(out, step) {
 			t.Errorf("resumed rollback ran %q again:\n%s", step, out)
 		}
+	}
+	if !strings.Contains(out, "is connected to "+old.Socket) {
+		t.Errorf("rollback did not check kubelet's connection to the previous runtime:\n%s", out)
 	}
 	resumed := n.systemctlCalls(t)[before:]
 	if !containsLine(resumed, "restart kubelet") || !containsLine(resumed, "kubelet endpoint "+old.Endpoint) {
@@ -236,6 +251,7 @@ func setUpNode(t *testing.T, c *cluster, oldEndpoint, newEndpoint string) *node 
 		standinDir:   filepath.Join(dir, "bin"),
 		standinLog:   filepath.Join(dir, "systemctl.log"),
 		failRestart:  filepath.Join(dir, "fail-restart"),
+		kubeletPID:   filepath.Join(dir, "kubelet.pid"),
 		oldEndpoint:  oldEndpoint,
 		newEndpoint:  newEndpoint,
 		kubeconfig:   c.kubeconfig,
@@ -250,6 +266,14 @@ containerRuntimeEndpoint: `+oldEndpoint+`
 	if err := os.MkdirAll(n.standinDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		// The stand-in kubelet outlives each systemctl call; end it by pid.
+		if data, err := os.ReadFile(n.kubeletPID); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
 	build := exec.Command("go", "build", "-o", filepath.Join(n.standinDir, "systemctl"), "./test/migrate/standin/systemctl")
 	build.Dir = framework.RepoRoot()
 	if out, err := build.CombinedOutput(); err != nil {
@@ -261,16 +285,21 @@ containerRuntimeEndpoint: `+oldEndpoint+`
 // args are the flags every migrate run gets: this node's files, not the
 // host's.
 func (n *node) args(extra ...string) []string {
-	return append([]string{"migrate",
+	args := []string{"migrate",
 		"--kubeconfig", n.kubeconfig,
 		"--runtime-endpoint", n.newEndpoint,
 		"--kubeadm-flags-file", n.kubeadmFlags,
 		"--kubelet-config", n.kubeletCfg,
 		"--kubelet-defaults-file", n.defaults,
-		"--proc-root", filepath.Join(n.dir, "no-proc"),
 		"--state-file", n.stateFile,
 		"--ready-timeout", "1m",
-	}, extra...)
+	}
+	if n.hostProc {
+		args = append(args, "--proc-root", "/proc", "--node", n.name)
+	} else {
+		args = append(args, "--proc-root", filepath.Join(n.dir, "no-proc"))
+	}
+	return append(args, extra...)
 }
 
 func (n *node) command(t *testing.T, extra ...string) *exec.Cmd {
@@ -292,6 +321,7 @@ func (n *node) command(t *testing.T, extra ...string) *exec.Cmd {
 		"STANDIN_KUBEADM_FLAGS="+n.kubeadmFlags,
 		"STANDIN_KUBELET_CONFIG="+n.kubeletCfg,
 		"STANDIN_FAIL_RESTART="+n.failRestart,
+		"STANDIN_KUBELET_PID="+n.kubeletPID,
 	)
 	return cmd
 }

@@ -6,18 +6,29 @@
 // runtime for its version over CRI, and reports the node Ready with that
 // runtime through the API server, as kubelet's node status update does.
 //
+// It also replaces a stand-in kubelet process: a copy of this program run
+// under the name "kubelet" that holds a connection to the runtime's socket,
+// as a running kubelet does (berth migrate checks that connection). Its pid
+// is kept in STANDIN_KUBELET_PID; a restart ends the previous one.
+//
 // Environment: STANDIN_LOG (calls are appended), STANDIN_KUBECONFIG,
-// STANDIN_NODE, STANDIN_KUBEADM_FLAGS, STANDIN_KUBELET_CONFIG, and
-// STANDIN_FAIL_RESTART (a file: while it exists, restart fails).
+// STANDIN_NODE, STANDIN_KUBEADM_FLAGS, STANDIN_KUBELET_CONFIG,
+// STANDIN_KUBELET_PID, and STANDIN_FAIL_RESTART (a file: while it exists,
+// restart fails).
 package main
 
 import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -30,6 +41,10 @@ import (
 )
 
 func main() {
+	if filepath.Base(os.Args[0]) == "kubelet" {
+		holdConnection()
+		return
+	}
 	logf(strings.Join(os.Args[1:], " "))
 	if len(os.Args) == 3 && os.Args[1] == "restart" && os.Args[2] == "kubelet" {
 		if f := os.Getenv("STANDIN_FAIL_RESTART"); f != "" {
@@ -44,6 +59,47 @@ func main() {
 			os.Exit(1)
 		}
 	}
+}
+
+// holdConnection is the stand-in kubelet: it connects to the runtime socket
+// named by its argument and stays, as kubelet's CRI client does.
+func holdConnection() {
+	if len(os.Args) != 2 {
+		os.Exit(2)
+	}
+	conn, err := net.Dial("unix", strings.TrimPrefix(os.Args[1], "unix://"))
+	if err == nil {
+		defer conn.Close()
+	}
+	time.Sleep(10 * time.Minute)
+}
+
+// restartKubeletProcess ends the previous stand-in kubelet and starts a new
+// one connected to endpoint.
+func restartKubeletProcess(endpoint string) error {
+	pidFile := os.Getenv("STANDIN_KUBELET_PID")
+	if data, err := os.ReadFile(pidFile); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	kubelet := filepath.Join(filepath.Dir(self), "kubelet")
+	if _, err := os.Stat(kubelet); err != nil {
+		if err := os.Link(self, kubelet); err != nil {
+			return err
+		}
+	}
+	cmd := exec.Command(kubelet, endpoint)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	logf(fmt.Sprintf("kubelet process %d", cmd.Process.Pid))
+	return os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 }
 
 func logf(line string) {
@@ -93,6 +149,9 @@ func restartKubelet() error {
 		return err
 	}
 	logf("kubelet endpoint " + ep)
+	if err := restartKubeletProcess(ep); err != nil {
+		return err
+	}
 	ready, message, runtimeVersion := corev1.ConditionTrue, "kubelet is posting ready status (stand-in)", ""
 	conn, err := grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -1,4 +1,7 @@
-package doctor
+// Package sockdiag finds which processes are connected to a unix socket,
+// through the kernel's sock_diag interface (the peer of every connection
+// the listener accepted) and the processes' file descriptors under /proc.
+package sockdiag
 
 import (
 	"encoding/binary"
@@ -118,17 +121,17 @@ func parseUnixDiagMsg(data []byte) (unixSocket, bool) {
 	return s, true
 }
 
-// socketHolder is a process with a connection to a socket path.
-type socketHolder struct {
+// Holder is a process with a connection to a socket path.
+type Holder struct {
 	PID  int    `json:"pid"`
 	Comm string `json:"comm"`
 	// Serving is true for the process listening on the path (e.g. dockerd).
 	Serving bool `json:"serving,omitempty"`
 }
 
-// socketHolders returns the processes (found under procRoot) connected to,
-// or listening on, the unix socket at path, excluding the caller itself.
-func socketHolders(procRoot, path string) ([]socketHolder, error) {
+// Holders returns the processes (found under procRoot) connected to, or
+// listening on, the unix socket at path, excluding the caller itself.
+func Holders(procRoot, path string) ([]Holder, error) {
 	socks, err := unixSockets()
 	if err != nil {
 		return nil, err
@@ -166,7 +169,7 @@ func socketHolders(procRoot, path string) ([]socketHolder, error) {
 		return nil, nil
 	}
 	self := os.Getpid()
-	byPID := map[int]*socketHolder{}
+	byPID := map[int]*Holder{}
 	entries, err := os.ReadDir(procRoot)
 	if err != nil {
 		return nil, err
@@ -197,7 +200,7 @@ func socketHolders(procRoot, path string) ([]socketHolder, error) {
 			h := byPID[pid]
 			if h == nil {
 				comm, _ := os.ReadFile(filepath.Join(procRoot, e.Name(), "comm"))
-				h = &socketHolder{PID: pid, Comm: strings.TrimSpace(string(comm))}
+				h = &Holder{PID: pid, Comm: strings.TrimSpace(string(comm))}
 				byPID[pid] = h
 			}
 			if isServer {
@@ -205,7 +208,7 @@ func socketHolders(procRoot, path string) ([]socketHolder, error) {
 			}
 		}
 	}
-	out := make([]socketHolder, 0, len(byPID))
+	out := make([]Holder, 0, len(byPID))
 	for _, h := range byPID {
 		out = append(out, *h)
 	}
