@@ -1,6 +1,7 @@
 # Berth's entry points. The two a newcomer needs:
 #   make run   set up this machine (Docker, CNI, test images) and serve CRI
-#   make test  set up, vet, and run every test against real Docker
+#   make test  set up, vet, and run every test against real Docker (the
+#              e2e suite on Debian's Docker 20.10 and on current Docker)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 GO ?= go
@@ -16,8 +17,13 @@ DEB_VERSION := $(shell v=$(VERSION); v=$${v#v}; case $$v in ([0-9]*) ;; (*) v=0.
 endif
 DEB_ARCH ?= $(shell $(GO) env GOARCH)
 RUN_ARGS ?=
+# E2E_RUN limits `make e2e` to the tests matching a go test -run pattern.
+E2E_RUN ?=
+# E2E_CURRENT_RUN is the -run pattern of the suite on current Docker in
+# `make test`; empty runs the whole suite there too (see README, Tests).
+E2E_CURRENT_RUN ?=
 
-.PHONY: all build setup run test vet unit e2e doctor-test test-migrate deb deb-test fmt clean
+.PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current bench fuzz doctor-test test-migrate deb deb-test fmt clean
 
 all: build
 
@@ -33,17 +39,39 @@ run: setup build
 	@echo "berth: or try: crictl --runtime-endpoint unix:///run/berth/berth.sock info"
 	$(BIN) serve $(RUN_ARGS)
 
-test: setup vet unit deb-test e2e doctor-test
+# The e2e suite runs twice: on Debian's Docker 20.10 (the system daemon) and
+# on current upstream Docker Engine (a second daemon on its own socket).
+test: setup vet unit deb-test e2e-system e2e-current doctor-test
+
+# Builds (once; cached) and starts current Docker Engine for tests.
+setup-docker-current:
+	hack/setup-docker-current.sh
 
 vet:
-	@out=$$(gofmt -l cmd internal test); if [[ -n $$out ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l cmd internal test bench); if [[ -n $$out ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
 unit:
 	$(GO) test -count=1 ./internal/... ./cmd/...
 
+# The suite against BERTH_TEST_DOCKER_HOST (default: the system daemon).
 e2e:
-	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v ./test/e2e/ 2>&1 | hack/test-summary.sh
+	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v $(if $(E2E_RUN),-run '$(E2E_RUN)') ./test/e2e/ 2>&1 | hack/test-summary.sh
+
+# The suite against Debian's Docker 20.10, the system daemon hack/setup.sh starts.
+e2e-system:
+	@echo "e2e: engine 1/2: the system Docker (Debian's docker.io)"
+	BERTH_TEST_DOCKER_HOST=unix:///var/run/docker.sock BERTH_TEST_DOCKERD_BINARY=/usr/sbin/dockerd BERTH_TEST_DOCKERD_ARGS= \
+		$(MAKE) --no-print-directory e2e
+
+# The suite against current upstream Docker Engine (hack/setup-docker-current.sh).
+e2e-current: setup-docker-current
+	@echo "e2e: engine 2/2: current Docker Engine (hack/setup-docker-current.sh)"
+	eval "$$(hack/setup-docker-current.sh env)"; \
+		$(MAKE) --no-print-directory e2e E2E_RUN='$(E2E_CURRENT_RUN)'
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3s ./bench/
 
 # berth doctor against real set-ups: kubelet files, CNI configurations,
 # private Docker daemons, socket holders (about a minute).
@@ -73,7 +101,14 @@ deb-test: deb
 	hack/check-deb.sh dist/berth_$(DEB_VERSION)_$(DEB_ARCH).deb
 
 fmt:
-	gofmt -w cmd internal test
+	gofmt -w cmd internal test bench
 
 clean:
 	rm -rf bin dist
+
+# Fuzz every request-decoding target for FUZZTIME each; new interesting
+# inputs land in Go's cache (copy them into testdata/fuzz to keep them).
+FUZZTIME ?= 60s
+fuzz:
+	for f in FuzzRunPodSandbox FuzzCreateContainer FuzzImageReference FuzzRegistryAuth; do \
+		$(GO) test ./internal/dockerspec/ -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) || exit 1; done

@@ -49,4 +49,12 @@ if ! docker_ok; then
 fi
 log "docker $(DOCKER_HOST=unix:///var/run/docker.sock docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
 
+# A pod network for `make run`, unless the node already has one: bridge +
+# host-local + portmap + firewall (Docker sets the FORWARD policy to DROP;
+# the firewall plugin lets pod traffic through) + bandwidth.
+if ! ls /etc/cni/net.d/*.conf /etc/cni/net.d/*.conflist /etc/cni/net.d/*.json >/dev/null 2>&1; then
+	install -D -m 0644 "$(dirname "$0")/../contrib/cni/10-berth.conflist" /etc/cni/net.d/10-berth.conflist
+	log "installed the default pod network /etc/cni/net.d/10-berth.conflist (10.88.0.0/16)"
+fi
+
 "$(dirname "$0")/build-test-images.sh" unix:///var/run/docker.sock

@@ -11,19 +11,23 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/checkpoint"
 	"github.com/berth-cri/berth/internal/config"
 	"github.com/berth-cri/berth/internal/cri"
 	"github.com/berth-cri/berth/internal/docker"
+	"github.com/berth-cri/berth/internal/hostinfo"
 	"github.com/berth-cri/berth/internal/interceptor"
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/metrics"
 	"github.com/berth-cri/berth/internal/network"
 	"github.com/berth-cri/berth/internal/sockets"
+	"github.com/berth-cri/berth/internal/store"
 	"github.com/berth-cri/berth/internal/version"
 )
 
@@ -73,11 +77,27 @@ func Run(ctx context.Context, cfg config.Config) error {
 		MTU:      cfg.NetworkPluginMTU,
 	})
 
+	checkpoints, err := checkpoint.Open(filepath.Join(cfg.RootDir, "sandboxes"))
+	if err != nil {
+		return fmt.Errorf("--root-dir: %w", err)
+	}
+
 	service := cri.New(cri.Deps{
-		Config:  cfg,
-		Daemon:  dockerClient,
-		Network: netManager,
-		Logger:  log,
+		Config:      cfg,
+		Daemon:      dockerClient,
+		Docker:      dockerClient,
+		Network:     netManager,
+		Checkpoints: checkpoints,
+		Store:       store.New(),
+		OOM:         hostinfo.OOMPolicy(cfg.OOMScoreAdjPolicy, log),
+		Host: cri.HostFacts{
+			Capabilities: hostinfo.Capabilities(),
+			Devices:      hostinfo.Devices(),
+			AppArmor:     hostinfo.AppArmor(),
+		},
+		Images: dockerClient,
+		Layers: dockerClient,
+		Logger: log,
 	})
 
 	gate := interceptor.NewGate(10*time.Second, func() string {
@@ -169,6 +189,7 @@ func recoverThenOpen(ctx context.Context, log *slog.Logger, d *docker.Client, s 
 			if err := s.Recover(ctx); err == nil {
 				log.Info("state recovered from Docker; accepting all CRI calls", "took", time.Since(start))
 				gate.Open()
+				go s.Watch(ctx)
 				return
 			} else {
 				log.Error("recovering state from Docker", "error", err)

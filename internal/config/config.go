@@ -11,11 +11,14 @@ import (
 	"net/url"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/berth-cri/berth/internal/dockerspec"
 )
 
 // Defaults that other packages and the docs refer to.
@@ -63,6 +66,12 @@ type Config struct {
 	StreamingTLSCertFile           string
 	StreamingTLSKeyFile            string
 
+	// DockerLogMaxSize and DockerLogMaxFile bound Docker's own json-file
+	// copy of each container's output (Berth writes the CRI log kubelet
+	// reads; Docker's copy keeps `docker logs` working).
+	DockerLogMaxSize string
+	DockerLogMaxFile int
+
 	// MetricsAddress serves /metrics, /healthz and pprof; empty disables it.
 	MetricsAddress string
 	LogLevel       string
@@ -94,6 +103,8 @@ func Default() Config {
 		RuntimeRequestTimeout:          2 * time.Minute,
 		ImagePullProgressDeadline:      time.Minute,
 		StreamingBindAddr:              "127.0.0.1:0",
+		DockerLogMaxSize:               "50m",
+		DockerLogMaxFile:               2,
 		StreamingConnectionIdleTimeout: 4 * time.Hour,
 		LogLevel:                       "info",
 		LogFormat:                      "text",
@@ -144,6 +155,10 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 		"Serve streaming over TLS with this certificate (needs --streaming-tls-key-file).")
 	fs.StringVar(&c.StreamingTLSKeyFile, "streaming-tls-key-file", c.StreamingTLSKeyFile,
 		"Private key for --streaming-tls-cert-file.")
+	fs.StringVar(&c.DockerLogMaxSize, "docker-log-max-size", c.DockerLogMaxSize,
+		"Size at which Docker rotates its own json-file copy of a container's output (kubelet's log files are separate).")
+	fs.IntVar(&c.DockerLogMaxFile, "docker-log-max-file", c.DockerLogMaxFile,
+		"How many rotated files of Docker's json-file copy to keep.")
 	fs.StringVar(&c.MetricsAddress, "metrics-address", c.MetricsAddress,
 		"host:port serving /metrics, /healthz and /debug/pprof; empty disables it (127.0.0.1 suggested).")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "Log level: debug, info, warn or error.")
@@ -185,6 +200,13 @@ func (c *Config) Validate() error {
 	}
 	if strings.TrimSpace(c.PodInfraContainerImage) == "" {
 		bad("pod-infra-container-image", "must not be empty")
+	} else if _, err := dockerspec.ParseImageRef(c.PodInfraContainerImage); err != nil {
+		bad("pod-infra-container-image", "%v", err)
+	}
+	for _, ref := range c.PinnedImages {
+		if _, err := dockerspec.ParseImageRef(ref); err != nil {
+			bad("pinned-images", "%v", err)
+		}
 	}
 	switch c.NetworkPlugin {
 	case "cni", "":
@@ -223,6 +245,12 @@ func (c *Config) Validate() error {
 	}
 	if (c.StreamingTLSCertFile == "") != (c.StreamingTLSKeyFile == "") {
 		bad("streaming-tls-cert-file", "--streaming-tls-cert-file and --streaming-tls-key-file go together")
+	}
+	if !regexp.MustCompile(`^[0-9]+[kmg]?$`).MatchString(c.DockerLogMaxSize) {
+		bad("docker-log-max-size", "%q is not a size like 50m", c.DockerLogMaxSize)
+	}
+	if c.DockerLogMaxFile < 1 {
+		bad("docker-log-max-file", "must be at least 1")
 	}
 	if c.MetricsAddress != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {

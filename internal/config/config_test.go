@@ -68,6 +68,8 @@ func TestInvalidValuesNameTheFlag(t *testing.T) {
 		{[]string{"--docker-endpoint=ssh://host"}, "--docker-endpoint"},
 		{[]string{"--root-dir=relative"}, "--root-dir"},
 		{[]string{"--pod-infra-container-image="}, "--pod-infra-container-image"},
+		{[]string{"--pod-infra-container-image=Pause:Bad Ref"}, "--pod-infra-container-image"},
+		{[]string{"--pinned-images=busybox,not a ref"}, "--pinned-images"},
 		{[]string{"--network-plugin=kubenet"}, "--network-plugin"},
 		{[]string{"--cni-bin-dir="}, "--cni-bin-dir"},
 		{[]string{"--network-plugin-mtu=-1"}, "--network-plugin-mtu"},

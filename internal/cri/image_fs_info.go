@@ -9,12 +9,16 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/stats"
 )
 
 // ImageFsInfo reports the filesystem Docker keeps images on: the mount that
 // holds Docker's storage-driver directory, with its bytes and inodes in use
-// as df reports them (a statfs, not a walk of every layer).
+// as df reports them (a statfs, not a walk of every layer). Its container
+// filesystem is the same mount, with the bytes and inodes of the
+// containers' writable layers (what `docker system df` counts for
+// containers), from a sample refreshed in the background.
 func (s *Service) ImageFsInfo(ctx context.Context, _ *runtimeapi.ImageFsInfoRequest) (*runtimeapi.ImageFsInfoResponse, error) {
 	h := s.daemon.Health()
 	if !h.Ready {
@@ -26,18 +30,36 @@ func (s *Service) ImageFsInfo(ctx context.Context, _ *runtimeapi.ImageFsInfoRequ
 			dir = d
 		}
 	}
-	fs, err := stats.Filesystem(dir)
+	fsu, err := stats.Filesystem(dir)
 	if err != nil {
 		return nil, fmt.Errorf("image filesystem: %w", err)
 	}
-	usage := &runtimeapi.FilesystemUsage{
-		Timestamp:  time.Now().UnixNano(),
-		FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: fs.Mountpoint},
-		UsedBytes:  &runtimeapi.UInt64Value{Value: fs.UsedBytes},
-		InodesUsed: &runtimeapi.UInt64Value{Value: fs.InodesUsed},
+	resp := &runtimeapi.ImageFsInfoResponse{
+		ImageFilesystems: []*runtimeapi.FilesystemUsage{{
+			Timestamp:  time.Now().UnixNano(),
+			FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: fsu.Mountpoint},
+			UsedBytes:  &runtimeapi.UInt64Value{Value: fsu.UsedBytes},
+			InodesUsed: &runtimeapi.UInt64Value{Value: fsu.InodesUsed},
+		}},
 	}
-	return &runtimeapi.ImageFsInfoResponse{
-		ImageFilesystems:     []*runtimeapi.FilesystemUsage{usage},
-		ContainerFilesystems: []*runtimeapi.FilesystemUsage{usage},
-	}, nil
+	if s.img.layers == nil {
+		return resp, nil
+	}
+	layers, err := s.img.layers.Usage(ctx)
+	if err != nil {
+		// The image filesystem is still worth reporting; kubelet treats
+		// a missing container filesystem as "same as the image one".
+		logging.FromContext(ctx).Warn("no sample of the containers' writable layers yet", "error", err)
+		return resp, nil
+	}
+	containerFs := &runtimeapi.FilesystemUsage{
+		Timestamp: layers.at.UnixNano(),
+		FsId:      &runtimeapi.FilesystemIdentifier{Mountpoint: fsu.Mountpoint},
+		UsedBytes: &runtimeapi.UInt64Value{Value: layers.bytes},
+	}
+	if layers.inodesKnown {
+		containerFs.InodesUsed = &runtimeapi.UInt64Value{Value: layers.inodes}
+	}
+	resp.ContainerFilesystems = []*runtimeapi.FilesystemUsage{containerFs}
+	return resp, nil
 }

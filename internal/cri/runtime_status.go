@@ -70,6 +70,9 @@ func (s *Service) verboseInfo(h docker.Health) map[string]string {
 	if b, err := json.Marshal(h.Daemon); err == nil {
 		info["docker"] = string(b)
 	}
+	if b, err := json.Marshal(map[string]any{"clamp": s.oom.Clamp, "lowest": s.oom.Min}); err == nil {
+		info["oomScoreAdj"] = string(b)
+	}
 	s.mu.Lock()
 	info["podCIDR"] = s.podCIDR
 	s.mu.Unlock()

@@ -6,13 +6,22 @@ package cri
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"sync"
+	"time"
 
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/events"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/checkpoint"
 	"github.com/berth-cri/berth/internal/config"
 	"github.com/berth-cri/berth/internal/docker"
+	"github.com/berth-cri/berth/internal/dockerspec"
+	"github.com/berth-cri/berth/internal/network"
+	"github.com/berth-cri/berth/internal/pause"
+	"github.com/berth-cri/berth/internal/store"
 )
 
 // Daemon is the part of the Docker client that reports on the daemon itself.
@@ -23,17 +32,78 @@ type Daemon interface {
 	Probe(ctx context.Context) docker.Health
 }
 
-// Network reports whether pod networking can be set up.
+// Containers is the part of the Docker client that manages containers.
+type Containers interface {
+	CreateContainer(ctx context.Context, name string, cfg *container.Config, hc *container.HostConfig) (string, error)
+	StartContainer(ctx context.Context, id string) error
+	StopContainer(ctx context.Context, id string, grace time.Duration, signal string) error
+	RemoveContainer(ctx context.Context, id string) error
+	InspectContainer(ctx context.Context, id string) (container.InspectResponse, error)
+	ListContainers(ctx context.Context, labels ...string) ([]container.Summary, error)
+	UpdateContainerResources(ctx context.Context, id string, r *container.Resources) error
+	ReadFile(ctx context.Context, id, path string, max int64) ([]byte, error)
+	ContainerEvents(ctx context.Context, since time.Time, labels ...string) (<-chan events.Message, <-chan error)
+	ImageID(ctx context.Context, ref string) (string, error)
+	ImageLayers(ctx context.Context, ref string) ([]string, error)
+	ImportImage(ctx context.Context, rootfs io.Reader, ref string, changes []string) error
+}
+
+// Network sets up pod networks.
 type Network interface {
+	// Ready reports whether pods can be networked now and, if not, why.
 	Ready() (bool, string)
+	// UsesCNI is false in Docker-bridge mode.
+	UsesCNI() bool
+	Prepare(pod network.PodNetwork) (*network.Attachment, error)
+	Add(ctx context.Context, sandboxID string, a *network.Attachment) error
+	Del(ctx context.Context, sandboxID string, a *network.Attachment, netns string) error
+	Check(ctx context.Context, sandboxID string, a *network.Attachment) error
+	// CachedIPs reads the IPs libcni cached for a sandbox set up by
+	// another runtime (cri-dockerd), or nil.
+	CachedIPs(sandboxID string) []string
 }
 
 // Deps are what the CRI service is built from.
 type Deps struct {
-	Config  config.Config
-	Daemon  Daemon
-	Network Network
-	Logger  *slog.Logger
+	Config      config.Config
+	Daemon      Daemon
+	Docker      Containers
+	Network     Network
+	Checkpoints *checkpoint.Store
+	Store       *store.Store
+	// OOM is how low an oom_score_adj this host lets Docker set.
+	OOM dockerspec.OOMPolicy
+	// Host describes what privileged containers may be given here.
+	Host HostFacts
+	// Logs forwards containers' output into the files kubelet reads.
+	Logs   Logs
+	Logger *slog.Logger
+	// Images and Layers serve the ImageService (image_*.go).
+	Images Images
+	Layers ContainerLayers
+}
+
+// HostFacts are read once at start-up by internal/hostinfo.
+type HostFacts struct {
+	// Capabilities are the host's, when it lacks some; nil when it has all.
+	Capabilities []string
+	// Devices are the host's device nodes.
+	Devices []string
+	// AppArmor is true when the kernel has AppArmor.
+	AppArmor bool
+}
+
+// Logs forwards each container's output from Docker's json-file log to
+// the CRI log file kubelet asked for.
+type Logs interface {
+	// Follow starts or resumes forwarding; it is idempotent.
+	Follow(id, dockerLogPath, criPath string, running func() bool) error
+	// Exited forwards what is left of a stopped container's output.
+	Exited(id string)
+	// Reopen continues in a new file at the same path (log rotation).
+	Reopen(id string) error
+	// Forget stops forwarding and drops the state of a removed container.
+	Forget(id string)
 }
 
 // Service serves runtime.v1 RuntimeService and ImageService. RPCs it does
@@ -42,10 +112,39 @@ type Service struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
-	cfg     config.Config
-	daemon  Daemon
-	network Network
-	log     *slog.Logger
+	cfg         config.Config
+	daemon      Daemon
+	docker      Containers
+	network     Network
+	checkpoints *checkpoint.Store
+	store       *store.Store
+	oom         dockerspec.OOMPolicy
+	host        HostFacts
+	logs        Logs
+	pause       *pause.Ensurer
+	log         *slog.Logger
+	images      Images
+	img         *imageState
+
+	// runs single-flights RunPodSandbox and CreateContainer per name.
+	runs *detachedRuns
+	// locks serialises the operations on one sandbox or container id.
+	locks *keyedMutex
+
+	// conv caches the CRI form of index records for List calls.
+	conv *convCache
+
+	// imageGroups caches, by image id, the groups each image's /etc/group
+	// gives users (images never change).
+	imageGroups *imageGroupCache
+	// unknownCaps are capabilities this Docker rejected as unknown (older
+	// Docker releases lack the newest ones); privileged containers are not
+	// given them.
+	unknownCaps sync.Map
+
+	// recoveredAt is when start-up recovery listed Docker; the event
+	// watcher starts from there so nothing in between is missed.
+	recoveredAt time.Time
 
 	mu      sync.Mutex // guards podCIDR
 	podCIDR string
@@ -58,18 +157,30 @@ var (
 
 // New returns the service. It does no I/O.
 func New(d Deps) *Service {
-	return &Service{
-		cfg:     d.Config,
-		daemon:  d.Daemon,
-		network: d.Network,
-		log:     d.Logger,
-		podCIDR: d.Config.PodCIDR,
+	s := &Service{
+		cfg:         d.Config,
+		daemon:      d.Daemon,
+		docker:      d.Docker,
+		network:     d.Network,
+		checkpoints: d.Checkpoints,
+		store:       d.Store,
+		oom:         d.OOM,
+		host:        d.Host,
+		logs:        d.Logs,
+		log:         d.Logger,
+		podCIDR:     d.Config.PodCIDR,
+		runs:        newDetachedRuns(),
+		locks:       newKeyedMutex(),
+		imageGroups: newImageGroupCache(256),
+		conv:        newConvCache(),
+		images:      d.Images,
+		img:         newImageState(d.Config, d.Layers),
 	}
-}
-
-// Recover rebuilds Berth's in-memory view from Docker and the checkpoints.
-// It runs once at start-up, after Docker first answers and before the
-// readiness gate opens.
-func (s *Service) Recover(ctx context.Context) error {
-	return nil
+	s.pause = &pause.Ensurer{
+		Image:   d.Config.PodInfraContainerImage,
+		Builtin: d.Config.PodInfraContainerImage == config.DefaultPauseImage,
+		Docker:  d.Docker,
+		Log:     d.Logger,
+	}
+	return s
 }

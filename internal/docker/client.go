@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -187,18 +188,43 @@ func (c *Client) Probe(ctx context.Context) Health {
 		c.log.Info("Docker's API version changed", "from", prev.Daemon.APIVersion, "to", ping.APIVersion)
 	}
 	ping, err := c.api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true, ForceNegotiate: true})
+	// NOTE: a daemon older than the moby client's own minimum answers the
+	// ping but fails negotiation, so the version check comes before the
+	// error check: the reason must say "too old", not "not answering".
+	if problem := apiVersionProblem(ping.APIVersion); problem != "" {
+		return c.setHealth(false, problem, prev.Daemon)
+	}
 	if err != nil {
 		return c.setHealth(false, "Docker is not answering: "+errorMessage(err), prev.Daemon)
 	}
-	if ping.APIVersion != "" && versions.LessThan(ping.APIVersion, MinAPIVersion) {
-		return c.setHealth(false, fmt.Sprintf("Docker API %s is older than %s, the oldest Berth supports (Docker 20.10)", ping.APIVersion, MinAPIVersion), prev.Daemon)
-	}
 	info, err := c.readDaemonInfo(ctx)
 	if err != nil {
-		return c.setHealth(false, "reading Docker's configuration: "+errorMessage(err), prev.Daemon)
+		// A daemon whose minimum API is newer than Berth's client
+		// rejects every versioned call: the reason names the version
+		// Berth spoke, next to Docker's message.
+		return c.setHealth(false, fmt.Sprintf("reading Docker's configuration (API %s): %s", c.api.ClientVersion(), errorMessage(err)), prev.Daemon)
 	}
 	return c.setHealth(true, "", info)
 }
+
+// apiVersionProblem says why Berth cannot use a daemon whose newest API
+// version is daemonAPI (from its ping), or "" when it can. An empty version
+// (not reported) is not refused here: the client then speaks its newest
+// version, and a daemon that rejects it says so on the next call.
+func apiVersionProblem(daemonAPI string) string {
+	if daemonAPI == "" {
+		return ""
+	}
+	if !apiVersionPattern.MatchString(daemonAPI) {
+		return fmt.Sprintf("Docker reported API version %q, which Berth cannot read", daemonAPI)
+	}
+	if versions.LessThan(daemonAPI, MinAPIVersion) {
+		return fmt.Sprintf("Docker API %s is older than %s, the oldest Berth supports (Docker 20.10): upgrade Docker", daemonAPI, MinAPIVersion)
+	}
+	return ""
+}
+
+var apiVersionPattern = regexp.MustCompile(`^[0-9]+\.[0-9]+$`)
 
 func (c *Client) readDaemonInfo(ctx context.Context) (DaemonInfo, error) {
 	ver, err := c.api.ServerVersion(ctx, client.ServerVersionOptions{})

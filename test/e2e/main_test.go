@@ -6,17 +6,27 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/berth-cri/berth/test/framework"
 )
 
 // berth is the shared instance most tests use; tests that need their own
-// flags, or restart or kill Berth, start another.
-var berth *framework.Berth
+// flags, or restart or kill Berth, start another. Its pods get their network
+// from sharedNet.
+var (
+	berth     *framework.Berth
+	sharedNet *framework.CNINetwork
+)
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
+	code := run(m)
+	if err := framework.Cleanup(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: removing the framework's temporary files:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 func run(m *testing.M) int {
@@ -26,17 +36,31 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: FAIL:", err)
 		return 1
 	}
-	fmt.Printf("e2e: Docker %s (API %s) at %s\n", v.Version, v.APIVersion, framework.DockerHost())
+	fmt.Printf("e2e: Docker %s (API %s, minimum API %s) at %s\n", v.Version, v.APIVersion, v.MinAPIVersion, framework.DockerHost())
+	if err := framework.CheckDockerdBinary(v.Version); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: FAIL:", err)
+		return 1
+	}
+	fmt.Printf("e2e: private daemons run %s\n", strings.Join(append([]string{framework.DockerdBinary()}, framework.DockerdArgs()...), " "))
 	if _, err := framework.Binary(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: FAIL: building berth:", err)
 		return 1
 	}
-	berth, err = framework.Start(framework.Options{})
+	tb := &mainTB{}
+	sharedNet = framework.NewCNINetwork(tb, framework.CNIOptions{})
+	defer tb.cleanup()
+	berth, err = framework.Start(framework.Options{Args: sharedNet.Args()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: FAIL: starting berth:", err)
 		return 1
 	}
 	code := m.Run()
+	if leaks := leakCheck(berth.RootDir); len(leaks) > 0 {
+		for _, l := range leaks {
+			fmt.Fprintln(os.Stderr, "e2e: LEAK:", l)
+		}
+		code = 1
+	}
 	if err := berth.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: stopping the shared berth:", err)
 		code = 1

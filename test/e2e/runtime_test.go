@@ -3,15 +3,18 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/client"
+	"github.com/moby/moby/client/pkg/versions"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -68,9 +71,91 @@ func TestStatus(t *testing.T) {
 	if err := json.Unmarshal([]byte(st.Info["docker"]), &daemon); err != nil || daemon.Version == "" || daemon.NegotiatedAPIVersion == "" {
 		t.Errorf("verbose info docker = %q (%v), want the daemon's version and API", st.Info["docker"], err)
 	}
+	if !strings.Contains(st.Info["oomScoreAdj"], `"clamp":`) {
+		t.Errorf("verbose info oomScoreAdj = %q", st.Info["oomScoreAdj"])
+	}
 	if !strings.Contains(st.Info["config"], berth.RootDir) {
 		t.Errorf("verbose info config = %q, want Berth's config", st.Info["config"])
 	}
+}
+
+// TestStatusReportsTheDaemon checks the daemon description in Status's
+// verbose info against Docker's own answers, on whichever engine the suite
+// runs against (the classic image store on Docker 20.10, the containerd
+// image store on current Docker).
+func TestStatusReportsTheDaemon(t *testing.T) {
+	ctx := context.Background()
+	st, err := berth.Runtime.Status(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Version              string   `json:"version"`
+		APIVersion           string   `json:"apiVersion"`
+		MinAPIVersion        string   `json:"minAPIVersion"`
+		NegotiatedAPIVersion string   `json:"negotiatedAPIVersion"`
+		CgroupDriver         string   `json:"cgroupDriver"`
+		CgroupVersion        string   `json:"cgroupVersion"`
+		Runtimes             []string `json:"runtimes"`
+		DefaultRuntime       string   `json:"defaultRuntime"`
+		StorageDriver        string   `json:"storageDriver"`
+		ContainerdImageStore bool     `json:"containerdImageStore"`
+	}
+	if err := json.Unmarshal([]byte(st.Info["docker"]), &got); err != nil {
+		t.Fatalf("verbose info docker = %q: %v", st.Info["docker"], err)
+	}
+	dc, err := framework.DockerClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	ver, err := dc.ServerVersion(ctx, client.ServerVersionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := dc.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := res.Info
+	// Berth speaks the newest API both it and the daemon know.
+	wantAPI := ver.APIVersion
+	if versions.LessThan(client.MaxAPIVersion, wantAPI) {
+		wantAPI = client.MaxAPIVersion
+	}
+	wantCgroupVersion := info.CgroupVersion
+	if wantCgroupVersion == "" {
+		wantCgroupVersion = "1" // Docker 20.10 on cgroup v1 leaves it out
+	}
+	containerdStore := false
+	for _, kv := range info.DriverStatus {
+		if kv[0] == "driver-type" && strings.HasPrefix(kv[1], "io.containerd.snapshotter") {
+			containerdStore = true
+		}
+	}
+	for _, c := range []struct{ field, got, want string }{
+		{"version", got.Version, ver.Version},
+		{"apiVersion", got.APIVersion, ver.APIVersion},
+		{"minAPIVersion", got.MinAPIVersion, ver.MinAPIVersion},
+		{"negotiatedAPIVersion", got.NegotiatedAPIVersion, wantAPI},
+		{"cgroupDriver", got.CgroupDriver, info.CgroupDriver},
+		{"cgroupVersion", got.CgroupVersion, wantCgroupVersion},
+		{"defaultRuntime", got.DefaultRuntime, info.DefaultRuntime},
+		{"storageDriver", got.StorageDriver, info.Driver},
+		{"runtimes", strings.Join(got.Runtimes, ","), strings.Join(slices.Sorted(maps.Keys(info.Runtimes)), ",")},
+	} {
+		if c.got != c.want {
+			t.Errorf("verbose info docker.%s = %q, want %q", c.field, c.got, c.want)
+		}
+	}
+	if got.ContainerdImageStore != containerdStore {
+		t.Errorf("verbose info docker.containerdImageStore = %v, want %v (driver status %v)", got.ContainerdImageStore, containerdStore, info.DriverStatus)
+	}
+	if versions.LessThan(got.NegotiatedAPIVersion, "1.41") {
+		t.Errorf("negotiated API %s is older than Berth's minimum 1.41 yet RuntimeReady", got.NegotiatedAPIVersion)
+	}
+	t.Logf("Docker %s: API %s (min %s), Berth speaks %s; containerd image store %v; cgroup v%s (%s)",
+		got.Version, got.APIVersion, got.MinAPIVersion, got.NegotiatedAPIVersion, got.ContainerdImageStore, got.CgroupVersion, got.CgroupDriver)
 }
 
 func TestStatusNetworkNotReadyWithoutCNIConfig(t *testing.T) {

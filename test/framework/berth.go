@@ -33,7 +33,40 @@ var (
 	buildOnce sync.Once
 	binPath   string
 	buildErr  error
+
+	tempMu   sync.Mutex // guards tempDirs
+	tempDirs []string   // directories the framework made; Cleanup removes them
 )
+
+// tempDir makes a temporary directory that Cleanup removes.
+func tempDir(pattern string) (string, error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return "", err
+	}
+	tempMu.Lock()
+	tempDirs = append(tempDirs, dir)
+	tempMu.Unlock()
+	return dir, nil
+}
+
+// Cleanup removes the directories the framework made (the built berth
+// binary, the socket and root dirs of berths started without Options.Dir).
+// A suite's TestMain calls it after every berth has stopped: the suite runs
+// once per Docker engine in CI, and each run would otherwise leave a berth
+// binary and a directory per berth in /tmp.
+func Cleanup() error {
+	tempMu.Lock()
+	defer tempMu.Unlock()
+	var errs []error
+	for _, dir := range tempDirs {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	tempDirs = nil
+	return errors.Join(errs...)
+}
 
 // RepoRoot returns the repository's root directory.
 func RepoRoot() string {
@@ -49,7 +82,7 @@ func Binary() (string, error) {
 			binPath = p
 			return
 		}
-		dir, err := os.MkdirTemp("", "berth-bin-")
+		dir, err := tempDir("berth-bin-")
 		if err != nil {
 			buildErr = err
 			return
@@ -142,7 +175,7 @@ func Start(opts Options) (*Berth, error) {
 	dir := opts.Dir
 	if dir == "" {
 		// Unix socket paths are limited to 108 bytes: keep the dir short.
-		if dir, err = os.MkdirTemp("", "bt-"); err != nil {
+		if dir, err = tempDir("bt-"); err != nil {
 			return nil, err
 		}
 	}

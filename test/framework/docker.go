@@ -3,6 +3,7 @@ package framework
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -30,10 +31,18 @@ func RequireDocker(ctx context.Context) (client.ServerVersionResult, error) {
 	defer cancel()
 	v, err := c.ServerVersion(ctx, client.ServerVersionOptions{})
 	if err != nil {
-		return v, fmt.Errorf("%w at %s: %v (run hack/setup.sh)", ErrNoDocker, DockerHost(), err)
+		return v, fmt.Errorf("%w at %s: %v (%s)", ErrNoDocker, DockerHost(), err, setupHint())
 	}
 	if _, err := c.ImageInspect(ctx, TestImage); err != nil {
-		return v, fmt.Errorf("test image %s is missing at %s: %v (run hack/setup.sh)", TestImage, DockerHost(), err)
+		return v, fmt.Errorf("test image %s is missing at %s: %v (%s)", TestImage, DockerHost(), err, setupHint())
 	}
 	return v, nil
+}
+
+// setupHint names the script that sets up the daemon the suite runs against.
+func setupHint() string {
+	if os.Getenv("BERTH_TEST_DOCKER_HOST") != "" {
+		return "run hack/setup-docker-current.sh for the current engine, or the set-up of the daemon BERTH_TEST_DOCKER_HOST names"
+	}
+	return "run hack/setup.sh"
 }

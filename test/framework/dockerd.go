@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,7 +19,8 @@ import (
 
 // Dockerd is a private Docker daemon a test starts, stops and restarts
 // without touching the system daemon: it has its own socket, data root, exec
-// root, managed containerd and bridge, and leaves iptables alone.
+// root, managed containerd, config file and bridge, and leaves iptables
+// alone.
 type Dockerd struct {
 	Binary string
 	Dir    string
@@ -31,18 +33,61 @@ type Dockerd struct {
 	log    *lockedBuffer
 }
 
-// StartDockerd starts a private daemon with binary (Debian's dockerd when
-// empty) and extra args; it is stopped and its files removed when tb ends.
+// DockerdBinary is the dockerd a private daemon runs when the test names
+// none: BERTH_TEST_DOCKERD_BINARY (the engine the suite runs against, set by
+// `hack/setup-docker-current.sh env`), else Debian's.
+func DockerdBinary() string {
+	if b := os.Getenv("BERTH_TEST_DOCKERD_BINARY"); b != "" {
+		return b
+	}
+	return "/usr/sbin/dockerd"
+}
+
+// DockerdArgs are the flags that engine needs beyond a private daemon's own
+// paths (BERTH_TEST_DOCKERD_ARGS, space-separated), e.g. the current
+// engine's runc as its default runtime.
+func DockerdArgs() []string {
+	return strings.Fields(os.Getenv("BERTH_TEST_DOCKERD_ARGS"))
+}
+
+// CheckDockerdBinary fails unless DockerdBinary is the same Docker version
+// as the daemon the suite runs against (version as that daemon reports it),
+// so the tests that start private daemons test the same engine as the rest.
+func CheckDockerdBinary(version string) error {
+	bin := DockerdBinary()
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s --version: %v: %s", bin, err, out)
+	}
+	if !strings.Contains(string(out), "version "+version+",") {
+		return fmt.Errorf("private daemons would run %s (%s) but the suite's daemon is Docker %s: set BERTH_TEST_DOCKERD_BINARY (eval \"$(hack/setup-docker-current.sh env)\" for the current engine)",
+			bin, strings.TrimSpace(string(out)), version)
+	}
+	return nil
+}
+
+// StartDockerd starts a private daemon with binary and extra args; it is
+// stopped and its files removed when tb ends. An empty binary means the
+// engine the suite runs against (DockerdBinary, with DockerdArgs), so a test
+// of daemon restarts exercises the same Docker version as the rest.
 func StartDockerd(tb testing.TB, binary string, extraArgs ...string) *Dockerd {
 	tb.Helper()
 	if binary == "" {
-		binary = "/usr/sbin/dockerd"
+		binary = DockerdBinary()
+		extraArgs = append(DockerdArgs(), extraArgs...)
 	}
 	var rnd [3]byte
 	_, _ = rand.Read(rnd[:])
 	suffix := hex.EncodeToString(rnd[:])
 	dir, err := os.MkdirTemp("", "bd-")
 	if err != nil {
+		tb.Fatal(err)
+	}
+	// An empty config file of its own, so /etc/docker/daemon.json (the
+	// system daemon's configuration) never leaks into it.
+	config := filepath.Join(dir, "daemon.json")
+	if err := os.WriteFile(config, []byte("{}\n"), 0o644); err != nil {
+		_ = os.RemoveAll(dir)
 		tb.Fatal(err)
 	}
 	d := &Dockerd{
@@ -67,6 +112,7 @@ func StartDockerd(tb testing.TB, binary string, extraArgs ...string) *Dockerd {
 		}
 	}
 	d.Args = append([]string{
+		"--config-file", config,
 		"--host", d.Host,
 		"--data-root", filepath.Join(dir, "data"),
 		"--exec-root", filepath.Join(dir, "x"),

@@ -1,0 +1,156 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-cri/berth/internal/dockerspec"
+	"github.com/berth-cri/berth/internal/store"
+	"github.com/berth-cri/berth/test/framework"
+)
+
+func containerConfig(name string) *runtimeapi.ContainerConfig {
+	return &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: name},
+		Image:    &runtimeapi.ImageSpec{Image: framework.TestImage},
+		Command:  []string{"sleep", "3600"},
+		Labels:   map[string]string{"berth-bench": "1"},
+		LogPath:  name + ".log",
+		Linux:    &runtimeapi.LinuxContainerConfig{},
+	}
+}
+
+// BenchmarkCreateStartContainer alternates Berth's CreateContainer +
+// StartContainer with the same Docker create + start done directly.
+func BenchmarkCreateStartContainer(b *testing.B) {
+	ctx := context.Background()
+	n := framework.NewCNINetwork(b, framework.CNIOptions{})
+	br := framework.StartBerth(b, framework.Options{Args: append(n.Args(), "--log-level", "info")})
+	dc, err := framework.DockerClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dc.Close()
+	podCfg := podConfig("ctrbench", 0)
+	podCfg.LogDirectory = b.TempDir()
+	podID, err := br.Runtime.RunPodSandbox(ctx, podCfg, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = br.Runtime.StopPodSandbox(ctx, podID)
+		_ = br.Runtime.RemovePodSandbox(ctx, podID)
+	})
+	sb := &store.Sandbox{ID: podID, Metadata: podCfg.Metadata, Namespaces: &runtimeapi.NamespaceOption{}, LogDirectory: podCfg.LogDirectory}
+
+	var raw, berth []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		spec, err := dockerspec.ContainerSpec(sb, containerConfig(fmt.Sprintf("raw%d", i)), dockerspec.ContainerOptions{APIVersion: "1.41", LogMaxSize: "50m", LogMaxFile: "2"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		res, err := dc.ContainerCreate(ctx, client.ContainerCreateOptions{Name: spec.Name, Config: spec.Config, HostConfig: spec.HostConfig})
+		if err == nil {
+			_, err = dc.ContainerStart(ctx, res.ID, client.ContainerStartOptions{})
+		}
+		raw = append(raw, time.Since(start))
+		if err != nil {
+			b.Fatal(err)
+		}
+		start = time.Now()
+		id, err := br.Runtime.CreateContainer(ctx, podID, containerConfig(fmt.Sprintf("berth%d", i)), podCfg)
+		if err == nil {
+			err = br.Runtime.StartContainer(ctx, id)
+		}
+		berth = append(berth, time.Since(start))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		_, _ = dc.ContainerRemove(ctx, res.ID, client.ContainerRemoveOptions{Force: true})
+		_ = br.Runtime.RemoveContainer(ctx, id)
+		b.StartTimer()
+	}
+	report(b, berth, raw)
+}
+
+// BenchmarkContainerIndex100 measures ListContainers and ContainerStatus
+// with 100 containers, against Docker's list and inspect.
+func BenchmarkContainerIndex100(b *testing.B) {
+	ctx := context.Background()
+	n := framework.NewCNINetwork(b, framework.CNIOptions{})
+	br := framework.StartBerth(b, framework.Options{Args: append(n.Args(), "--log-level", "info")})
+	dc, err := framework.DockerClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dc.Close()
+	const pods, perPod = 10, 10
+	var ids []string
+	for p := 0; p < pods; p++ {
+		podCfg := podConfig("ctrindex", p)
+		podCfg.LogDirectory = b.TempDir()
+		podID, err := br.Runtime.RunPodSandbox(ctx, podCfg, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			_ = br.Runtime.StopPodSandbox(ctx, podID)
+			_ = br.Runtime.RemovePodSandbox(ctx, podID)
+		})
+		for c := 0; c < perPod; c++ {
+			id, err := br.Runtime.CreateContainer(ctx, podID, containerConfig(fmt.Sprintf("c%d", c)), podCfg)
+			if err == nil {
+				err = br.Runtime.StartContainer(ctx, id)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+	}
+	filter := &runtimeapi.ContainerFilter{LabelSelector: map[string]string{"berth-bench": "1"}}
+	b.Run("ListContainers", func(b *testing.B) {
+		var berth, raw []time.Duration
+		for i := 0; i < b.N; i++ {
+			start := time.Now()
+			items, err := br.Runtime.ListContainers(ctx, filter)
+			berth = append(berth, time.Since(start))
+			if err != nil || len(items) != pods*perPod {
+				b.Fatalf("ListContainers: %d, %v", len(items), err)
+			}
+			start = time.Now()
+			res, err := dc.ContainerList(ctx, client.ContainerListOptions{All: true,
+				Filters: client.Filters{}.Add("label", "io.kubernetes.docker.type=container", "berth-bench=1")})
+			raw = append(raw, time.Since(start))
+			if err != nil || len(res.Items) < pods*perPod {
+				b.Fatalf("docker ps: %d, %v", len(res.Items), err)
+			}
+		}
+		report(b, berth, raw)
+	})
+	b.Run("ContainerStatus", func(b *testing.B) {
+		var berth, raw []time.Duration
+		for i := 0; i < b.N; i++ {
+			id := ids[i%len(ids)]
+			start := time.Now()
+			if _, err := br.Runtime.ContainerStatus(ctx, id, false); err != nil {
+				b.Fatal(err)
+			}
+			berth = append(berth, time.Since(start))
+			start = time.Now()
+			if _, err := dc.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			raw = append(raw, time.Since(start))
+		}
+		report(b, berth, raw)
+	})
+}

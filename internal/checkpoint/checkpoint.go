@@ -1,0 +1,269 @@
+// Package checkpoint keeps the durable record of each pod sandbox: what must
+// outlive the pause container (the network Berth set up, port mappings, the
+// pod's identity). Records are versioned, checksummed and written atomically
+// under --root-dir; a corrupt one is quarantined, never trusted.
+package checkpoint
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Version is the current format of a sandbox record.
+const Version = 1
+
+// ErrCorrupt means a record failed its checksum or could not be decoded.
+var ErrCorrupt = errors.New("corrupt checkpoint")
+
+// Sandbox is the durable record of one pod sandbox.
+type Sandbox struct {
+	ID             string            `json:"id"`
+	Name           string            `json:"name"` // the pause container's Docker name
+	PodName        string            `json:"podName"`
+	PodNamespace   string            `json:"podNamespace"`
+	PodUID         string            `json:"podUID"`
+	Attempt        uint32            `json:"attempt"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	Annotations    map[string]string `json:"annotations,omitempty"`
+	RuntimeHandler string            `json:"runtimeHandler,omitempty"`
+	LogDirectory   string            `json:"logDirectory,omitempty"`
+	CreatedAt      int64             `json:"createdAt"`
+	HostNetwork    bool              `json:"hostNetwork,omitempty"`
+	PortMappings   []PortMapping     `json:"portMappings,omitempty"`
+	// Network is the CNI attachment; nil when Berth set up no CNI network
+	// (host network, Docker-bridge mode) or has not started to.
+	Network *Network `json:"network,omitempty"`
+}
+
+// PortMapping is one hostPort of the pod.
+type PortMapping struct {
+	Protocol      string `json:"protocol"`
+	ContainerPort int32  `json:"containerPort"`
+	HostPort      int32  `json:"hostPort"`
+	HostIP        string `json:"hostIP,omitempty"`
+}
+
+// Network states. A record is written in StateAdding before CNI ADD runs,
+// so a crash during ADD still leads to a DEL.
+const (
+	StateAdding = "adding" // ADD started; DEL needed
+	StateUp     = "up"     // ADD succeeded; DEL needed
+	StateDown   = "down"   // DEL succeeded; nothing to undo
+)
+
+// Network is what CNI DEL needs, exactly as ADD had it.
+type Network struct {
+	State string `json:"state"`
+	// ConfList is the network configuration ADD used, so DEL uses the same
+	// one even if the configuration directory changed meanwhile.
+	ConfList json.RawMessage `json:"confList"`
+	NetNS    string          `json:"netns"`
+	IfName   string          `json:"ifName"`
+	// CapabilityArgs are the runtime capabilities ADD was given
+	// (portMappings, bandwidth, …); DEL gets the same.
+	CapabilityArgs map[string]any  `json:"capabilityArgs,omitempty"`
+	Args           [][2]string     `json:"args,omitempty"`
+	Result         json.RawMessage `json:"result,omitempty"`
+	IPs            []string        `json:"ips,omitempty"`
+	Loopback       bool            `json:"loopback,omitempty"`
+}
+
+type envelope struct {
+	Version  int             `json:"version"`
+	Checksum string          `json:"checksum"`
+	Data     json.RawMessage `json:"data"`
+}
+
+// Store reads and writes sandbox records in a directory.
+type Store struct {
+	dir string
+}
+
+var validID = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,128}$`)
+
+// Open returns a Store for dir, creating it (mode 0700) if needed. dir must
+// not be a symlink: Berth never follows one out of its root directory.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("checkpoint directory %s is not a directory (symlinks are refused)", dir)
+	}
+	return &Store{dir: dir}, nil
+}
+
+func (s *Store) path(id string) (string, error) {
+	if !validID.MatchString(id) {
+		return "", fmt.Errorf("invalid sandbox id %q for a checkpoint", id)
+	}
+	return filepath.Join(s.dir, id+".json"), nil
+}
+
+// Save writes rec atomically: a temporary file is written and synced, then
+// renamed over the old record, and the directory is synced.
+func (s *Store) Save(rec *Sandbox) error {
+	p, err := s.path(rec.ID)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(data)
+	env, err := json.Marshal(envelope{Version: Version, Checksum: "sha256:" + hex.EncodeToString(sum[:]), Data: data})
+	if err != nil {
+		return err
+	}
+	tmp := p + ".tmp"
+	// O_NOFOLLOW|O_EXCL: never write through a symlink planted in the
+	// directory. A temp file left by a crash is removed first.
+	_ = unix.Unlink(tmp)
+	fd, err := unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing checkpoint %s: %w", tmp, err)
+	}
+	f := os.NewFile(uintptr(fd), tmp)
+	_, werr := f.Write(env)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("writing checkpoint %s: %w", tmp, werr)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("writing checkpoint %s: %w", p, err)
+	}
+	return syncDir(s.dir)
+}
+
+// Load reads a record. A record that fails to decode or to match its
+// checksum is moved aside (quarantined) and ErrCorrupt is returned; a
+// missing one is os.ErrNotExist.
+func (s *Store) Load(id string) (*Sandbox, error) {
+	p, err := s.path(id)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, os.ErrNotExist
+		}
+		return nil, fmt.Errorf("reading checkpoint %s: %w", p, err)
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	raw, err := readAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("reading checkpoint %s: %w", p, err)
+	}
+	rec, err := decode(raw)
+	if err != nil {
+		q := s.quarantine(p)
+		return nil, fmt.Errorf("%w %s (moved to %s): %v", ErrCorrupt, p, q, err)
+	}
+	if rec.ID != id {
+		q := s.quarantine(p)
+		return nil, fmt.Errorf("%w %s (moved to %s): holds sandbox %q", ErrCorrupt, p, q, rec.ID)
+	}
+	return rec, nil
+}
+
+func decode(raw []byte) (*Sandbox, error) {
+	var env envelope
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return nil, err
+	}
+	if env.Version != Version {
+		return nil, fmt.Errorf("version %d is not %d", env.Version, Version)
+	}
+	sum := sha256.Sum256(env.Data)
+	if env.Checksum != "sha256:"+hex.EncodeToString(sum[:]) {
+		return nil, errors.New("checksum mismatch")
+	}
+	var rec Sandbox
+	if err := json.Unmarshal(env.Data, &rec); err != nil {
+		return nil, err
+	}
+	return &rec, nil
+}
+
+func (s *Store) quarantine(p string) string {
+	q := fmt.Sprintf("%s.corrupt-%d", p, time.Now().UnixNano())
+	if err := os.Rename(p, q); err != nil {
+		return "(could not move: " + err.Error() + ")"
+	}
+	return q
+}
+
+// Delete removes a record; a missing one is not an error.
+func (s *Store) Delete(id string) error {
+	p, err := s.path(id)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return syncDir(s.dir)
+}
+
+// IDs lists the sandbox ids that have a record.
+func (s *Store) IDs() ([]string, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || !strings.HasSuffix(name, ".json") {
+			continue
+		}
+		ids = append(ids, strings.TrimSuffix(name, ".json"))
+	}
+	return ids, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func readAll(f *os.File) ([]byte, error) {
+	const max = 16 << 20 // a record is a few KiB; refuse absurd files
+	buf, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(buf) > max {
+		return nil, fmt.Errorf("more than %d bytes is too large for a checkpoint", max)
+	}
+	return buf, nil
+}

@@ -1,0 +1,235 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-cri/berth/internal/cleanup"
+	"github.com/berth-cri/berth/internal/dockerspec"
+	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/logging"
+	"github.com/berth-cri/berth/internal/store"
+)
+
+// CreateContainer creates a container in a ready pod. Concurrent calls for
+// the same container (pod, name, attempt) create one; a call that finds the
+// name taken by a container kubelet was already told about fails with
+// AlreadyExists.
+func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+	if req.GetPodSandboxId() == "" {
+		return nil, errdefs.InvalidArgument("pod_sandbox_id", "must not be empty")
+	}
+	cfg := req.GetConfig()
+	if err := dockerspec.ValidateContainerConfig(cfg); err != nil {
+		return nil, err
+	}
+	sb, err := s.store.ResolveSandbox(req.GetPodSandboxId())
+	if err != nil {
+		return nil, fmt.Errorf("pod_sandbox_id: %w", err)
+	}
+	if sb.State() != runtimeapi.PodSandboxState_SANDBOX_READY {
+		return nil, fmt.Errorf("pod_sandbox_id: pod sandbox %s is not ready: %w", shortID(sb.ID), errdefs.ErrFailedPrecondition)
+	}
+	name := dockerspec.ContainerName(sb.Metadata, cfg.GetMetadata())
+	log := logging.FromContext(ctx).With("container", name)
+	id, err := s.runs.do(ctx, name, func() (string, error) {
+		createCtx, cancel := context.WithTimeout(logging.WithLogger(context.Background(), log), 2*s.cfg.RuntimeRequestTimeout)
+		defer cancel()
+		return s.createContainer(createCtx, sb, cfg, name)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *runtimeapi.ContainerConfig, name string) (string, error) {
+	log := logging.FromContext(ctx)
+	if existing, ok := s.store.ContainerByName(name); ok {
+		return "", fmt.Errorf("config.metadata: container %q (attempt %d) already exists in pod %s as %s: %w",
+			cfg.GetMetadata().GetName(), cfg.GetMetadata().GetAttempt(), shortID(sb.ID), shortID(existing.ID), errdefs.ErrAlreadyExists)
+	}
+	h := s.daemon.Health()
+	if !h.Ready {
+		return "", fmt.Errorf("%w: %s", errdefs.ErrUnavailable, h.Reason)
+	}
+	hostPaths, err := prepareHostPaths(cfg.GetMounts())
+	if err != nil {
+		return "", err
+	}
+	opts := dockerspec.ContainerOptions{
+		RootDir:          s.cfg.RootDir,
+		APIVersion:       h.Daemon.NegotiatedAPIVersion,
+		CgroupVersion:    h.Daemon.CgroupVersion,
+		OOM:              s.oom,
+		HostCapabilities: s.knownCaps(s.host.Capabilities),
+		HostDevices:      s.host.Devices,
+		AppArmor:         s.host.AppArmor,
+		ReadFile:         os.ReadFile,
+		HostPaths:        hostPaths,
+		LogMaxSize:       s.cfg.DockerLogMaxSize,
+		LogMaxFile:       strconv.Itoa(s.cfg.DockerLogMaxFile),
+	}
+	spec, err := dockerspec.ContainerSpec(sb, cfg, opts)
+	if err != nil {
+		return "", err
+	}
+	imageID := ""
+	if dockerspec.NeedsImageGroups(spec.Config.User) {
+		if imageID, err = s.docker.ImageID(ctx, spec.Config.Image); err != nil {
+			return "", fmt.Errorf("config.image.image: %w", err)
+		}
+		if gids, ok := s.imageGroups.get(imageID, spec.Config.User); ok {
+			addGroups(spec, gids)
+		}
+	}
+
+	var undo cleanup.Stack
+	defer undo.Run(log)
+	id, err := s.createWithRetries(ctx, spec, opts)
+	if err != nil {
+		return "", fmt.Errorf("creating the container: %w", err)
+	}
+	undo.Push("remove container "+shortID(id), func(ctx context.Context) error {
+		return ignoreNotFound(s.docker.RemoveContainer(ctx, id))
+	})
+	if imageID != "" && !s.imageGroups.has(imageID) {
+		// First container of this image that names its primary group:
+		// learn the image's group memberships from the container's files,
+		// and remake it with them if it needs any.
+		gids, err := s.learnImageGroups(ctx, id, imageID, spec.Config.User)
+		if err != nil {
+			return "", err
+		}
+		if len(gids) > 0 {
+			if err := s.docker.RemoveContainer(ctx, id); err != nil {
+				return "", err
+			}
+			addGroups(spec, gids)
+			if id, err = s.createWithRetries(ctx, spec, opts); err != nil {
+				return "", fmt.Errorf("creating the container: %w", err)
+			}
+		}
+	}
+	in, err := s.docker.InspectContainer(ctx, id)
+	if err != nil {
+		return "", fmt.Errorf("inspecting the new container: %w", err)
+	}
+	rec, err := dockerspec.ContainerFromInspect(in, s.cfg.RootDir)
+	if err != nil {
+		return "", err
+	}
+	s.store.PutContainer(rec)
+	undo.Release()
+	log.Info("container created", "id", shortID(id), "image", cfg.GetImage().GetImage())
+	return id, nil
+}
+
+// prepareHostPaths resolves each bind mount's host path as kubelet expects:
+// a symlink is followed to what it points at, and a path that does not
+// exist is created as a directory. Only the paths the request names are
+// touched.
+func prepareHostPaths(mounts []*runtimeapi.Mount) (map[string]string, error) {
+	out := map[string]string{}
+	for i, m := range mounts {
+		p := m.GetHostPath()
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return nil, errdefs.InvalidArgument(fmt.Sprintf("config.mounts[%d].host_path", i), "cannot create %s: %v", p, err)
+			}
+		}
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return nil, errdefs.InvalidArgument(fmt.Sprintf("config.mounts[%d].host_path", i), "cannot resolve %s: %v", p, err)
+		}
+		out[p] = real
+	}
+	return out, nil
+}
+
+// createWithRetries creates the container, replacing a stale one of the
+// same name, and dropping from a privileged container capabilities this
+// Docker does not know.
+func (s *Service) createWithRetries(ctx context.Context, spec *dockerspec.CreateSpec, opts dockerspec.ContainerOptions) (string, error) {
+	for attempt := 0; ; attempt++ {
+		id, err := s.docker.CreateContainer(ctx, spec.Name, spec.Config, spec.HostConfig)
+		if err == nil {
+			return id, nil
+		}
+		if attempt >= 8 {
+			return "", err
+		}
+		switch {
+		case errors.Is(err, errdefs.ErrAlreadyExists):
+			// A container of that name Berth has not indexed: left by a
+			// crash between create and the record, or made outside Berth.
+			// It is this container's name, so replace it.
+			if rmErr := s.docker.RemoveContainer(ctx, spec.Name); rmErr != nil {
+				return "", err
+			}
+		case unknownCapability(err) != "":
+			c := unknownCapability(err)
+			s.unknownCaps.Store(c, true)
+			s.log.Info("Docker does not know a capability of this host; privileged containers will not get it", "capability", c)
+			spec.HostConfig.CapAdd = slices.DeleteFunc(spec.HostConfig.CapAdd, func(x string) bool { return x == c })
+		default:
+			return "", err
+		}
+	}
+}
+
+var unknownCapRE = regexp.MustCompile(`unknown capability: "?(CAP_[A-Z_]+)"?`)
+
+func unknownCapability(err error) string {
+	if m := unknownCapRE.FindStringSubmatch(err.Error()); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// knownCaps drops the capabilities Docker rejected before.
+func (s *Service) knownCaps(caps []string) []string {
+	if caps == nil {
+		return nil
+	}
+	out := make([]string, 0, len(caps))
+	for _, c := range caps {
+		if _, unknown := s.unknownCaps.Load(c); !unknown {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func addGroups(spec *dockerspec.CreateSpec, gids []int64) {
+	for _, g := range gids {
+		if s := strconv.FormatInt(g, 10); !slices.Contains(spec.HostConfig.GroupAdd, s) {
+			spec.HostConfig.GroupAdd = append(spec.HostConfig.GroupAdd, s)
+		}
+	}
+}
+
+// learnImageGroups reads /etc/passwd and /etc/group from a created
+// container and caches the image's group memberships.
+func (s *Service) learnImageGroups(ctx context.Context, containerID, imageID, user string) ([]int64, error) {
+	const max = 4 << 20
+	passwd, err := s.docker.ReadFile(ctx, containerID, "/etc/passwd", max)
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return nil, fmt.Errorf("reading the image's /etc/passwd: %w", err)
+	}
+	group, err := s.docker.ReadFile(ctx, containerID, "/etc/group", max)
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return nil, fmt.Errorf("reading the image's /etc/group: %w", err)
+	}
+	s.imageGroups.put(imageID, passwd, group)
+	gids, _ := s.imageGroups.get(imageID, user)
+	return gids, nil
+}

@@ -1,0 +1,52 @@
+package cri
+
+import (
+	"context"
+	"strings"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-cri/berth/internal/store"
+)
+
+// ListContainers answers from Berth's index, without a Docker call.
+func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	return &runtimeapi.ListContainersResponse{Containers: s.listContainers(req.GetFilter())}, nil
+}
+
+// StreamContainers is ListContainers in chunks.
+func (s *Service) StreamContainers(req *runtimeapi.StreamContainersRequest, stream runtimeapi.RuntimeService_StreamContainersServer) error {
+	items := s.listContainers(req.GetFilter())
+	for len(items) > 0 {
+		n := min(streamChunk, len(items))
+		if err := stream.Send(&runtimeapi.StreamContainersResponse{Containers: items[:n]}); err != nil {
+			return err
+		}
+		items = items[n:]
+	}
+	return nil
+}
+
+func (s *Service) listContainers(f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
+	records := s.store.Containers(func(c *store.Container) bool {
+		if f == nil {
+			return true
+		}
+		if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
+			return false
+		}
+		if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()) {
+			return false
+		}
+		if st := f.GetState(); st != nil && c.State != st.GetState() {
+			return false
+		}
+		return store.MatchLabels(c.Labels, f.GetLabelSelector())
+	})
+	s.conv.prune(s.store)
+	out := make([]*runtimeapi.Container, 0, len(records))
+	for _, c := range records {
+		out = append(out, s.conv.container(c))
+	}
+	return out
+}

@@ -1,0 +1,46 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/logging"
+)
+
+// StartContainer starts a created container and begins forwarding its
+// output to its CRI log file.
+func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, errdefs.InvalidArgument("container_id", "must not be empty")
+	}
+	c, err := s.store.ResolveContainer(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	unlock := s.locks.lock(c.ID)
+	defer unlock()
+	if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return &runtimeapi.StartContainerResponse{}, nil
+	}
+	if c.State != runtimeapi.ContainerState_CONTAINER_CREATED {
+		return nil, fmt.Errorf("container %s is %v; only a created container can be started: %w", shortID(c.ID), c.State, errdefs.ErrFailedPrecondition)
+	}
+	startErr := s.docker.StartContainer(ctx, c.ID)
+	// Docker's view after the attempt: running, or exited with the reason
+	// the start failed (e.g. a missing executable).
+	s.refreshContainerByID(ctx, c.ID)
+	if startErr != nil {
+		return nil, fmt.Errorf("starting container %s: %w", shortID(c.ID), startErr)
+	}
+	c, _ = s.store.Container(c.ID)
+	if err := s.applyExtraCgroups(c); err != nil {
+		_ = s.docker.StopContainer(ctx, c.ID, 0, "")
+		s.refreshContainerByID(ctx, c.ID)
+		return nil, err
+	}
+	logging.FromContext(ctx).Info("container started", "id", shortID(c.ID))
+	return &runtimeapi.StartContainerResponse{}, nil
+}

@@ -1,0 +1,157 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+
+	"github.com/moby/moby/api/types/image"
+
+	"github.com/berth-cri/berth/internal/config"
+	"github.com/berth-cri/berth/internal/docker"
+	"github.com/berth-cri/berth/internal/dockerspec"
+	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/flight"
+	"github.com/berth-cri/berth/internal/logging"
+)
+
+// Images is the part of Docker that stores and pulls images.
+type Images interface {
+	// PullImage pulls a familiar reference with a tag or digest; it is
+	// long-running and cancelled with ctx.
+	PullImage(ctx context.Context, ref string, opts docker.PullOptions) error
+	// InspectImage looks an image up by reference, id or id prefix.
+	InspectImage(ctx context.Context, ref string) (image.InspectResponse, error)
+	// ListImages lists the top-level images.
+	ListImages(ctx context.Context) ([]image.Summary, error)
+	// ImageHistory returns an image's layers, for verbose ImageStatus.
+	ImageHistory(ctx context.Context, id string) ([]image.HistoryResponseItem, error)
+	// RemoveImage removes an image and every reference to it.
+	RemoveImage(ctx context.Context, id string) error
+	// ContainersUsingImage names the containers created from an image.
+	ContainersUsingImage(ctx context.Context, id string) ([]string, error)
+}
+
+// imageState is what the ImageService keeps between calls. Nothing in it
+// must survive a restart: it is derived from Docker or configuration.
+type imageState struct {
+	pinned dockerspec.PinnedSet
+	// pulls shares one Docker pull among identical concurrent PullImage
+	// calls (same reference, same credentials); the value is the image id.
+	pulls flight.Group[string]
+	// removes shares one Docker removal among concurrent RemoveImage
+	// calls for the same image id.
+	removes flight.Group[struct{}]
+	users   userCache
+	layers  *layerUsage
+}
+
+func newImageState(cfg config.Config, layers ContainerLayers) *imageState {
+	// config.Validate has checked every entry, so errors cannot happen
+	// here; a set without the bad entries would be the answer anyway.
+	pinned, _ := dockerspec.NewPinnedSet(append([]string{cfg.PodInfraContainerImage}, cfg.PinnedImages...)...)
+	st := &imageState{pinned: pinned}
+	st.pulls.OnJoin = func(ctx context.Context, key string) {
+		image, _, _ := strings.Cut(key, "\x00")
+		logging.FromContext(ctx).Debug("joined an identical pull in flight", "image", image)
+	}
+	if layers != nil {
+		st.layers = newLayerUsage(layers)
+	}
+	return st
+}
+
+// userCache remembers each image's config User for ListImages, which
+// Docker's image list does not carry. An image id names immutable content
+// (a config digest, or a manifest or index digest that fixes the config), so
+// an entry never goes stale; entries for images gone from Docker are
+// dropped on the next list.
+type userCache struct {
+	mu    sync.Mutex        // guards users
+	users map[string]string // image id → config User
+}
+
+// userLookupParallelism bounds the inspects ListImages issues for images it
+// has not seen yet (after a start-up, or when many were pulled at once).
+const userLookupParallelism = 4
+
+// get returns the User of every image in ids, inspecting those it does not
+// know yet, and forgets images not in ids. An image that vanishes meanwhile
+// gets "".
+func (c *userCache) get(ctx context.Context, images Images, ids []string) (map[string]string, error) {
+	c.mu.Lock()
+	if c.users == nil {
+		c.users = map[string]string{}
+	}
+	out := make(map[string]string, len(ids))
+	var missing []string
+	for _, id := range ids {
+		if u, ok := c.users[id]; ok {
+			out[id] = u
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	if len(c.users) > len(ids) {
+		for id := range c.users {
+			if _, ok := out[id]; !ok {
+				delete(c.users, id)
+			}
+		}
+	}
+	c.mu.Unlock()
+	if len(missing) == 0 {
+		return out, nil
+	}
+
+	type result struct {
+		id, user string
+		err      error
+	}
+	results := make(chan result, len(missing))
+	sem := make(chan struct{}, userLookupParallelism)
+	for _, id := range missing {
+		go func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			img, err := images.InspectImage(ctx, id)
+			results <- result{id: id, user: dockerspec.ImageConfigUser(img), err: err}
+		}()
+	}
+	found := make(map[string]string, len(missing))
+	var firstErr error
+	for range missing {
+		r := <-results
+		switch {
+		case r.err == nil:
+			found[r.id] = r.user
+		case errors.Is(r.err, errdefs.ErrNotFound):
+			// Removed since the list: the caller's list is already stale.
+		case firstErr == nil:
+			firstErr = r.err
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, user := range found {
+		c.users[id] = user
+		out[id] = user
+	}
+	return out, firstErr
+}
+
+func (c *userCache) put(id, user string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.users == nil {
+		c.users = map[string]string{}
+	}
+	c.users[id] = user
+}
+
+func (c *userCache) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.users, id)
+}

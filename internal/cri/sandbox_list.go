@@ -1,0 +1,53 @@
+package cri
+
+import (
+	"context"
+	"strings"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-cri/berth/internal/store"
+)
+
+// streamChunk is how many items one message of a Stream* RPC carries.
+const streamChunk = 100
+
+// ListPodSandbox answers from Berth's index, without a Docker call.
+func (s *Service) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
+	return &runtimeapi.ListPodSandboxResponse{Items: s.listSandboxes(req.GetFilter())}, nil
+}
+
+// StreamPodSandboxes is ListPodSandbox in chunks, for nodes whose list
+// would not fit in one message.
+func (s *Service) StreamPodSandboxes(req *runtimeapi.StreamPodSandboxesRequest, stream runtimeapi.RuntimeService_StreamPodSandboxesServer) error {
+	items := s.listSandboxes(req.GetFilter())
+	for len(items) > 0 {
+		n := min(streamChunk, len(items))
+		if err := stream.Send(&runtimeapi.StreamPodSandboxesResponse{PodSandboxes: items[:n]}); err != nil {
+			return err
+		}
+		items = items[n:]
+	}
+	return nil
+}
+
+func (s *Service) listSandboxes(f *runtimeapi.PodSandboxFilter) []*runtimeapi.PodSandbox {
+	records := s.store.Sandboxes(func(sb *store.Sandbox) bool {
+		if f == nil {
+			return true
+		}
+		if f.GetId() != "" && !strings.HasPrefix(sb.ID, f.GetId()) {
+			return false
+		}
+		if st := f.GetState(); st != nil && sb.State() != st.GetState() {
+			return false
+		}
+		return store.MatchLabels(sb.Labels, f.GetLabelSelector())
+	})
+	s.conv.prune(s.store)
+	out := make([]*runtimeapi.PodSandbox, 0, len(records))
+	for _, sb := range records {
+		out = append(out, s.conv.sandbox(sb))
+	}
+	return out
+}

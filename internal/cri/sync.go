@@ -1,0 +1,94 @@
+package cri
+
+import (
+	"context"
+	"sync"
+)
+
+// detachedRuns runs one operation per key at a time and hands its result
+// to every caller that asks for the same key meanwhile. Unlike
+// internal/flight (used for pulls, which stop when nobody waits), the
+// operation runs detached from the callers' contexts: a caller that gives
+// up (kubelet's deadline) leaves it to finish, and its retry gets the
+// result.
+type detachedRuns struct {
+	mu sync.Mutex // guards m
+	m  map[string]*detachedRun
+}
+
+type detachedRun struct {
+	done chan struct{}
+	id   string
+	err  error
+}
+
+func newDetachedRuns() *detachedRuns { return &detachedRuns{m: map[string]*detachedRun{}} }
+
+// do starts fn for key unless it is already running, then waits for it or
+// for ctx. fn's own context is not ctx: it is bounded by its caller.
+func (f *detachedRuns) do(ctx context.Context, key string, fn func() (string, error)) (string, error) {
+	f.mu.Lock()
+	fl, running := f.m[key]
+	if !running {
+		fl = &detachedRun{done: make(chan struct{})}
+		f.m[key] = fl
+		go func() {
+			fl.id, fl.err = fn()
+			f.mu.Lock()
+			delete(f.m, key)
+			f.mu.Unlock()
+			close(fl.done)
+		}()
+	}
+	f.mu.Unlock()
+	select {
+	case <-fl.done:
+		return fl.id, fl.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// running reports whether an operation holds key now.
+func (f *detachedRuns) running(key string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.m[key]
+	return ok
+}
+
+// keyedMutex is a mutex per key (a sandbox or container id), created on
+// demand and dropped when unused.
+type keyedMutex struct {
+	mu sync.Mutex // guards m
+	m  map[string]*keyLock
+}
+
+type keyLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func newKeyedMutex() *keyedMutex { return &keyedMutex{m: map[string]*keyLock{}} }
+
+// lock locks key and returns its unlock function.
+func (k *keyedMutex) lock(key string) func() {
+	k.mu.Lock()
+	l, ok := k.m[key]
+	if !ok {
+		l = &keyLock{}
+		k.m[key] = l
+	}
+	l.refs++
+	k.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		k.mu.Lock()
+		l.refs--
+		if l.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}

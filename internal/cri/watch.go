@@ -1,0 +1,210 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/events"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-cri/berth/internal/checkpoint"
+	"github.com/berth-cri/berth/internal/dockerspec"
+	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/hostinfo"
+	"github.com/berth-cri/berth/internal/store"
+)
+
+// Watch keeps the index current from Docker's event stream until ctx ends.
+// When the stream breaks (Docker restarted or went away) it waits for
+// Docker, resyncs fully — events during the gap are lost — and resumes.
+func (s *Service) Watch(ctx context.Context) {
+	since := s.recoveredAt
+	for ctx.Err() == nil {
+		msgs, errs := s.docker.ContainerEvents(ctx, since, dockerspec.LabelType)
+	stream:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-msgs:
+				if m.TimeNano > 0 {
+					since = time.Unix(0, m.TimeNano)
+				}
+				s.handleEvent(ctx, m)
+			case err := <-errs:
+				if ctx.Err() == nil {
+					s.log.Warn("Docker's event stream broke; resyncing once Docker answers", "error", err)
+				}
+				break stream
+			}
+		}
+		for ctx.Err() == nil && !s.daemon.Health().Ready {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+		since = time.Now()
+		if err := s.resync(ctx); err != nil {
+			s.log.Error("resync after the event stream broke", "error", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// ignoredActions change nothing Berth indexes.
+func ignoredAction(action string) bool {
+	for _, p := range []string{"exec_", "attach", "detach", "top", "resize", "export", "commit", "copy", "archive-path", "extract-to-dir", "health_status"} {
+		if strings.HasPrefix(action, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) handleEvent(ctx context.Context, m events.Message) {
+	action := string(m.Action)
+	if ignoredAction(action) || m.Actor.ID == "" {
+		return
+	}
+	kind := m.Actor.Attributes[dockerspec.LabelType]
+	if action == "destroy" {
+		s.gone(kind, m.Actor.ID)
+		return
+	}
+	in, err := s.docker.InspectContainer(ctx, m.Actor.ID)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		s.gone(kind, m.Actor.ID)
+		return
+	}
+	if err != nil || in.Config == nil {
+		s.log.Warn("inspecting a container after a Docker event", "id", m.Actor.ID, "action", action, "error", err)
+		return
+	}
+	switch kind {
+	case dockerspec.TypeSandbox:
+		if _, ok := s.store.Sandbox(in.ID); ok {
+			s.refreshSandbox(in, s.loadCheckpoint(in.ID))
+			return
+		}
+		s.addLocked(ctx, in.ID, func(in container.InspectResponse) { s.refreshSandbox(in, s.loadCheckpoint(in.ID)) })
+	case dockerspec.TypeContainer:
+		if _, ok := s.store.Container(in.ID); ok {
+			s.refreshContainer(in)
+			return
+		}
+		s.addLocked(ctx, in.ID, s.refreshContainer)
+	}
+}
+
+// addLocked indexes an object not yet known, under its id's lock and from
+// a fresh inspect, so a Remove holding the lock cannot be undone by a late
+// event.
+func (s *Service) addLocked(ctx context.Context, id string, add func(container.InspectResponse)) {
+	unlock := s.locks.lock(id)
+	defer unlock()
+	in, err := s.docker.InspectContainer(ctx, id)
+	if err != nil || in.Config == nil {
+		return
+	}
+	add(in)
+}
+
+func (s *Service) loadCheckpoint(id string) *checkpoint.Sandbox {
+	cp, err := s.checkpoints.Load(id)
+	if err != nil {
+		return nil
+	}
+	return cp
+}
+
+// gone handles a container that no longer exists in Docker.
+func (s *Service) gone(kind, id string) {
+	switch kind {
+	case dockerspec.TypeSandbox:
+		if s.loadCheckpoint(id) != nil {
+			s.store.UpdateSandbox(id, func(sb *store.Sandbox) { sb.ContainerGone, sb.Running, sb.NetworkReady = true, false, false })
+		} else {
+			s.store.DeleteSandbox(id)
+		}
+	case dockerspec.TypeContainer:
+		s.store.DeleteContainer(id)
+	}
+}
+
+// refreshContainer brings a container's record in line with Docker's view,
+// and keeps its log forwarding in step: following while it runs, drained
+// when it exits.
+func (s *Service) refreshContainer(in container.InspectResponse) {
+	c, err := dockerspec.ContainerFromInspect(in, s.cfg.RootDir)
+	if err != nil {
+		s.log.Warn("ignoring a container Berth cannot read", "id", in.ID, "error", err)
+		return
+	}
+	old, known := s.store.Container(in.ID)
+	if !known && s.runs.running(c.Name) {
+		return // CreateContainer is making it and will index it
+	}
+	if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING && c.Pid > 0 {
+		if u, err := hostinfo.ProcessUser(c.Pid); err == nil {
+			c.User = &runtimeapi.LinuxContainerUser{Uid: u.UID, Gid: u.GID, SupplementalGroups: u.Groups}
+		}
+	} else if known {
+		c.User = old.User
+	}
+	if known && old.Resources != nil && c.Resources != nil {
+		// Limits Berth wrote itself are not in Docker's view.
+		c.Resources.HugepageLimits, c.Resources.Unified = old.Resources.HugepageLimits, old.Resources.Unified
+	}
+	s.store.PutContainer(c)
+	s.syncLogs(c)
+}
+
+// syncLogs starts or ends a container's log forwarding to match its state.
+// Containers adopted from cri-dockerd keep the log file it made (a symlink
+// to Docker's json file).
+func (s *Service) syncLogs(c *store.Container) {
+	if s.logs == nil || c.LogPath == "" || c.DockerLogPath == "" || c.Adopted {
+		return
+	}
+	switch c.State {
+	case runtimeapi.ContainerState_CONTAINER_RUNNING:
+		id := c.ID
+		running := func() bool {
+			cur, ok := s.store.Container(id)
+			return ok && cur.State == runtimeapi.ContainerState_CONTAINER_RUNNING
+		}
+		if err := s.logs.Follow(c.ID, c.DockerLogPath, c.LogPath, running); err != nil {
+			s.log.Error("forwarding a container's log", "id", c.ID, "path", c.LogPath, "error", err)
+		}
+	case runtimeapi.ContainerState_CONTAINER_EXITED:
+		// Forward what the container wrote before it exited (also after a
+		// Berth restart), then stop.
+		id := c.ID
+		if err := s.logs.Follow(c.ID, c.DockerLogPath, c.LogPath, func() bool { return false }); err != nil {
+			s.log.Error("forwarding a container's log", "id", c.ID, "path", c.LogPath, "error", err)
+		}
+		s.logs.Exited(id)
+	}
+}
+
+// refreshContainerByID re-reads one container from Docker into the index.
+func (s *Service) refreshContainerByID(ctx context.Context, id string) {
+	in, err := s.docker.InspectContainer(ctx, id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		s.gone(dockerspec.TypeContainer, id)
+		return
+	}
+	if err != nil || in.Config == nil {
+		s.log.Warn("inspecting a container", "id", id, "error", err)
+		return
+	}
+	s.refreshContainer(in)
+}

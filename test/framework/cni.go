@@ -1,0 +1,113 @@
+package framework
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// CNIBinDir is where Debian's containernetworking-plugins live.
+const CNIBinDir = "/usr/lib/cni"
+
+// CNINetwork is a CNI network a test set up: a bridge of its own, its own
+// subnets and host-local store, so tests running side by side never share
+// addresses and leaks are attributable.
+type CNINetwork struct {
+	Name     string
+	Bridge   string
+	Subnet   string // IPv4 CIDR
+	Subnet6  string // IPv6 CIDR, when DualStack
+	ConfDir  string
+	CacheDir string
+}
+
+// CNIOptions shape the network configuration.
+type CNIOptions struct {
+	DualStack bool
+	// ExtraPlugins are appended to the chain (e.g. a failing plugin).
+	ExtraPlugins []map[string]any
+	// BinDir overrides CNIBinDir in the flags (e.g. a dir with a fake plugin).
+	BinDirs []string
+}
+
+// NewCNINetwork writes a conflist (bridge + host-local + portmap + firewall
+// + bandwidth, with the loopback plugin run by Berth) into a fresh
+// directory.
+func NewCNINetwork(tb testing.TB, o CNIOptions) *CNINetwork {
+	tb.Helper()
+	var rnd [3]byte
+	_, _ = rand.Read(rnd[:])
+	suffix := hex.EncodeToString(rnd[:])
+	n, _ := rand.Int(rand.Reader, big.NewInt(250))
+	m, _ := rand.Int(rand.Reader, big.NewInt(250))
+	net := &CNINetwork{
+		Name:     "berth-e2e-" + suffix,
+		Bridge:   "be" + suffix,
+		Subnet:   fmt.Sprintf("10.%d.%d.0/24", 100+n.Int64()%100, m.Int64()),
+		ConfDir:  tb.TempDir(),
+		CacheDir: tb.TempDir(),
+	}
+	ranges := []any{[]any{map[string]any{"subnet": net.Subnet}}}
+	if o.DualStack {
+		net.Subnet6 = fmt.Sprintf("fd00:%x:%x::/64", n.Int64(), m.Int64())
+		ranges = append(ranges, []any{map[string]any{"subnet": net.Subnet6}})
+	}
+	plugins := []map[string]any{
+		{
+			"type": "bridge", "bridge": net.Bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+			"ipam": map[string]any{"type": "host-local", "ranges": ranges, "routes": []any{map[string]any{"dst": "0.0.0.0/0"}}},
+		},
+		{"type": "portmap", "capabilities": map[string]any{"portMappings": true}, "snat": true},
+		{"type": "firewall"},
+		{"type": "bandwidth", "capabilities": map[string]any{"bandwidth": true}},
+	}
+	plugins = append(plugins, o.ExtraPlugins...)
+	conf := map[string]any{"cniVersion": "1.0.0", "name": net.Name, "plugins": plugins}
+	data, _ := json.MarshalIndent(conf, "", "  ")
+	if err := os.WriteFile(filepath.Join(net.ConfDir, "10-berth-e2e.conflist"), data, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		// The bridge plugin leaves its bridge behind; remove it, and the
+		// (by then empty) host-local store.
+		_ = exec.Command("ip", "link", "del", net.Bridge).Run()
+		if leaked := net.AllocatedIPs(); len(leaked) > 0 && !tb.Failed() {
+			tb.Errorf("CNI network %s still has IPs allocated: %v", net.Name, leaked)
+		}
+		_ = os.RemoveAll(filepath.Join("/var/lib/cni/networks", net.Name))
+	})
+	return net
+}
+
+// Args are the berth serve flags that select this network.
+func (n *CNINetwork) Args(o ...CNIOptions) []string {
+	bin := CNIBinDir
+	if len(o) > 0 && len(o[0].BinDirs) > 0 {
+		bin = strings.Join(o[0].BinDirs, ",")
+	}
+	return []string{"--cni-conf-dir", n.ConfDir, "--cni-bin-dir", bin, "--cni-cache-dir", n.CacheDir}
+}
+
+// AllocatedIPs lists the addresses host-local holds for this network.
+func (n *CNINetwork) AllocatedIPs() []string {
+	entries, err := os.ReadDir(filepath.Join("/var/lib/cni/networks", n.Name))
+	if err != nil {
+		return nil
+	}
+	var ips []string
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, "last_reserved_ip") || name == "lock" {
+			continue
+		}
+		ips = append(ips, name)
+	}
+	return ips
+}
