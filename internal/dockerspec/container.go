@@ -89,6 +89,9 @@ func ValidateContainerConfig(c *runtimeapi.ContainerConfig) error {
 	if c.GetImage().GetImage() == "" {
 		return errdefs.InvalidArgument("config.image.image", "must not be empty")
 	}
+	if lp := c.GetLogPath(); lp != "" && (filepath.IsAbs(lp) || slices.Contains(strings.Split(filepath.ToSlash(lp), "/"), "..")) {
+		return errdefs.InvalidArgument("config.log_path", "%q must be a path inside the pod's log directory", lp)
+	}
 	for i, kv := range c.GetEnvs() {
 		if kv.GetKey() == "" || strings.Contains(kv.GetKey(), "=") {
 			return errdefs.InvalidArgument(fmt.Sprintf("config.envs[%d].key", i), "%q is not a variable name", kv.GetKey())
