@@ -10,6 +10,12 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS := -X github.com/berth-cri/berth/internal/version.Version=$(VERSION) -X github.com/berth-cri/berth/internal/version.GitCommit=$(COMMIT)
 E2E_TIMEOUT ?= 40m
+NFPM_VERSION ?= v2.45.2
+# Debian versions start with a digit: untagged builds become 0.0.0~git<hash>.
+ifndef DEB_VERSION
+DEB_VERSION := $(shell v=$(VERSION); v=$${v#v}; case $$v in ([0-9]*) ;; (*) v=0.0.0~git$$v;; esac; echo $$v | tr '-' '~')
+endif
+DEB_ARCH ?= $(shell $(GO) env GOARCH)
 RUN_ARGS ?=
 # E2E_RUN limits `make e2e` to the tests matching a go test -run pattern.
 E2E_RUN ?=
@@ -17,7 +23,7 @@ E2E_RUN ?=
 # `make test`; empty runs the whole suite there too (see README, Tests).
 E2E_CURRENT_RUN ?=
 
-.PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current test-kubelet kubelet bench fuzz fmt clean
+.PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current test-kubelet kubelet bench fuzz doctor-test test-migrate deb deb-test fmt clean
 
 all: build
 
@@ -35,7 +41,7 @@ run: setup build
 
 # The e2e suite runs twice: on Debian's Docker 20.10 (the system daemon) and
 # on current upstream Docker Engine (a second daemon on its own socket).
-test: setup vet unit e2e-system e2e-current
+test: setup vet unit deb-test e2e-system e2e-current doctor-test
 
 # Builds (once; cached) and starts current Docker Engine for tests.
 setup-docker-current:
@@ -80,11 +86,38 @@ test-kubelet: setup
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./bench/
 
+# berth doctor against real set-ups: kubelet files, CNI configurations,
+# private Docker daemons, socket holders (about a minute).
+doctor-test:
+	$(GO) test -count=1 -timeout 10m -v ./test/doctor/ 2>&1 | hack/test-summary.sh
+
+# berth migrate end to end against a real kube-apiserver and etcd. Not part
+# of `make test`: the first run builds kube-apiserver (10-15 minutes on two
+# cores, then cached in ~/.cache/berth/); later runs take about a minute.
+test-migrate: setup
+	hack/setup-migrate.sh
+	$(GO) test -count=1 -timeout 30m -v ./test/migrate/ 2>&1 | hack/test-summary.sh
+
+# The Debian package (binary, systemd units, default config, docs), built
+# with nfpm from the Go module proxy: dist/berth_<version>_<arch>.deb.
+deb:
+	rm -rf dist/pkg dist/berth_*.deb && mkdir -p dist/pkg
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o dist/pkg/berth ./cmd/berth
+	dist/pkg/berth config default > dist/pkg/config.toml
+	BERTH_DEB_VERSION=$(DEB_VERSION) BERTH_DEB_ARCH=$(DEB_ARCH) \
+		$(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package \
+		--config packaging/nfpm.yaml --packager deb --target dist/berth_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+# Builds the package and inspects it: contents, control fields, maintainer
+# scripts, and the unit files through systemd-analyze verify.
+deb-test: deb
+	hack/check-deb.sh dist/berth_$(DEB_VERSION)_$(DEB_ARCH).deb
+
 fmt:
 	gofmt -w cmd internal test bench
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
 
 # Fuzz every request-decoding target for FUZZTIME each; new interesting
 # inputs land in Go's cache (copy them into testdata/fuzz to keep them).

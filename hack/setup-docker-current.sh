@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds and starts a second Docker Engine for tests: current upstream dockerd
-# and runc, built from the Go module proxy (nothing else is downloaded), on its
+# Builds and starts a second Docker Engine for tests: current upstream dockerd,
+# its docker-proxy and runc, built from the Go module proxy (nothing else is
+# downloaded), on its
 # own socket, data root, exec root, pidfile and bridge, so it never disturbs
 # the system daemon. Idempotent; needs root.
 #
@@ -18,9 +19,12 @@
 #
 # Isolation from the system daemon (both traps were seen on these machines):
 #   - its own bridge (never --bridge=none, which deletes the host's docker0);
-#   - the built dockerd and runc live in a private cache directory and are
-#     passed by absolute path (--add-runtime/--default-runtime), never put on
-#     PATH, where the system daemon would silently pick them up;
+#   - the built dockerd, docker-proxy and runc live in a private cache
+#     directory and are passed by absolute path (--add-runtime,
+#     --default-runtime, --userland-proxy-path), never put on PATH, where the
+#     system daemon would silently pick them up (and Debian's docker-proxy,
+#     the one on PATH, is too old for current dockerd: it has no
+#     -use-listen-fd, so publishing a port fails);
 #   - --iptables=false: it adds no iptables rules, so the system daemon's
 #     rules (and its FORWARD policy) stay as they are;
 #   - its own --config-file, so /etc/docker/daemon.json is not read;
@@ -48,9 +52,16 @@ runtime_name=berth-runc
 log() { printf 'setup-docker-current: %s\n' "$*" >&2; }
 
 # daemon_args are the flags every daemon of this engine needs beyond its own
-# paths: the built runc as the default runtime. The e2e framework's private
-# daemons get them too (BERTH_TEST_DOCKERD_ARGS).
-daemon_args=(--add-runtime "$runtime_name=$cache/runc" --default-runtime "$runtime_name")
+# paths: the built runc as the default runtime, and the built docker-proxy
+# for published ports. The e2e framework's private daemons get them too
+# (BERTH_TEST_DOCKERD_ARGS).
+daemon_args=(
+	--add-runtime "$runtime_name=$cache/runc" --default-runtime "$runtime_name"
+	--userland-proxy-path "$cache/docker-proxy"
+)
+
+# binaries are what build puts in the cache.
+binaries=(dockerd docker-proxy runc)
 
 print_env() {
 	printf 'export BERTH_TEST_DOCKER_HOST=%q\n' "$host"
@@ -101,11 +112,17 @@ quietly() {
 	fi
 }
 
-# build installs dockerd and runc at exactly the pinned versions into the
-# cache. Only the Go module proxy is used. A partial build never lands: the
-# binaries are installed into a temporary directory and moved in at the end.
+# build installs dockerd, docker-proxy and runc at exactly the pinned versions
+# into the cache; only the ones missing there are built (a cache from before
+# docker-proxy was added gets just that). Only the Go module proxy is used. A
+# partial build never lands: the binaries are installed into a temporary
+# directory and moved in at the end.
 build() {
-	if [[ -x $cache/dockerd && -x $cache/runc ]]; then
+	local b missing_bins=()
+	for b in "${binaries[@]}"; do
+		[[ -x $cache/$b ]] || missing_bins+=("$b")
+	done
+	if ((${#missing_bins[@]} == 0)); then
 		return 0
 	fi
 	command -v go >/dev/null || {
@@ -113,9 +130,11 @@ build() {
 		exit 1
 	}
 	local p missing=()
-	for p in libseccomp-dev gcc pkg-config; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-	done
+	if [[ " ${missing_bins[*]} " == *" runc "* ]]; then
+		for p in libseccomp-dev gcc pkg-config; do
+			dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+		done
+	fi
 	if ((${#missing[@]})); then
 		log "installing ${missing[*]} (needed to build runc with seccomp)"
 		export DEBIAN_FRONTEND=noninteractive
@@ -127,21 +146,38 @@ build() {
 	tmp=$(mktemp -d "$(dirname "$cache")/.build-XXXXXX")
 	# shellcheck disable=SC2064 # expand $tmp now
 	trap "rm -rf '$tmp'" EXIT
-	log "building dockerd $MOBY_VERSION (the first build takes several minutes)"
-	# dockerd reports the module version as its own (a plain go install
-	# would say "library-import").
-	quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false go install \
-		-ldflags "-X github.com/moby/moby/v2/dockerversion.Version=${MOBY_VERSION#v} -X github.com/moby/moby/v2/dockerversion.GitCommit=$MOBY_VERSION" \
-		"github.com/moby/moby/v2/cmd/dockerd@$MOBY_VERSION"
-	log "building runc $RUNC_VERSION"
-	quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false CGO_ENABLED=1 go install -tags seccomp \
-		"github.com/opencontainers/runc@$RUNC_VERSION"
-	"$tmp/runc" --version | grep -q "libseccomp" || {
-		log "runc was built without seccomp"
-		exit 1
-	}
+	for b in "${missing_bins[@]}"; do
+		case $b in
+		dockerd)
+			log "building dockerd $MOBY_VERSION (the first build takes several minutes)"
+			# dockerd reports the module version as its own (a plain
+			# go install would say "library-import").
+			quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false go install \
+				-ldflags "-X github.com/moby/moby/v2/dockerversion.Version=${MOBY_VERSION#v} -X github.com/moby/moby/v2/dockerversion.GitCommit=$MOBY_VERSION" \
+				"github.com/moby/moby/v2/cmd/dockerd@$MOBY_VERSION"
+			;;
+		docker-proxy)
+			# From the same module version as dockerd: the daemon
+			# and its proxy speak a private protocol (-use-listen-fd).
+			log "building docker-proxy $MOBY_VERSION"
+			quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false go install \
+				"github.com/moby/moby/v2/cmd/docker-proxy@$MOBY_VERSION"
+			;;
+		runc)
+			log "building runc $RUNC_VERSION"
+			quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false CGO_ENABLED=1 go install -tags seccomp \
+				"github.com/opencontainers/runc@$RUNC_VERSION"
+			"$tmp/runc" --version | grep -q "libseccomp" || {
+				log "runc was built without seccomp"
+				exit 1
+			}
+			;;
+		esac
+	done
 	mkdir -p "$cache"
-	mv "$tmp/dockerd" "$tmp/runc" "$cache/"
+	for b in "${missing_bins[@]}"; do
+		mv "$tmp/$b" "$cache/"
+	done
 	rm -rf "$tmp"
 	trap - EXIT
 	log "built into $cache"
@@ -157,10 +193,30 @@ ensure_bridge() {
 	ip link set "$bridge" up
 }
 
+# daemon_cmd is the daemon's command line.
+daemon_cmd=(
+	"$cache/dockerd"
+	--config-file "$run_dir/daemon.json"
+	--host "$host"
+	--data-root "$data_root"
+	--exec-root "$run_dir/exec"
+	--pidfile "$pidfile"
+	--bridge "$bridge"
+	--iptables=false --ip6tables=false --ip-masq=false --ip-forward=false
+	--cgroup-parent "/$name"
+	"${daemon_args[@]}"
+)
+
 start_daemon() {
 	local pid
 	if pid=$(daemon_pid); then
-		if [[ $(readlink "/proc/$pid/exe") == "$cache/dockerd" ]]; then
+		if [[ $(readlink "/proc/$pid/exe") != "$cache/dockerd" ]]; then
+			log "replacing dockerd pid $pid ($(readlink "/proc/$pid/exe" || true)) with $MOBY_VERSION"
+		elif [[ $(tr '\0' '\n' <"/proc/$pid/cmdline") != "$(printf '%s\n' "${daemon_cmd[@]}")" ]]; then
+			# Started by an older version of this script, with other
+			# flags (e.g. before docker-proxy was passed).
+			log "restarting dockerd pid $pid with this script's flags (it runs: $(tr '\0' ' ' <"/proc/$pid/cmdline"))"
+		else
 			# Ours and current. Other test runs may be using it: give a
 			# busy machine a minute before calling it hung.
 			for _ in $(seq 1 12); do
@@ -168,8 +224,6 @@ start_daemon() {
 				sleep 1
 			done
 			log "dockerd pid $pid does not answer; replacing it"
-		else
-			log "replacing dockerd pid $pid ($(readlink "/proc/$pid/exe" || true)) with $MOBY_VERSION"
 		fi
 		stop_daemon
 	fi
@@ -182,17 +236,7 @@ start_daemon() {
 	log "starting dockerd $MOBY_VERSION on $host (log: $log_file)"
 	# NOTE: 9>&- below: the daemon must not inherit the set-up lock, or it
 	# would hold it for its whole life and the next run would wait forever.
-	setsid nohup "$cache/dockerd" \
-		--config-file "$run_dir/daemon.json" \
-		--host "$host" \
-		--data-root "$data_root" \
-		--exec-root "$run_dir/exec" \
-		--pidfile "$pidfile" \
-		--bridge "$bridge" \
-		--iptables=false --ip6tables=false --ip-masq=false --ip-forward=false \
-		--cgroup-parent "/$name" \
-		"${daemon_args[@]}" \
-		>>"$log_file" 2>&1 </dev/null 9>&- &
+	setsid nohup "${daemon_cmd[@]}" >>"$log_file" 2>&1 </dev/null 9>&- &
 	for _ in $(seq 1 120); do
 		docker_ok && return 0
 		sleep 0.5

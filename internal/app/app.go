@@ -24,6 +24,7 @@ import (
 	"github.com/berth-cri/berth/internal/hostinfo"
 	"github.com/berth-cri/berth/internal/interceptor"
 	"github.com/berth-cri/berth/internal/logging"
+	"github.com/berth-cri/berth/internal/logs"
 	"github.com/berth-cri/berth/internal/metrics"
 	"github.com/berth-cri/berth/internal/network"
 	"github.com/berth-cri/berth/internal/sockets"
@@ -81,6 +82,12 @@ func Run(ctx context.Context, cfg config.Config) error {
 	if err != nil {
 		return fmt.Errorf("--root-dir: %w", err)
 	}
+	logManager, err := logs.NewManager(filepath.Join(cfg.RootDir, "logs"), log)
+	if err != nil {
+		return fmt.Errorf("--root-dir: %w", err)
+	}
+	// Positions are saved on the way out, so a restart resumes exactly.
+	defer logManager.Close()
 
 	service := cri.New(cri.Deps{
 		Config:      cfg,
@@ -95,6 +102,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 			Devices:      hostinfo.Devices(),
 			AppArmor:     hostinfo.AppArmor(),
 		},
+		Logs:   logManager,
 		Images: dockerClient,
 		Layers: dockerClient,
 		Logger: log,

@@ -103,8 +103,8 @@ func Default() Config {
 		RuntimeRequestTimeout:          2 * time.Minute,
 		ImagePullProgressDeadline:      time.Minute,
 		StreamingBindAddr:              "127.0.0.1:0",
-		DockerLogMaxSize:               "50m",
-		DockerLogMaxFile:               2,
+		DockerLogMaxSize:               "10m",
+		DockerLogMaxFile:               3,
 		StreamingConnectionIdleTimeout: 4 * time.Hour,
 		LogLevel:                       "info",
 		LogFormat:                      "text",
@@ -249,8 +249,10 @@ func (c *Config) Validate() error {
 	if !regexp.MustCompile(`^[0-9]+[kmg]?$`).MatchString(c.DockerLogMaxSize) {
 		bad("docker-log-max-size", "%q is not a size like 50m", c.DockerLogMaxSize)
 	}
-	if c.DockerLogMaxFile < 1 {
-		bad("docker-log-max-file", "must be at least 1")
+	if c.DockerLogMaxFile < 2 {
+		// With one file Docker truncates it in place, and lines Berth has
+		// not forwarded yet are lost.
+		bad("docker-log-max-file", "must be at least 2")
 	}
 	if c.MetricsAddress != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {

@@ -57,9 +57,9 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 		return "", fmt.Errorf("config.metadata: container %q (attempt %d) already exists in pod %s as %s: %w",
 			cfg.GetMetadata().GetName(), cfg.GetMetadata().GetAttempt(), shortID(sb.ID), shortID(existing.ID), errdefs.ErrAlreadyExists)
 	}
-	h := s.daemon.Health()
-	if !h.Ready {
-		return "", fmt.Errorf("%w: %s", errdefs.ErrUnavailable, h.Reason)
+	h, err := s.daemonReady(ctx)
+	if err != nil {
+		return "", err
 	}
 	hostPaths, err := prepareHostPaths(cfg.GetMounts())
 	if err != nil {

@@ -3,20 +3,21 @@ package cri
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/stats"
 )
 
 // ImageFsInfo reports the filesystem Docker keeps images on: the mount that
-// holds Docker's storage-driver directory, with its bytes and inodes in use
-// as df reports them (a statfs, not a walk of every layer). Its container
-// filesystem is the same mount, with the bytes and inodes of the
+// holds Docker's storage-driver directory (classic store) or containerd's
+// snapshotter directory (containerd image store), with its bytes and inodes
+// in use as df reports them (a statfs, not a walk of every layer). Its
+// container filesystem is the same mount, with the bytes and inodes of the
 // containers' writable layers (what `docker system df` counts for
 // containers), from a sample refreshed in the background.
 func (s *Service) ImageFsInfo(ctx context.Context, _ *runtimeapi.ImageFsInfoRequest) (*runtimeapi.ImageFsInfoResponse, error) {
@@ -24,12 +25,7 @@ func (s *Service) ImageFsInfo(ctx context.Context, _ *runtimeapi.ImageFsInfoRequ
 	if !h.Ready {
 		return nil, fmt.Errorf("%w: %s", errdefs.ErrUnavailable, h.Reason)
 	}
-	dir := h.Daemon.RootDir
-	if h.Daemon.StorageDriver != "" {
-		if d := filepath.Join(dir, h.Daemon.StorageDriver); dirExists(d) {
-			dir = d
-		}
-	}
+	dir := imageStorageDir(h.Daemon)
 	fsu, err := stats.Filesystem(dir)
 	if err != nil {
 		return nil, fmt.Errorf("image filesystem: %w", err)
@@ -62,4 +58,16 @@ func (s *Service) ImageFsInfo(ctx context.Context, _ *runtimeapi.ImageFsInfoRequ
 	}
 	resp.ContainerFilesystems = []*runtimeapi.FilesystemUsage{containerFs}
 	return resp, nil
+}
+
+// imageStorageDir returns the first of the daemon's possible image storage
+// directories that exists; Docker's root directory when none does.
+func imageStorageDir(d docker.DaemonInfo) string {
+	dirs := d.ImageStorageDirs()
+	for _, dir := range dirs[:len(dirs)-1] {
+		if dirExists(dir) {
+			return dir
+		}
+	}
+	return dirs[len(dirs)-1]
 }

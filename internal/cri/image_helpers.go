@@ -62,6 +62,15 @@ func newImageState(cfg config.Config, layers ContainerLayers) *imageState {
 	return st
 }
 
+// imageStore returns the image store of the daemon as last seen: it decides
+// how Docker's image names read (see dockerspec.NewImageRefs).
+func (s *Service) imageStore() dockerspec.ImageStore {
+	if s.daemon.Health().Daemon.ContainerdImageStore {
+		return dockerspec.ContainerdImageStore
+	}
+	return dockerspec.ClassicImageStore
+}
+
 // userCache remembers each image's config User for ListImages, which
 // Docker's image list does not carry. An image id names immutable content
 // (a config digest, or a manifest or index digest that fixes the config), so

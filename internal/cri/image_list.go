@@ -51,10 +51,11 @@ func (s *Service) listImages(ctx context.Context, filter *runtimeapi.ImageFilter
 	if err != nil {
 		return nil, err
 	}
+	store := s.imageStore()
 	ids := make([]string, 0, len(summaries))
 	selected := summaries[:0]
 	for _, sm := range summaries {
-		refs := dockerspec.ImageRefs{ID: dockerspec.ImageID(sm.ID), RepoTags: sm.RepoTags, RepoDigests: sm.RepoDigests}
+		refs := dockerspec.SummaryRefs(store, sm)
 		if f.Match(refs) {
 			selected = append(selected, sm)
 			ids = append(ids, refs.ID)
@@ -66,7 +67,7 @@ func (s *Service) listImages(ctx context.Context, filter *runtimeapi.ImageFilter
 	}
 	out := make([]*runtimeapi.Image, 0, len(selected))
 	for _, sm := range selected {
-		out = append(out, dockerspec.ImageFromSummary(sm, users[dockerspec.ImageID(sm.ID)], s.img.pinned))
+		out = append(out, dockerspec.ImageFromSummary(store, sm, users[dockerspec.ImageID(sm.ID)], s.img.pinned))
 	}
 	return out, nil
 }

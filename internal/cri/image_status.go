@@ -25,14 +25,15 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRe
 	if err != nil {
 		return nil, err
 	}
-	resp := &runtimeapi.ImageStatusResponse{Image: dockerspec.ImageFromInspect(img, s.img.pinned)}
+	store := s.imageStore()
+	resp := &runtimeapi.ImageStatusResponse{Image: dockerspec.ImageFromInspect(store, img, s.img.pinned)}
 	s.img.users.put(resp.Image.Id, dockerspec.ImageConfigUser(img))
 	if req.GetVerbose() {
 		history, err := s.images.ImageHistory(ctx, img.ID)
 		if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return nil, err
 		}
-		if resp.Info, err = dockerspec.ImageVerboseInfo(img, history); err != nil {
+		if resp.Info, err = dockerspec.ImageVerboseInfo(store, img, history); err != nil {
 			return nil, err
 		}
 	}

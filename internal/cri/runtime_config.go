@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"strings"
 
@@ -14,12 +13,9 @@ import (
 // RuntimeConfig reports the cgroup driver Docker uses, so kubelet can match
 // it instead of being configured by hand.
 func (s *Service) RuntimeConfig(ctx context.Context, _ *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {
-	h := s.daemon.Health()
-	if !h.Ready {
-		h = s.daemon.Probe(ctx)
-	}
-	if !h.Ready {
-		return nil, fmt.Errorf("%w: %s", errdefs.ErrUnavailable, h.Reason)
+	h, err := s.daemonReady(ctx)
+	if err != nil {
+		return nil, err
 	}
 	driver := runtimeapi.CgroupDriver_CGROUPFS
 	if h.Daemon.CgroupDriver == "systemd" {

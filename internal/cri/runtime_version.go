@@ -2,11 +2,9 @@ package cri
 
 import (
 	"context"
-	"fmt"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/version"
 )
 
@@ -15,12 +13,9 @@ const kubeletAPIVersion = "0.1.0"
 
 // Version reports Docker as the runtime, with the daemon's version.
 func (s *Service) Version(ctx context.Context, _ *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
-	h := s.daemon.Health()
-	if !h.Ready {
-		h = s.daemon.Probe(ctx)
-	}
-	if !h.Ready {
-		return nil, fmt.Errorf("%w: %s", errdefs.ErrUnavailable, h.Reason)
+	h, err := s.daemonReady(ctx)
+	if err != nil {
+		return nil, err
 	}
 	return &runtimeapi.VersionResponse{
 		Version:           kubeletAPIVersion,

@@ -64,9 +64,9 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		}
 	}
 
-	h := s.daemon.Health()
-	if !h.Ready {
-		return "", fmt.Errorf("%w: %s", errdefs.ErrUnavailable, h.Reason)
+	h, err := s.daemonReady(ctx)
+	if err != nil {
+		return "", err
 	}
 	spec, err := dockerspec.SandboxSpec(cfg, handler, dockerspec.SandboxOptions{
 		Image:        s.cfg.PodInfraContainerImage,

@@ -7,8 +7,10 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/checkpoint"
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/store"
 )
 
 // PodSandboxStatus answers from Berth's index, without a Docker call.
@@ -32,6 +34,9 @@ func (s *Service) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandb
 			"pauseContainer": map[string]any{"name": sb.Name, "running": sb.Running, "gone": sb.ContainerGone},
 			"adopted":        sb.Adopted,
 		}
+		if check := s.checkNetwork(ctx, sb); check != "" {
+			info["networkCheck"] = check
+		}
 		raw, _ := json.Marshal(info)
 		resp.Info = map[string]string{"info": string(raw)}
 		// Evented PLEG reads container statuses with the pod's.
@@ -41,4 +46,20 @@ func (s *Service) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandb
 		}
 	}
 	return resp, nil
+}
+
+// checkNetwork runs CNI CHECK for a sandbox whose network Berth set up and
+// reports "ok" or what the plugins found; "" when there is nothing to check.
+func (s *Service) checkNetwork(ctx context.Context, sb *store.Sandbox) string {
+	if !sb.Owned || !sb.NetworkReady || !s.network.UsesCNI() || sb.Namespaces.GetNetwork() == runtimeapi.NamespaceMode_NODE {
+		return ""
+	}
+	cp, err := s.checkpoints.Load(sb.ID)
+	if err != nil || cp.Network == nil || cp.Network.State != checkpoint.StateUp {
+		return ""
+	}
+	if err := s.network.Check(ctx, sb.ID, fromCheckpointNetwork(cp.Network)); err != nil {
+		return err.Error()
+	}
+	return "ok"
 }

@@ -168,10 +168,11 @@ func (s *Service) refreshContainer(in container.InspectResponse) {
 }
 
 // syncLogs starts or ends a container's log forwarding to match its state.
-// Containers adopted from cri-dockerd keep the log file it made (a symlink
-// to Docker's json file).
+// Only containers this Berth created are forwarded: those adopted from
+// cri-dockerd keep the log file it made (a symlink to Docker's json file),
+// and another Berth on the same Docker (another --root-dir) forwards its own.
 func (s *Service) syncLogs(c *store.Container) {
-	if s.logs == nil || c.LogPath == "" || c.DockerLogPath == "" || c.Adopted {
+	if s.logs == nil || c.LogPath == "" || c.DockerLogPath == "" || !c.Owned {
 		return
 	}
 	switch c.State {

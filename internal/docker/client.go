@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -73,14 +74,17 @@ type DaemonInfo struct {
 	StorageDriver        string   `json:"storageDriver"`
 	// ContainerdImageStore is true when images live in containerd's store,
 	// where an image's id is its manifest or index digest.
-	ContainerdImageStore bool     `json:"containerdImageStore"`
-	LiveRestore          bool     `json:"liveRestore"`
-	SecurityOptions      []string `json:"securityOptions"`
-	CDISpecDirs          []string `json:"cdiSpecDirs,omitempty"`
-	KernelVersion        string   `json:"kernelVersion"`
-	OperatingSystem      string   `json:"operatingSystem"`
-	NCPU                 int      `json:"ncpu"`
-	MemTotal             int64    `json:"memTotal"`
+	ContainerdImageStore bool `json:"containerdImageStore"`
+	// ContainerdAddress is the socket of the containerd Docker uses: one
+	// it manages itself (under its exec root) or the system's.
+	ContainerdAddress string   `json:"containerdAddress,omitempty"`
+	LiveRestore       bool     `json:"liveRestore"`
+	SecurityOptions   []string `json:"securityOptions"`
+	CDISpecDirs       []string `json:"cdiSpecDirs,omitempty"`
+	KernelVersion     string   `json:"kernelVersion"`
+	OperatingSystem   string   `json:"operatingSystem"`
+	NCPU              int      `json:"ncpu"`
+	MemTotal          int64    `json:"memTotal"`
 }
 
 // APIAtLeast reports whether the negotiated API version is v or newer.
@@ -254,6 +258,9 @@ func (c *Client) readDaemonInfo(ctx context.Context) (DaemonInfo, error) {
 		NCPU:                 info.NCPU,
 		MemTotal:             info.MemTotal,
 	}
+	if info.Containerd != nil {
+		d.ContainerdAddress = info.Containerd.Address
+	}
 	if d.CgroupVersion == "" {
 		d.CgroupVersion = "1"
 	}
@@ -354,4 +361,45 @@ func (e *classified) Unwrap() []error {
 // errorMessage strips the noise moby's client puts before daemon messages.
 func errorMessage(err error) string {
 	return strings.TrimPrefix(err.Error(), "Error response from daemon: ")
+}
+
+// containerd's own defaults: the socket and root of a containerd run as a
+// system service (what Docker's packages install and Docker then uses).
+const (
+	containerdDefaultAddress = "/run/containerd/containerd.sock"
+	containerdDefaultRoot    = "/var/lib/containerd"
+)
+
+// ImageStorageDirs returns where the daemon may keep image layers and
+// containers' writable layers, most likely first; the last is always the
+// daemon's root directory. The caller takes the first that exists.
+//
+// With the classic store that is the storage driver's directory under the
+// root (/var/lib/docker/overlay2). With the containerd image store it is
+// containerd's snapshotter directory, io.containerd.snapshotter.v1.<name>
+// under containerd's root: <docker root>/containerd/daemon when Docker runs
+// its own containerd, containerd's default root (/var/lib/containerd) when
+// Docker uses the system's, which it does when one listens on containerd's
+// default socket. A system containerd configured with another root is not
+// found (Docker does not report containerd's root): the image filesystem is
+// then taken to be Docker's root's.
+func (d DaemonInfo) ImageStorageDirs() []string {
+	var dirs []string
+	switch {
+	case d.StorageDriver == "":
+	case !d.ContainerdImageStore:
+		dirs = append(dirs, filepath.Join(d.RootDir, d.StorageDriver))
+	default:
+		snapshotter := "io.containerd.snapshotter.v1." + d.StorageDriver
+		managed := filepath.Join(d.RootDir, "containerd", "daemon", snapshotter)
+		system := filepath.Join(containerdDefaultRoot, snapshotter)
+		// /var/run is /run on every current distribution.
+		addr := strings.TrimPrefix(filepath.Clean(strings.TrimPrefix(d.ContainerdAddress, "unix://")), "/var")
+		if addr == containerdDefaultAddress {
+			dirs = append(dirs, system, managed)
+		} else {
+			dirs = append(dirs, managed, system)
+		}
+	}
+	return append(dirs, d.RootDir)
 }

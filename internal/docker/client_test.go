@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -34,6 +35,36 @@ func TestAPIVersionProblem(t *testing.T) {
 			}
 			if !strings.Contains(got, tc.want) {
 				t.Errorf("apiVersionProblem(%q) = %q, want it refused with %q", tc.daemonAPI, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestImageStorageDirs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		d    DaemonInfo
+		want []string
+	}{
+		{"classic", DaemonInfo{RootDir: "/var/lib/docker", StorageDriver: "overlay2"},
+			[]string{"/var/lib/docker/overlay2", "/var/lib/docker"}},
+		{"no driver reported", DaemonInfo{RootDir: "/var/lib/docker"}, []string{"/var/lib/docker"}},
+		{"containerd store, Docker's own containerd",
+			DaemonInfo{RootDir: "/data/docker", StorageDriver: "overlayfs", ContainerdImageStore: true, ContainerdAddress: "/run/docker/containerd/containerd.sock"},
+			[]string{"/data/docker/containerd/daemon/io.containerd.snapshotter.v1.overlayfs", "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs", "/data/docker"}},
+		{"containerd store, containerd address not reported (API < 1.46)",
+			DaemonInfo{RootDir: "/var/lib/docker", StorageDriver: "overlayfs", ContainerdImageStore: true},
+			[]string{"/var/lib/docker/containerd/daemon/io.containerd.snapshotter.v1.overlayfs", "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs", "/var/lib/docker"}},
+		{"containerd store, the system containerd",
+			DaemonInfo{RootDir: "/var/lib/docker", StorageDriver: "overlayfs", ContainerdImageStore: true, ContainerdAddress: "/run/containerd/containerd.sock"},
+			[]string{"/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs", "/var/lib/docker/containerd/daemon/io.containerd.snapshotter.v1.overlayfs", "/var/lib/docker"}},
+		{"containerd store, the system containerd under /var/run",
+			DaemonInfo{RootDir: "/var/lib/docker", StorageDriver: "stargz", ContainerdImageStore: true, ContainerdAddress: "unix:///var/run/containerd/containerd.sock"},
+			[]string{"/var/lib/containerd/io.containerd.snapshotter.v1.stargz", "/var/lib/docker/containerd/daemon/io.containerd.snapshotter.v1.stargz", "/var/lib/docker"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.d.ImageStorageDirs(); !slices.Equal(got, tc.want) {
+				t.Errorf("ImageStorageDirs() = %q\nwant %q", got, tc.want)
 			}
 		})
 	}

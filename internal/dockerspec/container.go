@@ -89,6 +89,9 @@ func ValidateContainerConfig(c *runtimeapi.ContainerConfig) error {
 	if c.GetImage().GetImage() == "" {
 		return errdefs.InvalidArgument("config.image.image", "must not be empty")
 	}
+	if lp := c.GetLogPath(); lp != "" && (filepath.IsAbs(lp) || slices.Contains(strings.Split(filepath.ToSlash(lp), "/"), "..")) {
+		return errdefs.InvalidArgument("config.log_path", "%q must be a path inside the pod's log directory", lp)
+	}
 	for i, kv := range c.GetEnvs() {
 		if kv.GetKey() == "" || strings.Contains(kv.GetKey(), "=") {
 			return errdefs.InvalidArgument(fmt.Sprintf("config.envs[%d].key", i), "%q is not a variable name", kv.GetKey())
@@ -536,9 +539,12 @@ func nonZeroHugepages(h []*runtimeapi.HugepageLimit) []*runtimeapi.HugepageLimit
 	return out
 }
 
-// SignalName is the Docker spelling ("SIGTERM") of a CRI signal.
+// SignalName is the Docker spelling ("SIGTERM", "SIGRTMIN+3") of a CRI
+// signal (SIGNAL_SIGTERM, SIGNAL_SIGRTMINPLUS3).
 func SignalName(s runtimeapi.Signal) string {
-	return strings.TrimPrefix(s.String(), "SIGNAL_")
+	n := strings.TrimPrefix(s.String(), "SIGNAL_")
+	n = strings.Replace(n, "PLUS", "+", 1)
+	return strings.Replace(n, "MINUS", "-", 1)
 }
 
 // SignalFromName is the CRI signal Docker's spelling names.
@@ -553,6 +559,7 @@ func SignalFromName(name string) runtimeapi.Signal {
 		}
 		n = "SIG" + n
 	}
+	n = strings.Replace(strings.Replace(n, "+", "PLUS", 1), "-", "MINUS", 1)
 	if v, ok := runtimeapi.Signal_value["SIGNAL_"+n]; ok {
 		return runtimeapi.Signal(v)
 	}

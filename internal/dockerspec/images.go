@@ -11,6 +11,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/api/types/registry"
+	godigest "github.com/opencontainers/go-digest"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/errdefs"
@@ -149,23 +150,80 @@ func normalizeRef(s string) (reference.Named, bool) {
 	return named, true
 }
 
-// cleanRefs drops Docker's placeholders ("<none>:<none>", "<none>@<none>"),
-// which Docker 20.10 reports for untagged images.
-func cleanRefs(refs []string) []string {
-	out := make([]string, 0, len(refs))
-	for _, r := range refs {
-		if !strings.HasPrefix(r, "<none>") && r != "" {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// ImageRefs are the names an image is known by, as Docker reports them.
+// ImageRefs are the names an image is known by: its id, its tags and its
+// repo digests (repository@digest), as CRI reports them.
 type ImageRefs struct {
 	ID          string
 	RepoTags    []string
 	RepoDigests []string
+}
+
+// ImageStore is the store a Docker daemon keeps images in. It decides what
+// an image id is, and so how an image's names read.
+type ImageStore int
+
+const (
+	// ClassicImageStore is Docker's graph-driver store (the default up to
+	// Docker 28): an image id is the digest of the image's config, and a
+	// repo digest is recorded for each registry the image was pulled from
+	// or pushed to.
+	ClassicImageStore ImageStore = iota
+	// ContainerdImageStore is containerd's store (the default of current
+	// Docker): an image is a set of names, each pointing at one manifest
+	// or index, whose digest is the image id.
+	ContainerdImageStore
+)
+
+// NewImageRefs returns an image's names as CRI reports them, from Docker's
+// id, RepoTags and RepoDigests for it (of an image list entry or an image
+// inspect). Docker's placeholders and unparsable names are dropped; the
+// tags and digests keep Docker's familiar spelling (busybox:latest).
+//
+// NOTE: under the containerd image store Docker reports names differently,
+// and differently in its list and its inspect:
+//   - a name pulled by digest (repo@sha256:…) is an image name like a tag,
+//     and Docker lists it in RepoTags: it is a repo digest, not a tag;
+//   - every name's repo digest is name@<image id> (the id is the manifest
+//     digest). Docker's inspect reports them all, its list only one.
+//
+// Both cases are derived here from the names themselves, so that
+// ListImages and ImageStatus report the same tags and digests for an image.
+func NewImageRefs(store ImageStore, id string, repoTags, repoDigests []string) ImageRefs {
+	refs := ImageRefs{ID: ImageID(id)}
+	seen := map[string]bool{}
+	addDigest := func(s string) {
+		if !seen[s] {
+			seen[s] = true
+			refs.RepoDigests = append(refs.RepoDigests, s)
+		}
+	}
+	for _, s := range repoTags {
+		n, ok := normalizeRef(s)
+		if !ok {
+			continue
+		}
+		if _, digested := n.(reference.Digested); digested {
+			addDigest(reference.FamiliarString(n))
+			continue
+		}
+		refs.RepoTags = append(refs.RepoTags, s)
+		if store != ContainerdImageStore {
+			continue
+		}
+		if d, err := reference.WithDigest(reference.TrimNamed(n), godigest.Digest(refs.ID)); err == nil {
+			addDigest(reference.FamiliarString(d))
+		}
+	}
+	for _, s := range repoDigests {
+		// Docker's list under the containerd store reports a bare digest
+		// for an image none of whose platforms matches the host's.
+		if n, ok := normalizeRef(s); ok {
+			if _, digested := n.(reference.Digested); digested {
+				addDigest(s)
+			}
+		}
+	}
+	return refs
 }
 
 // PinnedSet answers whether an image is pinned: named, by any reference or
@@ -302,10 +360,20 @@ func ImageUser(user string) (*runtimeapi.Int64Value, string) {
 	return nil, user
 }
 
+// SummaryRefs returns the names of an entry of Docker's image list.
+func SummaryRefs(store ImageStore, s image.Summary) ImageRefs {
+	return NewImageRefs(store, s.ID, s.RepoTags, s.RepoDigests)
+}
+
+// InspectRefs returns the names of an image Docker inspected.
+func InspectRefs(store ImageStore, img image.InspectResponse) ImageRefs {
+	return NewImageRefs(store, img.ID, img.RepoTags, img.RepoDigests)
+}
+
 // ImageFromSummary converts an entry of Docker's image list. user is the
 // image config's User (Docker's list does not carry it).
-func ImageFromSummary(s image.Summary, user string, pinned PinnedSet) *runtimeapi.Image {
-	refs := ImageRefs{ID: ImageID(s.ID), RepoTags: cleanRefs(s.RepoTags), RepoDigests: cleanRefs(s.RepoDigests)}
+func ImageFromSummary(store ImageStore, s image.Summary, user string, pinned PinnedSet) *runtimeapi.Image {
+	refs := SummaryRefs(store, s)
 	uid, username := ImageUser(user)
 	return &runtimeapi.Image{
 		Id:          refs.ID,
@@ -319,8 +387,8 @@ func ImageFromSummary(s image.Summary, user string, pinned PinnedSet) *runtimeap
 }
 
 // ImageFromInspect converts Docker's image inspect.
-func ImageFromInspect(img image.InspectResponse, pinned PinnedSet) *runtimeapi.Image {
-	refs := ImageRefs{ID: ImageID(img.ID), RepoTags: cleanRefs(img.RepoTags), RepoDigests: cleanRefs(img.RepoDigests)}
+func ImageFromInspect(store ImageStore, img image.InspectResponse, pinned PinnedSet) *runtimeapi.Image {
+	refs := InspectRefs(store, img)
 	uid, username := ImageUser(ImageConfigUser(img))
 	return &runtimeapi.Image{
 		Id:          refs.ID,
@@ -359,11 +427,12 @@ type imageVerboseInfo struct {
 
 // ImageVerboseInfo returns ImageStatus's verbose info: the key "info" holds
 // the image's config, root filesystem and history as JSON.
-func ImageVerboseInfo(img image.InspectResponse, history []image.HistoryResponseItem) (map[string]string, error) {
+func ImageVerboseInfo(store ImageStore, img image.InspectResponse, history []image.HistoryResponseItem) (map[string]string, error) {
+	refs := InspectRefs(store, img)
 	v := imageVerboseInfo{
-		ID:           ImageID(img.ID),
-		RepoTags:     cleanRefs(img.RepoTags),
-		RepoDigests:  cleanRefs(img.RepoDigests),
+		ID:           refs.ID,
+		RepoTags:     refs.RepoTags,
+		RepoDigests:  refs.RepoDigests,
 		Created:      img.Created,
 		Author:       img.Author,
 		Architecture: img.Architecture,

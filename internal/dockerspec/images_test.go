@@ -221,22 +221,94 @@ func TestImageFromInspectAndSummary(t *testing.T) {
 		Uid:         &runtimeapi.Int64Value{Value: 1234},
 		Pinned:      true,
 	}
-	if got := ImageFromInspect(inspect, pinned); !reflect.DeepEqual(got, want) {
+	if got := ImageFromInspect(ClassicImageStore, inspect, pinned); !reflect.DeepEqual(got, want) {
 		t.Errorf("ImageFromInspect = %v, want %v", got, want)
 	}
 	summary := image.Summary{ID: inspect.ID, RepoTags: inspect.RepoTags, RepoDigests: inspect.RepoDigests, Size: inspect.Size}
-	if got := ImageFromSummary(summary, "1234:1234", pinned); !reflect.DeepEqual(got, want) {
+	if got := ImageFromSummary(ClassicImageStore, summary, "1234:1234", pinned); !reflect.DeepEqual(got, want) {
 		t.Errorf("ImageFromSummary = %v, want %v", got, want)
 	}
 
 	// An untagged image on Docker 20.10, with a named user and no config.
 	dangling := image.Summary{ID: "sha256:" + hex64, RepoTags: []string{"<none>:<none>"}, RepoDigests: []string{"<none>@<none>"}, Size: 10}
-	got := ImageFromSummary(dangling, "app", PinnedSet{})
+	got := ImageFromSummary(ClassicImageStore, dangling, "app", PinnedSet{})
 	if len(got.RepoTags) != 0 || len(got.RepoDigests) != 0 || got.Username != "app" || got.Uid != nil || got.Pinned {
 		t.Errorf("dangling image = %v", got)
 	}
-	if got := ImageFromInspect(image.InspectResponse{ID: "sha256:" + hex64}, PinnedSet{}); got.Uid != nil || got.Username != "" {
+	if got := ImageFromInspect(ClassicImageStore, image.InspectResponse{ID: "sha256:" + hex64}, PinnedSet{}); got.Uid != nil || got.Username != "" {
 		t.Errorf("image without config = %v, want no user", got)
+	}
+}
+
+func TestNewImageRefs(t *testing.T) {
+	id := "sha256:" + hex64
+	for _, tc := range []struct {
+		name          string
+		store         ImageStore
+		tags, digests []string
+		wantT, wantD  []string
+	}{
+		{
+			name:    "classic: as Docker reports them",
+			store:   ClassicImageStore,
+			tags:    []string{"127.0.0.1:5000/app:v1", "app:local"},
+			digests: []string{"127.0.0.1:5000/app@" + digest},
+			wantT:   []string{"127.0.0.1:5000/app:v1", "app:local"},
+			wantD:   []string{"127.0.0.1:5000/app@" + digest},
+		},
+		{
+			name:    "classic: placeholders of an untagged image dropped",
+			store:   ClassicImageStore,
+			tags:    []string{"<none>:<none>"},
+			digests: []string{"<none>@<none>"},
+		},
+		{
+			// Docker's inspect: a name pulled by digest among the tags,
+			// every name's digest among the digests.
+			name:    "containerd: inspect",
+			store:   ContainerdImageStore,
+			tags:    []string{"127.0.0.1:5000/app:v1", "127.0.0.1:5001/app@" + id, "hub:v1"},
+			digests: []string{"127.0.0.1:5000/app@" + id, "127.0.0.1:5001/app@" + id, "hub@" + id},
+			wantT:   []string{"127.0.0.1:5000/app:v1", "hub:v1"},
+			wantD:   []string{"127.0.0.1:5000/app@" + id, "127.0.0.1:5001/app@" + id, "hub@" + id},
+		},
+		{
+			// Docker's list of the same image: one digest only.
+			name:    "containerd: list",
+			store:   ContainerdImageStore,
+			tags:    []string{"127.0.0.1:5000/app:v1", "127.0.0.1:5001/app@" + id, "hub:v1"},
+			digests: []string{"hub@" + id},
+			wantT:   []string{"127.0.0.1:5000/app:v1", "hub:v1"},
+			wantD:   []string{"127.0.0.1:5000/app@" + id, "127.0.0.1:5001/app@" + id, "hub@" + id},
+		},
+		{
+			name:    "containerd: no platform for this host (a bare digest)",
+			store:   ContainerdImageStore,
+			tags:    []string{"app:v1"},
+			digests: []string{id},
+			wantT:   []string{"app:v1"},
+			wantD:   []string{"app@" + id},
+		},
+		{
+			name:  "containerd: untagged",
+			store: ContainerdImageStore,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := NewImageRefs(tc.store, hex64, tc.tags, tc.digests)
+			if got.ID != id || strings.Join(got.RepoTags, ",") != strings.Join(tc.wantT, ",") || strings.Join(got.RepoDigests, ",") != strings.Join(tc.wantD, ",") {
+				t.Errorf("NewImageRefs = %+v\nwant tags %v, digests %v", got, tc.wantT, tc.wantD)
+			}
+		})
+	}
+	// A filter by a digest Docker lists among the tags finds the image.
+	refs := NewImageRefs(ContainerdImageStore, id, []string{"127.0.0.1:5001/app@" + id}, nil)
+	f, err := NewImageFilter("127.0.0.1:5001/app@" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Match(refs) {
+		t.Errorf("filter by digest does not match %+v", refs)
 	}
 }
 
@@ -250,7 +322,7 @@ func TestImageVerboseInfo(t *testing.T) {
 		RootFS:       image.RootFS{Type: "layers", Layers: []string{digest}},
 	}
 	history := []image.HistoryResponseItem{{ID: "sha256:" + hex64, CreatedBy: "import", Size: 10}}
-	info, err := ImageVerboseInfo(img, history)
+	info, err := ImageVerboseInfo(ClassicImageStore, img, history)
 	if err != nil {
 		t.Fatal(err)
 	}

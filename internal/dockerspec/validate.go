@@ -3,6 +3,7 @@ package dockerspec
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -28,6 +29,9 @@ func ValidatePodSandboxConfig(c *runtimeapi.PodSandboxConfig) error {
 		if err := validateNamePart(f.field, f.value); err != nil {
 			return err
 		}
+	}
+	if d := c.GetLogDirectory(); d != "" && !filepath.IsAbs(d) {
+		return errdefs.InvalidArgument("config.log_directory", "%q must be an absolute path", d)
 	}
 	for i, s := range c.GetDnsConfig().GetServers() {
 		if _, err := netip.ParseAddr(s); err != nil {

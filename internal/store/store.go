@@ -20,10 +20,9 @@ import (
 // record, lets the caller change the copy, and stores the copy. Maps and
 // slices inside a record are never modified in place either.
 type Store struct {
-	mu         sync.RWMutex // guards sandboxes, containers and names
-	sandboxes  map[string]*Sandbox
-	containers map[string]*Container
-	names      map[string]string // Docker name → id, for both kinds
+	mu         sync.RWMutex // guards sandboxes and containers
+	sandboxes  table[Sandbox]
+	containers table[Container]
 
 	subsMu sync.Mutex // guards subs
 	subs   map[chan<- Change]struct{}
@@ -32,10 +31,11 @@ type Store struct {
 // New returns an empty store.
 func New() *Store {
 	return &Store{
-		sandboxes:  map[string]*Sandbox{},
-		containers: map[string]*Container{},
-		names:      map[string]string{},
-		subs:       map[chan<- Change]struct{}{},
+		sandboxes: newTable(func(r *Sandbox) (string, string, int64) { return r.ID, r.Name, r.CreatedAt }),
+		containers: newTable(func(r *Container) (string, string, int64) {
+			return r.ID, r.Name, r.CreatedAt
+		}),
+		subs: map[chan<- Change]struct{}{},
 	}
 }
 
@@ -77,13 +77,7 @@ func (s *Store) notify(c Change) {
 // PutSandbox stores sb, replacing any record with its id.
 func (s *Store) PutSandbox(sb *Sandbox) {
 	s.mu.Lock()
-	if old, ok := s.sandboxes[sb.ID]; ok && old.Name != sb.Name {
-		delete(s.names, old.Name)
-	}
-	s.sandboxes[sb.ID] = sb
-	if sb.Name != "" {
-		s.names[sb.Name] = sb.ID
-	}
+	s.sandboxes.put(sb)
 	s.mu.Unlock()
 	s.notify(Change{Kind: "sandbox", ID: sb.ID, Sandbox: sb})
 }
@@ -92,29 +86,18 @@ func (s *Store) PutSandbox(sb *Sandbox) {
 // returns false if there is no such sandbox.
 func (s *Store) UpdateSandbox(id string, fn func(*Sandbox)) bool {
 	s.mu.Lock()
-	old, ok := s.sandboxes[id]
-	if !ok {
-		s.mu.Unlock()
-		return false
-	}
-	cp := *old
-	fn(&cp)
-	s.sandboxes[id] = &cp
+	cp, ok := s.sandboxes.update(id, fn)
 	s.mu.Unlock()
-	s.notify(Change{Kind: "sandbox", ID: id, Sandbox: &cp})
-	return true
+	if ok {
+		s.notify(Change{Kind: "sandbox", ID: id, Sandbox: cp})
+	}
+	return ok
 }
 
 // DeleteSandbox removes a sandbox's record.
 func (s *Store) DeleteSandbox(id string) {
 	s.mu.Lock()
-	old, ok := s.sandboxes[id]
-	if ok {
-		delete(s.sandboxes, id)
-		if s.names[old.Name] == id {
-			delete(s.names, old.Name)
-		}
-	}
+	old, ok := s.sandboxes.delete(id)
 	s.mu.Unlock()
 	if ok {
 		s.notify(Change{Kind: "sandbox", ID: id, Deleted: true, Sandbox: old})
@@ -125,7 +108,7 @@ func (s *Store) DeleteSandbox(id string) {
 func (s *Store) Sandbox(id string) (*Sandbox, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	sb, ok := s.sandboxes[id]
+	sb, ok := s.sandboxes.byID[id]
 	return sb, ok
 }
 
@@ -133,8 +116,7 @@ func (s *Store) Sandbox(id string) (*Sandbox, bool) {
 func (s *Store) SandboxByName(name string) (*Sandbox, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	sb, ok := s.sandboxes[s.names[name]]
-	return sb, ok
+	return s.sandboxes.byName(name)
 }
 
 // ResolveSandbox finds a sandbox by full id or unique id prefix. It
@@ -142,45 +124,20 @@ func (s *Store) SandboxByName(name string) (*Sandbox, bool) {
 func (s *Store) ResolveSandbox(idOrPrefix string) (*Sandbox, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if sb, ok := s.sandboxes[idOrPrefix]; ok {
-		return sb, nil
-	}
-	id, err := resolvePrefix(idOrPrefix, s.sandboxes)
-	if err != nil {
-		return nil, fmt.Errorf("pod sandbox %q: %w", idOrPrefix, err)
-	}
-	return s.sandboxes[id], nil
+	return s.sandboxes.resolve("pod sandbox", idOrPrefix)
 }
 
 // Sandboxes returns the sandboxes keep returns true for, oldest first.
 func (s *Store) Sandboxes(keep func(*Sandbox) bool) []*Sandbox {
 	s.mu.RLock()
-	out := make([]*Sandbox, 0, len(s.sandboxes))
-	for _, sb := range s.sandboxes {
-		if keep == nil || keep(sb) {
-			out = append(out, sb)
-		}
-	}
-	s.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].CreatedAt != out[j].CreatedAt {
-			return out[i].CreatedAt < out[j].CreatedAt
-		}
-		return out[i].ID < out[j].ID
-	})
-	return out
+	defer s.mu.RUnlock()
+	return s.sandboxes.list(keep)
 }
 
 // PutContainer stores c, replacing any record with its id.
 func (s *Store) PutContainer(c *Container) {
 	s.mu.Lock()
-	if old, ok := s.containers[c.ID]; ok && old.Name != c.Name {
-		delete(s.names, old.Name)
-	}
-	s.containers[c.ID] = c
-	if c.Name != "" {
-		s.names[c.Name] = c.ID
-	}
+	s.containers.put(c)
 	s.mu.Unlock()
 	s.notify(Change{Kind: "container", ID: c.ID, Container: c})
 }
@@ -188,29 +145,18 @@ func (s *Store) PutContainer(c *Container) {
 // UpdateContainer applies fn to a copy of the container and stores it.
 func (s *Store) UpdateContainer(id string, fn func(*Container)) bool {
 	s.mu.Lock()
-	old, ok := s.containers[id]
-	if !ok {
-		s.mu.Unlock()
-		return false
-	}
-	cp := *old
-	fn(&cp)
-	s.containers[id] = &cp
+	cp, ok := s.containers.update(id, fn)
 	s.mu.Unlock()
-	s.notify(Change{Kind: "container", ID: id, Container: &cp})
-	return true
+	if ok {
+		s.notify(Change{Kind: "container", ID: id, Container: cp})
+	}
+	return ok
 }
 
 // DeleteContainer removes a container's record.
 func (s *Store) DeleteContainer(id string) {
 	s.mu.Lock()
-	old, ok := s.containers[id]
-	if ok {
-		delete(s.containers, id)
-		if s.names[old.Name] == id {
-			delete(s.names, old.Name)
-		}
-	}
+	old, ok := s.containers.delete(id)
 	s.mu.Unlock()
 	if ok {
 		s.notify(Change{Kind: "container", ID: id, Deleted: true, Container: old})
@@ -221,7 +167,7 @@ func (s *Store) DeleteContainer(id string) {
 func (s *Store) Container(id string) (*Container, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	c, ok := s.containers[id]
+	c, ok := s.containers.byID[id]
 	return c, ok
 }
 
@@ -229,46 +175,110 @@ func (s *Store) Container(id string) (*Container, bool) {
 func (s *Store) ContainerByName(name string) (*Container, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	c, ok := s.containers[s.names[name]]
-	return c, ok
+	return s.containers.byName(name)
 }
 
 // ResolveContainer finds a container by full id or unique id prefix.
 func (s *Store) ResolveContainer(idOrPrefix string) (*Container, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if c, ok := s.containers[idOrPrefix]; ok {
-		return c, nil
-	}
-	id, err := resolvePrefix(idOrPrefix, s.containers)
-	if err != nil {
-		return nil, fmt.Errorf("container %q: %w", idOrPrefix, err)
-	}
-	return s.containers[id], nil
+	return s.containers.resolve("container", idOrPrefix)
 }
 
 // Containers returns the containers keep returns true for, oldest first.
 func (s *Store) Containers(keep func(*Container) bool) []*Container {
 	s.mu.RLock()
-	out := make([]*Container, 0, len(s.containers))
-	for _, c := range s.containers {
-		if keep == nil || keep(c) {
-			out = append(out, c)
-		}
-	}
-	s.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].CreatedAt != out[j].CreatedAt {
-			return out[i].CreatedAt < out[j].CreatedAt
-		}
-		return out[i].ID < out[j].ID
-	})
-	return out
+	defer s.mu.RUnlock()
+	return s.containers.list(keep)
 }
 
 // ContainersOf returns the containers of a sandbox.
 func (s *Store) ContainersOf(sandboxID string) []*Container {
 	return s.Containers(func(c *Container) bool { return c.SandboxID == sandboxID })
+}
+
+// table indexes one kind of record by id and by Docker name. The Store's
+// mutex guards it.
+type table[T any] struct {
+	byID  map[string]*T
+	names map[string]string
+	// key returns a record's id, Docker name and creation time.
+	key func(*T) (id, name string, created int64)
+}
+
+func newTable[T any](key func(*T) (string, string, int64)) table[T] {
+	return table[T]{byID: map[string]*T{}, names: map[string]string{}, key: key}
+}
+
+func (t *table[T]) put(r *T) {
+	id, name, _ := t.key(r)
+	if old, ok := t.byID[id]; ok {
+		if _, oldName, _ := t.key(old); oldName != name && t.names[oldName] == id {
+			delete(t.names, oldName)
+		}
+	}
+	t.byID[id] = r
+	if name != "" {
+		t.names[name] = id
+	}
+}
+
+func (t *table[T]) update(id string, fn func(*T)) (*T, bool) {
+	old, ok := t.byID[id]
+	if !ok {
+		return nil, false
+	}
+	cp := *old
+	fn(&cp)
+	t.put(&cp)
+	return &cp, true
+}
+
+func (t *table[T]) delete(id string) (*T, bool) {
+	old, ok := t.byID[id]
+	if !ok {
+		return nil, false
+	}
+	delete(t.byID, id)
+	if _, name, _ := t.key(old); t.names[name] == id {
+		delete(t.names, name)
+	}
+	return old, true
+}
+
+func (t *table[T]) byName(name string) (*T, bool) {
+	r, ok := t.byID[t.names[name]]
+	return r, ok
+}
+
+func (t *table[T]) resolve(what, idOrPrefix string) (*T, error) {
+	if r, ok := t.byID[idOrPrefix]; ok {
+		return r, nil
+	}
+	id, err := resolvePrefix(idOrPrefix, t.byID)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", what, idOrPrefix, err)
+	}
+	return t.byID[id], nil
+}
+
+// list returns the records keep accepts, oldest first (then by id).
+func (t *table[T]) list(keep func(*T) bool) []*T {
+	out := make([]*T, 0, len(t.byID))
+	for _, r := range t.byID {
+		if keep == nil || keep(r) {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		idI, _, ci := t.key(out[i])
+		idJ, _, cj := t.key(out[j])
+		if ci != cj {
+			return ci < cj
+		}
+		return idI < idJ
+	})
+	return out
 }
 
 func resolvePrefix[T any](prefix string, m map[string]T) (string, error) {

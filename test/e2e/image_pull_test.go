@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -175,8 +176,75 @@ func TestImageIdentityAcrossReferences(t *testing.T) {
 	if want := dockerImageID(t, byDigest2); want != id {
 		t.Errorf("Docker's id %s differs from Berth's %s", want, id)
 	}
+	sameNames(t, imageStatus(t, berth, id, false).GetImage(), list[0])
 	// ContainerStatus.image_id is checked by the container tests; it uses
 	// the same dockerspec.ImageID.
+}
+
+// sameNames checks that ImageStatus and ListImages report one image with the
+// same tags and repo digests (Docker's inspect and list differ under the
+// containerd image store).
+func sameNames(t *testing.T, status, listed *runtimeapi.Image) {
+	t.Helper()
+	if status == nil || listed == nil {
+		t.Fatalf("ImageStatus %v, ListImages %v", status, listed)
+	}
+	sorted := func(s []string) string { return strings.Join(slices.Sorted(slices.Values(s)), " ") }
+	if status.Id != listed.Id || sorted(status.RepoTags) != sorted(listed.RepoTags) || sorted(status.RepoDigests) != sorted(listed.RepoDigests) {
+		t.Errorf("ImageStatus and ListImages disagree:\n ImageStatus %v\n ListImages  %v", status, listed)
+	}
+}
+
+// An image pulled through an index (a multi-platform image) has one id
+// across PullImage, ImageStatus, ListImages and ContainerStatus, by tag and
+// by digest: the index digest under the containerd image store, the config
+// digest under the classic store.
+func TestImageIdentityOfAnIndex(t *testing.T) {
+	ctx := context.Background()
+	reg := framework.StartRegistry(t, framework.RegistryOptions{})
+	img := pushImage(t, reg.Addr, framework.ImageOptions{})
+	index := reg.PushIndex(t, strings.TrimPrefix(img.Repo, reg.Addr+"/"), "multi", img.Digest)
+	multi, byIndex := img.Repo+":multi", img.Repo+"@"+index
+	t.Cleanup(func() { framework.RemoveImage(t, "", multi); framework.RemoveImage(t, "", byIndex) })
+
+	id := mustPull(t, berth, multi, nil)
+	if want := dockerImageID(t, multi); id != want {
+		t.Errorf("PullImage(%s) = %s, Docker's id is %s", multi, id, want)
+	}
+	if got := mustPull(t, berth, byIndex, nil); got != id {
+		t.Errorf("PullImage(%s) = %s, by tag %s: one image, two ids", byIndex, got, id)
+	}
+	manifestID := mustPull(t, berth, img.Ref, nil)
+	if framework.ContainerdImageStore(t, "") {
+		// An image is what its name points at: the index, or the manifest.
+		if id != index || manifestID != img.Digest {
+			t.Errorf("ids: through the index %s, of the manifest %s; want the digests %s and %s", id, manifestID, index, img.Digest)
+		}
+	} else if id != manifestID || id == index {
+		// An image is its config, however it was reached.
+		t.Errorf("ids: through the index %s, of the manifest %s; want one id, the config's", id, manifestID)
+	}
+
+	st := imageStatus(t, berth, byIndex, false).GetImage()
+	if st == nil || st.Id != id || !contains(st.RepoTags, multi) || !contains(st.RepoDigests, byIndex) {
+		t.Fatalf("ImageStatus(%s) = %v, want id %s, tag %s, digest %s", byIndex, st, id, multi, byIndex)
+	}
+	list, err := berth.Images.ListImages(ctx, &runtimeapi.ImageFilter{Image: &runtimeapi.ImageSpec{Image: byIndex}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 {
+		t.Fatalf("ListImages(%s) = %v, want one image", byIndex, list)
+	}
+	sameNames(t, st, list[0])
+
+	p := newPod(t, berth, "img-index")
+	cfg := containerConfig("from-index", "true")
+	cfg.Image = &runtimeapi.ImageSpec{Image: multi}
+	cst := containerStatus(t, berth, p.create(t, cfg))
+	if cst.ImageId != id || cst.ImageRef != id {
+		t.Errorf("ContainerStatus: image_id %q, image_ref %q; want %s", cst.ImageId, cst.ImageRef, id)
+	}
 }
 
 func TestPullImageCredentials(t *testing.T) {
@@ -188,6 +256,14 @@ func TestPullImageCredentials(t *testing.T) {
 	img := pushImage(t, open.Addr, framework.ImageOptions{})
 	path := strings.TrimPrefix(img.Repo, open.Addr+"/")
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	// A token registry answers a token that does not grant the repository
+	// with 401. Docker's classic store retries without it and reports the
+	// registry's "denied", which it also says for a repository that does
+	// not exist; the containerd image store reports the 401.
+	otherRepoCode, otherRepoMsg := codes.NotFound, "access to it denied"
+	if framework.ContainerdImageStore(t, "") {
+		otherRepoCode, otherRepoMsg = codes.Unauthenticated, "authentication to registry "+token.Addr+" failed"
+	}
 
 	for _, tc := range []struct {
 		name string
@@ -209,9 +285,7 @@ func TestPullImageCredentials(t *testing.T) {
 		{"token/registry token", token, &runtimeapi.AuthConfig{RegistryToken: tokens.AccessToken("alice", path)}, codes.OK, ""},
 		{"token/wrong password", token, &runtimeapi.AuthConfig{Username: "alice", Password: "nope"}, codes.Unauthenticated, "authentication to registry " + token.Addr + " failed"},
 		{"token/unknown identity token", token, &runtimeapi.AuthConfig{Username: "alice", IdentityToken: "idt-forged"}, codes.Unauthenticated, "authentication"},
-		// A token registry denies what a token does not grant, as it
-		// denies a repository that does not exist: Docker cannot tell.
-		{"token/registry token for another repository", token, &runtimeapi.AuthConfig{RegistryToken: tokens.AccessToken("alice", "other/repo")}, codes.NotFound, "access to it denied"},
+		{"token/registry token for another repository", token, &runtimeapi.AuthConfig{RegistryToken: tokens.AccessToken("alice", "other/repo")}, otherRepoCode, otherRepoMsg},
 		{"token/no credentials", token, nil, codes.NotFound, "access to it denied"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -332,10 +406,14 @@ func TestConcurrentIdenticalPullsShareOneDockerPull(t *testing.T) {
 }
 
 func TestSlowPullThatKeepsProgressingOutlivesTheDeadline(t *testing.T) {
+	// NOTE: the containerd image store reports a layer's download in steps
+	// of 1 MiB (what containerd has written), so the rate must bring each
+	// MiB well within the deadline: here every half second, a quarter of
+	// the deadline. Docker's classic store reports every few KiB.
 	const (
 		deadline = 2 * time.Second
-		rate     = 512 << 10 // bytes per second
-		size     = 3 << 20   // ≥ 6 s of download at that rate: three deadlines
+		rate     = 2 << 20  // bytes per second
+		size     = 12 << 20 // ≥ 6 s of download at that rate: three deadlines
 	)
 	reg := framework.StartRegistry(t, framework.RegistryOptions{})
 	proxy := framework.StartThrottleProxy(t, reg.Addr)

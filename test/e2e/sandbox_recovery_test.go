@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -295,8 +297,20 @@ func TestDockerBridgeMode(t *testing.T) {
 	cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 8080, HostPort: int32(port)}}
 	id := runPod(t, b, cfg)
 	st := podStatus(t, b, id)
-	if !strings.HasPrefix(st.GetNetwork().GetIp(), "172.") || st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
-		t.Errorf("bridge-mode pod: state %v ip %q", st.State, st.GetNetwork().GetIp())
+	// The pod is on Docker's default bridge network: its address is in
+	// that network's subnet (172.17.0.0/16 unless the daemon says
+	// otherwise; the current-engine test daemon's is 10.230.0.0/24).
+	nw, err := dockerClient(t, "").NetworkInspect(context.Background(), "bridge", client.NetworkInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip, _ := netip.ParseAddr(st.GetNetwork().GetIp())
+	inBridge := false
+	for _, c := range nw.Network.IPAM.Config {
+		inBridge = inBridge || c.Subnet.Contains(ip)
+	}
+	if !inBridge || st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Errorf("bridge-mode pod: state %v ip %q; Docker's bridge network has %+v", st.State, st.GetNetwork().GetIp(), nw.Network.IPAM.Config)
 	}
 	if p, _ := docker(t, "port", id); !strings.Contains(p, fmt.Sprint(port)) {
 		t.Errorf("docker port = %q, want %d published", p, port)
@@ -329,5 +343,41 @@ func TestBandwidthAnnotationsShapeTraffic(t *testing.T) {
 	qd, err := exec.Command("tc", "qdisc", "show", "dev", veth).Output()
 	if err != nil || !strings.Contains(string(qd), "tbf") {
 		t.Errorf("no tbf qdisc on %s: %s (%v)", veth, qd, err)
+	}
+}
+
+// TestKillDuringRunPodSandbox kills Berth (SIGKILL) at different points of
+// RunPodSandbox; after a restart, kubelet's retry must converge on one
+// sandbox, and removing it must leave nothing behind.
+func TestKillDuringRunPodSandbox(t *testing.T) {
+	ctx := context.Background()
+	b, n := privateBerth(t, framework.CNIOptions{})
+	for i, delay := range []time.Duration{0, 50 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond} {
+		cfg := podConfig(fmt.Sprintf("killed-%d", i))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = b.RuntimeClient.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		}()
+		time.Sleep(delay)
+		if err := b.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		if err := b.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		id, err := b.Runtime.RunPodSandbox(ctx, cfg, "")
+		if err != nil {
+			t.Fatalf("retry after a kill %v into RunPodSandbox: %v", delay, err)
+		}
+		if st := podStatus(t, b, id); st.State != runtimeapi.PodSandboxState_SANDBOX_READY || st.GetNetwork().GetIp() == "" {
+			t.Errorf("retried pod: %v %q", st.State, st.GetNetwork().GetIp())
+		}
+		if out, _ := docker(t, "ps", "-a", "-q", "--filter", "name=k8s_POD_"+cfg.Metadata.Name+"_berth-e2e_"+cfg.Metadata.Uid); len(strings.Fields(out)) != 1 {
+			t.Errorf("kill after %v: pause containers %q, want one", delay, out)
+		}
+		removePod(t, b, id)
+		assertNothingLeft(t, b, n, cfg)
 	}
 }

@@ -400,17 +400,21 @@ func TestListPodSandboxFilters(t *testing.T) {
 }
 
 func TestPodSandboxStatusVerbose(t *testing.T) {
-	id := runPod(t, berth, podConfig("verbose"))
-	resp, err := berth.Runtime.PodSandboxStatus(context.Background(), id, true)
+	// Without the bandwidth plugin, whose Debian build panics on CHECK.
+	n := framework.NewCNINetwork(t, framework.CNIOptions{NoBandwidth: true})
+	b := framework.StartBerth(t, framework.Options{Args: n.Args()})
+	id := runPod(t, b, podConfig("verbose"))
+	resp, err := b.Runtime.PodSandboxStatus(context.Background(), id, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var info struct {
-		Pid   int      `json:"pid"`
-		Netns string   `json:"netns"`
-		IPs   []string `json:"ips"`
+		Pid          int      `json:"pid"`
+		Netns        string   `json:"netns"`
+		IPs          []string `json:"ips"`
+		NetworkCheck string   `json:"networkCheck"`
 	}
-	if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil || info.Pid == 0 || info.Netns == "" || len(info.IPs) == 0 {
+	if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil || info.Pid == 0 || info.Netns == "" || len(info.IPs) == 0 || info.NetworkCheck != "ok" {
 		t.Errorf("verbose info = %q (%v)", resp.Info["info"], err)
 	}
 	if resp.Timestamp == 0 {

@@ -33,6 +33,9 @@ type CNIOptions struct {
 	DualStack bool
 	// ExtraPlugins are appended to the chain (e.g. a failing plugin).
 	ExtraPlugins []map[string]any
+	// NoBandwidth leaves the bandwidth plugin out (Debian's v1.1.1 panics
+	// on CNI CHECK when a pod has no bandwidth limits).
+	NoBandwidth bool
 	// BinDir overrides CNIBinDir in the flags (e.g. a dir with a fake plugin).
 	BinDirs []string
 }
@@ -66,7 +69,9 @@ func NewCNINetwork(tb testing.TB, o CNIOptions) *CNINetwork {
 		},
 		{"type": "portmap", "capabilities": map[string]any{"portMappings": true}, "snat": true},
 		{"type": "firewall"},
-		{"type": "bandwidth", "capabilities": map[string]any{"bandwidth": true}},
+	}
+	if !o.NoBandwidth {
+		plugins = append(plugins, map[string]any{"type": "bandwidth", "capabilities": map[string]any{"bandwidth": true}})
 	}
 	plugins = append(plugins, o.ExtraPlugins...)
 	conf := map[string]any{"cniVersion": "1.0.0", "name": net.Name, "plugins": plugins}

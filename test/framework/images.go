@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -125,7 +126,13 @@ func TagImage(tb testing.TB, host, source, target string) {
 }
 
 // PushImage pushes ref (which names its registry) from the Docker at host
-// and returns the manifest digest the registry stored.
+// and returns the manifest (or index) digest the registry stored.
+//
+// NOTE: the two image stores report the digest differently. Docker's classic
+// store sends it twice: in an aux message ({"Tag", "Digest", "Size"}) and in
+// the last status line; the containerd image store (current Docker) sends
+// only the status line, "<tag>: digest: sha256:… size: N". The aux message is
+// preferred where there is one; the status line is the fallback both share.
 func PushImage(tb testing.TB, host, ref string) string {
 	tb.Helper()
 	c := dockerClientFor(tb, host)
@@ -136,7 +143,8 @@ func PushImage(tb testing.TB, host, ref string) string {
 	if err != nil {
 		tb.Fatalf("pushing %s: %v", ref, err)
 	}
-	var digest string
+	var auxDigest, statusDigest string
+	var lastStatus string
 	for msg, err := range res.JSONMessages(ctx) {
 		if err != nil {
 			tb.Fatalf("pushing %s: %v", ref, err)
@@ -147,14 +155,63 @@ func PushImage(tb testing.TB, host, ref string) string {
 		if msg.Aux != nil {
 			var aux struct{ Digest string }
 			if json.Unmarshal(*msg.Aux, &aux) == nil && aux.Digest != "" {
-				digest = aux.Digest
+				auxDigest = aux.Digest
 			}
 		}
+		if d, ok := pushStatusDigest(msg.Status); ok {
+			statusDigest = d
+		}
+		if msg.Status != "" {
+			lastStatus = msg.Status
+		}
 	}
-	if digest == "" {
-		tb.Fatalf("pushing %s: Docker reported no digest", ref)
+	switch {
+	case auxDigest != "":
+		if statusDigest != "" && statusDigest != auxDigest {
+			tb.Fatalf("pushing %s: Docker reported digest %s and %s", ref, auxDigest, statusDigest)
+		}
+		return auxDigest
+	case statusDigest != "":
+		return statusDigest
 	}
-	return digest
+	tb.Fatalf("pushing %s: Docker reported no digest (last status: %q)", ref, lastStatus)
+	return ""
+}
+
+var sha256Digest = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
+
+// pushStatusDigest returns the digest from a push's closing status line,
+// "<tag>: digest: sha256:<hex> size: <n>", which both image stores send.
+func pushStatusDigest(status string) (string, bool) {
+	_, rest, ok := strings.Cut(status, ": digest: ")
+	if !ok {
+		return "", false
+	}
+	d, _, _ := strings.Cut(rest, " ")
+	if !sha256Digest.MatchString(d) {
+		return "", false
+	}
+	return d, true
+}
+
+// ContainerdImageStore reports whether the Docker at host (DockerHost()
+// when empty) keeps images in containerd's store (`docker info` reports a
+// containerd snapshotter as its driver type) rather than the classic one.
+func ContainerdImageStore(tb testing.TB, host string) bool {
+	tb.Helper()
+	c := dockerClientFor(tb, host)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := c.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		tb.Fatalf("docker info: %v", err)
+	}
+	for _, kv := range res.Info.DriverStatus {
+		if kv[0] == "driver-type" && strings.HasPrefix(kv[1], "io.containerd.snapshotter") {
+			return true
+		}
+	}
+	return false
 }
 
 // ImageExists reports whether the Docker at host has an image ref names.

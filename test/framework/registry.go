@@ -1,16 +1,24 @@
 package framework
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // RegistryBinary is Debian's docker-registry (distribution 2.8), installed
@@ -156,6 +164,79 @@ func (r *Registry) Stop() {
 		<-r.exited
 	}
 }
+
+// PushIndex stores in the registry, as repo:tag, an image index (a
+// "manifest list") whose one entry is the manifest repo@manifestDigest
+// already there, for this host's platform, and returns the index's digest.
+// The index has the media type that goes with the manifest's (OCI or
+// Docker's), as Docker itself would push it. The registry must not require
+// authentication.
+func (r *Registry) PushIndex(tb testing.TB, repo, tag, manifestDigest string) string {
+	tb.Helper()
+	base := "http://" + r.Addr + "/v2/" + repo + "/manifests/"
+	req, err := http.NewRequest(http.MethodGet, base+manifestDigest, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Accept", ocispec.MediaTypeImageManifest+", "+dockerManifestType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("fetching manifest %s@%s: %v", repo, manifestDigest, err)
+	}
+	manifest, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		tb.Fatalf("fetching manifest %s@%s: %s %v: %s", repo, manifestDigest, resp.Status, err, manifest)
+	}
+	manifestType := resp.Header.Get("Content-Type")
+	indexType := ocispec.MediaTypeImageIndex
+	switch manifestType {
+	case ocispec.MediaTypeImageManifest:
+	case dockerManifestType:
+		indexType = dockerManifestListType
+	default:
+		tb.Fatalf("manifest %s@%s has media type %q", repo, manifestDigest, manifestType)
+	}
+	index, err := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     indexType,
+		"manifests": []map[string]any{{
+			"mediaType": manifestType,
+			"digest":    manifestDigest,
+			"size":      len(manifest),
+			"platform":  map[string]string{"architecture": runtime.GOARCH, "os": "linux"},
+		}},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req, err = http.NewRequest(http.MethodPut, base+tag, bytes.NewReader(index))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Content-Type", indexType)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("pushing index %s:%s: %v", repo, tag, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		tb.Fatalf("pushing index %s:%s: %s: %s", repo, tag, resp.Status, body)
+	}
+	sum := sha256.Sum256(index)
+	d := "sha256:" + hex.EncodeToString(sum[:])
+	if got := resp.Header.Get("Docker-Content-Digest"); got != d {
+		tb.Fatalf("pushing index %s:%s: the registry stored %s, want %s", repo, tag, got, d)
+	}
+	return d
+}
+
+// Docker's own manifest media types (schema 2), beside the OCI ones.
+const (
+	dockerManifestType     = "application/vnd.docker.distribution.manifest.v2+json"
+	dockerManifestListType = "application/vnd.docker.distribution.manifest.list.v2+json"
+)
 
 // Log returns what the registry has logged.
 func (r *Registry) Log() string { return r.log.String() }

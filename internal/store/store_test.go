@@ -1,0 +1,76 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/berth-cri/berth/internal/errdefs"
+)
+
+func TestSandboxIndex(t *testing.T) {
+	s := New()
+	ch := make(chan Change, 10)
+	s.Subscribe(ch)
+	s.PutSandbox(&Sandbox{ID: "abc123", Name: "k8s_POD_a", CreatedAt: 2})
+	s.PutSandbox(&Sandbox{ID: "abd456", Name: "k8s_POD_b", CreatedAt: 1})
+	if sb, err := s.ResolveSandbox("abc"); err != nil || sb.ID != "abc123" {
+		t.Errorf("prefix: %v %v", sb, err)
+	}
+	if _, err := s.ResolveSandbox("ab"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("ambiguous prefix: %v", err)
+	}
+	if _, err := s.ResolveSandbox("zzz"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("unknown: %v", err)
+	}
+	if _, err := s.ResolveSandbox(""); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("empty: %v", err)
+	}
+	if list := s.Sandboxes(nil); len(list) != 2 || list[0].ID != "abd456" {
+		t.Errorf("oldest first: %v", list)
+	}
+	before, _ := s.Sandbox("abc123")
+	if !s.UpdateSandbox("abc123", func(sb *Sandbox) { sb.Running = true; sb.Name = "k8s_POD_renamed" }) {
+		t.Fatal("update failed")
+	}
+	if before.Running {
+		t.Errorf("Update changed the record readers held")
+	}
+	if _, ok := s.SandboxByName("k8s_POD_renamed"); !ok {
+		t.Errorf("byName after rename")
+	}
+	s.PutSandbox(&Sandbox{ID: "abc123", Name: "k8s_POD_c"})
+	if _, ok := s.SandboxByName("k8s_POD_a"); ok {
+		t.Errorf("old name still indexed after Put with a new name")
+	}
+	s.DeleteSandbox("abc123")
+	if _, ok := s.SandboxByName("k8s_POD_c"); ok {
+		t.Errorf("name still indexed after delete")
+	}
+	if s.UpdateSandbox("abc123", func(*Sandbox) {}) {
+		t.Errorf("update of a deleted record succeeded")
+	}
+	if n := len(ch); n != 5 {
+		t.Errorf("%d changes notified, want 5", n)
+	}
+}
+
+func TestContainersOfAndConcurrency(t *testing.T) {
+	s := New()
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			id := fmt.Sprintf("c%03d", i)
+			s.PutContainer(&Container{ID: id, Name: "k8s_" + id, SandboxID: fmt.Sprint("s", i%5)})
+			s.UpdateContainer(id, func(c *Container) { c.Pid = i })
+			_ = s.Containers(nil)
+		}(i)
+	}
+	wg.Wait()
+	if n := len(s.ContainersOf("s3")); n != 10 {
+		t.Errorf("ContainersOf = %d, want 10", n)
+	}
+}
