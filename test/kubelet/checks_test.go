@@ -115,7 +115,7 @@ func checkRestart(t *testing.T, e *env) {
 
 func checkLiveness(t *testing.T, e *env) {
 	var cs *corev1.ContainerStatus
-	e.eventually(t, 3*time.Minute, "liveness pod restarted once by its probe", func() error {
+	e.eventually(t, 2*time.Minute, "liveness pod restarted once by its probe", func() error {
 		_, s, err := e.containerStatus(podLiveness, "probed")
 		if err != nil {
 			return err
@@ -469,6 +469,10 @@ func checkLogRotation(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(e.opts.PodLogsDir, fmt.Sprintf("%s_%s_%s", namespace, p.Name, p.UID), "log")
+	e.eventually(t, 30*time.Second, "the logger's log file", func() error {
+		_, err := os.Stat(filepath.Join(dir, "0.log"))
+		return err
+	})
 	// Two rotations: a compressed file and a plain rotated one beside 0.log
 	// (containerLogMaxFiles: 3).
 	e.eventually(t, 2*time.Minute, "kubelet rotated the logger's log twice", func() error {
@@ -823,8 +827,12 @@ func checkHostRestored(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("kubelet changed: sysctls %v; iptables chains %v; created %v; %d cgroups under %s",
-		g.changedSysctls(), chains, g.createdDirs(), len(g.leftCgroups()), g.cgroupRoot)
+	mounts, err := g.leftMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kubelet changed: sysctls %v; iptables chains %v; created %v; mounted %v; %d cgroups under %s",
+		g.changedSysctls(), chains, g.createdDirs(), mounts, len(g.leftCgroups()), g.cgroupRoot)
 	for _, err := range g.Restore() {
 		t.Error(err)
 	}
@@ -839,5 +847,8 @@ func checkHostRestored(t *testing.T, e *env) {
 	}
 	if d := g.createdDirs(); len(d) > 0 {
 		t.Errorf("directories left: %v", d)
+	}
+	if m, err := g.leftMounts(); err != nil || len(m) > 0 {
+		t.Errorf("mounts left: %v %v", m, err)
 	}
 }

@@ -56,19 +56,22 @@ type hostGuard struct {
 	dirsBefore map[string]bool            // path -> existed before
 	cgroupRoot string                     // e.g. /berth-kubelet-1a2b3c
 	cgroupDirs []string                   // cgroupRoot in each hierarchy, created by the guard
+	runDir     string                     // the run's directory: kubelet mounts its root dir inside
 	restored   bool
 }
 
-// guardHost snapshots the host and creates cgroupRoot in every cgroup v1
+// guardHost snapshots the host and creates cgroupRoot in every cgroup
 // hierarchy (kubelet refuses a cgroupRoot that does not exist). Restore
-// runs at the latest when t ends.
-func guardHost(t *testing.T, cgroupRoot string) *hostGuard {
+// runs at the latest when t ends. runDir is the run's own directory, which
+// holds kubelet's root dir.
+func guardHost(t *testing.T, cgroupRoot, runDir string) *hostGuard {
 	t.Helper()
 	g := &hostGuard{
 		sysctls:    map[string]string{},
 		chains:     map[string]map[string]bool{},
 		dirsBefore: map[string]bool{},
 		cgroupRoot: cgroupRoot,
+		runDir:     runDir,
 	}
 	for _, name := range kubeletSysctls {
 		v, err := readSysctl(name)
@@ -229,6 +232,7 @@ func (g *hostGuard) Restore() []error {
 		errs = append(errs, fmt.Errorf("%s: %s", c.kind, c.what))
 	}
 	errs = append(errs, g.restoreIPTables()...)
+	errs = append(errs, g.unmount()...)
 	errs = append(errs, g.removeCgroups()...)
 	errs = append(errs, g.removeDirs()...)
 	return errs
@@ -384,6 +388,47 @@ func (g *hostGuard) removeDirs() []error {
 		}
 		if err := os.RemoveAll(dir); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// leftMounts lists the mount points under the run's directory, deepest
+// first. kubelet bind-mounts its root dir onto itself to make it a shared
+// mount, and leaves it mounted when it exits.
+func (g *hostGuard) leftMounts() ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var mounts []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		// Mount points are octal-escaped; the run's directory has no
+		// characters that need it.
+		if mp := fields[4]; mp == g.runDir || strings.HasPrefix(mp, g.runDir+"/") {
+			mounts = append(mounts, mp)
+		}
+	}
+	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i]) > len(mounts[j]) })
+	return mounts, sc.Err()
+}
+
+// unmount unmounts what kubelet left mounted under the run's directory.
+func (g *hostGuard) unmount() []error {
+	mounts, err := g.leftMounts()
+	if err != nil {
+		return []error{err}
+	}
+	var errs []error
+	for _, mp := range mounts {
+		if err := syscall.Unmount(mp, 0); err != nil && !errors.Is(err, syscall.EINVAL) {
+			errs = append(errs, fmt.Errorf("unmounting %s: %w", mp, err))
 		}
 	}
 	return errs

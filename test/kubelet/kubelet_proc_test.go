@@ -49,8 +49,8 @@ kind: KubeletConfiguration
 # The runtime: Berth's CRI socket, for containers and images.
 containerRuntimeEndpoint: %[1]s
 imageServiceEndpoint: %[1]s
-# kubelet 1.34 and newer take the driver from Berth (RuntimeConfig reports
-# Docker's); older ones need it to match "docker info".
+# kubelet 1.31 and newer take the driver from Berth by default (RuntimeConfig
+# reports Docker's); older ones need it to match "docker info".
 cgroupDriver: cgroupfs
 # The parent of kubelet's kubepods cgroup ("/" unless set).
 cgroupRoot: %[2]s

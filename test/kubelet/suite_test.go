@@ -125,12 +125,17 @@ func runMode(t *testing.T, m mode, bin string, d *framework.Dockerd, dc *client.
 		if c.only != "" && c.only != m.name {
 			continue
 		}
+		ran := false
 		ok := t.Run(c.name, func(t *testing.T) {
+			ran = true
 			if e.kubelet.Exited() && c.name != "host-restored" {
 				t.Fatalf("kubelet exited:\n%s", e.kubelet.tail(40))
 			}
 			c.fn(t, e)
 		})
+		if !ran {
+			continue // not selected by -run
+		}
 		resultsMu.Lock()
 		results = append(results, result{name: m.name + "/" + c.name, needs: c.needs, passed: ok})
 		resultsMu.Unlock()
@@ -199,9 +204,11 @@ func setUp(t *testing.T, m mode, bin string, d *framework.Dockerd, dc *client.Cl
 			t.Logf("keeping %s for inspection", dir)
 			return
 		}
-		_ = os.RemoveAll(dir)
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("removing the run's directory: %v", err)
+		}
 	})
-	e.guard = guardHost(t, "/berth-kubelet-"+suffix)
+	e.guard = guardHost(t, "/berth-kubelet-"+suffix, dir)
 	e.net = framework.NewCNINetwork(t, framework.CNIOptions{})
 	e.berth = framework.StartBerth(t, framework.Options{
 		// Info, not the framework's debug: kubelet polls Berth several
@@ -271,6 +278,9 @@ func (e *env) eventually(t *testing.T, timeout time.Duration, what string, f fun
 		err := f()
 		if err == nil {
 			return
+		}
+		if strings.Contains(err.Error(), "code = Unimplemented") {
+			t.Fatalf("%s: %v", what, err) // it will not be implemented while we wait
 		}
 		if e.kubelet.Exited() {
 			t.Fatalf("%s: kubelet exited (last error: %v):\n%s", what, err, e.kubelet.tail(40))
