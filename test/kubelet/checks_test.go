@@ -503,7 +503,10 @@ func checkLogRotation(t *testing.T, e *env) {
 		files, seqs, err = readLoggerSequence(dir)
 		return err
 	})
-	if len(seqs) < 50 {
+	// The kept files hold a few seconds of output each (1 KiB, rotated
+	// every containerLogMonitorInterval); how many lines depends on how
+	// fast the logger runs on a loaded machine.
+	if len(seqs) < 10 {
 		t.Fatalf("only %d lines in %v", len(seqs), files)
 	}
 	for i := 1; i < len(seqs); i++ {

@@ -37,7 +37,6 @@ var modes = []mode{
 // Features still being built elsewhere, named in the summary of a check
 // that needs one.
 const (
-	needsLogs      = "log forwarding into CRI log files + ReopenContainerLog (branch logs)"
 	needsStreaming = "exec/attach/port-forward streaming and ExecSync (branch streaming)"
 	needsStats     = "container and pod stats (branch stats)"
 	needsEvents    = "GetContainerEvents (branch stats)"
@@ -64,9 +63,9 @@ var checks = []check{
 	{name: "hostport", fn: checkHostPort},
 	{name: "volumes-hostpath-emptydir", fn: checkVolumes},
 	{name: "stats-summary", needs: needsStats, fn: checkStats},
-	{name: "container-logs", needs: needsLogs, fn: checkLogs},
-	{name: "container-logs-previous", needs: needsLogs, fn: checkLogsPrevious},
-	{name: "log-rotation", needs: needsLogs, fn: checkLogRotation},
+	{name: "container-logs", fn: checkLogs},
+	{name: "container-logs-previous", fn: checkLogsPrevious},
+	{name: "log-rotation", fn: checkLogRotation},
 	{name: "run", needs: needsStreaming, fn: checkRun},
 	{name: "exec-spdy", needs: needsStreaming, fn: func(t *testing.T, e *env) { checkExec(t, e, protoSPDY) }},
 	{name: "exec-websocket", needs: needsStreaming, fn: func(t *testing.T, e *env) { checkExec(t, e, protoWebSocket) }},
