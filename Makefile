@@ -19,6 +19,8 @@ DEB_ARCH ?= $(shell $(GO) env GOARCH)
 RUN_ARGS ?=
 # E2E_RUN limits `make e2e` to the tests matching a go test -run pattern.
 E2E_RUN ?=
+# E2E_PARALLEL is how many e2e tests run at once (they mostly wait on Docker).
+E2E_PARALLEL ?= 6
 # E2E_CURRENT_RUN is the -run pattern of the suite on current Docker in
 # `make test`; empty runs the whole suite there too (see README, Tests).
 E2E_CURRENT_RUN ?=
@@ -56,7 +58,7 @@ unit:
 
 # The suite against BERTH_TEST_DOCKER_HOST (default: the system daemon).
 e2e:
-	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v $(if $(E2E_RUN),-run '$(E2E_RUN)') ./test/e2e/ 2>&1 | hack/test-summary.sh
+	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -parallel $(E2E_PARALLEL) -v $(if $(E2E_RUN),-run '$(E2E_RUN)') ./test/e2e/ 2>&1 | hack/test-summary.sh
 
 # The suite against Debian's Docker 20.10, the system daemon hack/setup.sh starts.
 e2e-system:
