@@ -141,20 +141,44 @@ func (b *outputBudget) take(n int) int {
 }
 
 // cappedBuffer keeps what is written to it up to max bytes and the shared
-// budget, and discards the rest without failing the writer.
+// budget, and discards the rest without failing the writer. It stores
+// chunks, not one growing slice, so keeping 16 MiB never holds a second,
+// doubled copy while it grows.
 type cappedBuffer struct {
 	max     int
 	budget  *outputBudget
-	buf     []byte
+	chunks  [][]byte
+	n       int
 	dropped int64
 }
 
 func (c *cappedBuffer) Write(p []byte) (int, error) {
-	keep := c.budget.take(min(len(p), c.max-len(c.buf)))
-	c.buf = append(c.buf, p[:keep]...)
+	keep := c.budget.take(min(len(p), c.max-c.n))
 	c.dropped += int64(len(p) - keep)
+	for rest := p[:keep]; len(rest) > 0; {
+		last := len(c.chunks) - 1
+		if last < 0 || len(c.chunks[last]) == cap(c.chunks[last]) {
+			// Chunks grow with the output: small for a probe's few
+			// bytes, up to 1 MiB for a flood.
+			c.chunks = append(c.chunks, make([]byte, 0, min(max(c.n, 4<<10), 1<<20)))
+			last++
+		}
+		n := min(len(rest), cap(c.chunks[last])-len(c.chunks[last]))
+		c.chunks[last] = append(c.chunks[last], rest[:n]...)
+		rest = rest[n:]
+		c.n += n
+	}
 	return len(p), nil
 }
 
 // Bytes returns what was kept.
-func (c *cappedBuffer) Bytes() []byte { return c.buf }
+func (c *cappedBuffer) Bytes() []byte {
+	if len(c.chunks) == 1 {
+		return c.chunks[0]
+	}
+	out := make([]byte, 0, c.n)
+	for _, ch := range c.chunks {
+		out = append(out, ch...)
+	}
+	return out
+}

@@ -26,3 +26,24 @@ func TestCappedBuffers(t *testing.T) {
 		t.Fatalf("dropped %d and %d", out.dropped, errOut.dropped)
 	}
 }
+
+func TestCappedBufferManyChunks(t *testing.T) {
+	data := make([]byte, 5<<19)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	c := &cappedBuffer{max: 2 << 20, budget: &outputBudget{left: 3 << 20}}
+	for rest := data; len(rest) > 0; {
+		n := min(len(rest), 100<<10+3)
+		if _, err := c.Write(rest[:n]); err != nil {
+			t.Fatal(err)
+		}
+		rest = rest[n:]
+	}
+	if got := c.Bytes(); !bytes.Equal(got, data[:2<<20]) {
+		t.Fatalf("kept %d bytes, not the first 2 MiB written", len(got))
+	}
+	if c.dropped != int64(len(data)-2<<20) || len(c.chunks) < 3 {
+		t.Fatalf("dropped %d in %d chunks", c.dropped, len(c.chunks))
+	}
+}
