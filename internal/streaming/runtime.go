@@ -248,10 +248,15 @@ func (r *Runtime) Attach(ctx context.Context, containerID string, in io.Reader, 
 			return r.docker.ResizeContainer(ctx, c.ID, uint(s.Height), uint(s.Width))
 		})
 	}
-	if in != nil && c.Stdin {
+	switch {
+	case in != nil && c.Stdin:
 		// Ending stdin detaches it; Docker also closes the container's
 		// stdin when the container has stdin_once.
 		go copyStdin(stream, in)
+	case in != nil:
+		// The container has no stdin: drain what the client sends rather
+		// than let its stream buffer it.
+		go func() { _, _ = io.Copy(io.Discard, in) }()
 	}
 	copied := make(chan error, 1)
 	go func() { copied <- copyOutput(stream, c.Tty, stdout, stderr, nil) }()
