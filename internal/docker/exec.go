@@ -53,7 +53,7 @@ var _ io.ReadWriteCloser = (*Stream)(nil)
 func (c *Client) CreateExec(ctx context.Context, containerID string, cfg ExecConfig) (string, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ExecCreate(ctx, containerID, client.ExecCreateOptions{
+	res, err := c.api().ExecCreate(ctx, containerID, client.ExecCreateOptions{
 		Cmd:          cfg.Cmd,
 		TTY:          cfg.Tty,
 		AttachStdin:  cfg.Stdin,
@@ -72,7 +72,7 @@ func (c *Client) CreateExec(ctx context.Context, containerID string, cfg ExecCon
 func (c *Client) StartExec(ctx context.Context, execID string, tty bool) (*Stream, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ExecAttach(ctx, execID, client.ExecAttachOptions{TTY: tty})
+	res, err := c.api().ExecAttach(ctx, execID, client.ExecAttachOptions{TTY: tty})
 	if err != nil {
 		return nil, Classify(err)
 	}
@@ -83,7 +83,7 @@ func (c *Client) StartExec(ctx context.Context, execID string, tty bool) (*Strea
 func (c *Client) ResizeExec(ctx context.Context, execID string, height, width uint) error {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	_, err := c.api.ExecResize(ctx, execID, client.ExecResizeOptions{Height: height, Width: width})
+	_, err := c.api().ExecResize(ctx, execID, client.ExecResizeOptions{Height: height, Width: width})
 	return Classify(err)
 }
 
@@ -91,7 +91,7 @@ func (c *Client) ResizeExec(ctx context.Context, execID string, height, width ui
 func (c *Client) InspectExec(ctx context.Context, execID string) (ExecState, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ExecInspect(ctx, execID, client.ExecInspectOptions{})
+	res, err := c.api().ExecInspect(ctx, execID, client.ExecInspectOptions{})
 	if err != nil {
 		return ExecState{}, Classify(err)
 	}
@@ -104,7 +104,7 @@ func (c *Client) InspectExec(ctx context.Context, execID string) (ExecState, err
 func (c *Client) AttachContainer(ctx context.Context, containerID string, stdin, stdout, stderr bool) (*Stream, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ContainerAttach(ctx, containerID, client.ContainerAttachOptions{
+	res, err := c.api().ContainerAttach(ctx, containerID, client.ContainerAttachOptions{
 		Stream: true,
 		Stdin:  stdin,
 		Stdout: stdout,
@@ -120,6 +120,6 @@ func (c *Client) AttachContainer(ctx context.Context, containerID string, stdin,
 func (c *Client) ResizeContainer(ctx context.Context, containerID string, height, width uint) error {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	_, err := c.api.ContainerResize(ctx, containerID, client.ContainerResizeOptions{Height: height, Width: width})
+	_, err := c.api().ContainerResize(ctx, containerID, client.ContainerResizeOptions{Height: height, Width: width})
 	return Classify(err)
 }
