@@ -37,9 +37,8 @@ var modes = []mode{
 // Features still being built elsewhere, named in the summary of a check
 // that needs one.
 const (
-	needsStreaming = "exec/attach/port-forward streaming and ExecSync (branch streaming)"
-	needsStats     = "container and pod stats (branch stats)"
-	needsEvents    = "GetContainerEvents (branch stats)"
+	needsStats  = "container and pod stats (branch stats)"
+	needsEvents = "GetContainerEvents (branch stats)"
 )
 
 // check is one PASS/FAIL line of the suite.
@@ -56,7 +55,7 @@ var checks = []check{
 	{name: "static-pods-running", fn: checkPodsRunning},
 	{name: "runningpods", fn: checkRunningPods},
 	{name: "restart-count-and-last-state", fn: checkRestart},
-	{name: "liveness-probe-restarts", needs: needsStreaming, fn: checkLiveness},
+	{name: "liveness-probe-restarts", fn: checkLiveness},
 	{name: "onfailure-succeeded", fn: checkOnFailure},
 	{name: "init-container", fn: checkInit},
 	{name: "guaranteed-cgroup", fn: checkGuaranteed},
@@ -66,14 +65,14 @@ var checks = []check{
 	{name: "container-logs", fn: checkLogs},
 	{name: "container-logs-previous", fn: checkLogsPrevious},
 	{name: "log-rotation", fn: checkLogRotation},
-	{name: "run", needs: needsStreaming, fn: checkRun},
-	{name: "exec-spdy", needs: needsStreaming, fn: func(t *testing.T, e *env) { checkExec(t, e, protoSPDY) }},
-	{name: "exec-websocket", needs: needsStreaming, fn: func(t *testing.T, e *env) { checkExec(t, e, protoWebSocket) }},
-	{name: "exec-websocket-v4-passthrough", needs: needsStreaming, fn: checkExecWebSocketV4},
-	{name: "attach-spdy", needs: needsStreaming, fn: func(t *testing.T, e *env) { checkAttach(t, e, protoSPDY) }},
-	{name: "attach-websocket", needs: needsStreaming, fn: func(t *testing.T, e *env) { checkAttach(t, e, protoWebSocket) }},
-	{name: "portforward-spdy", needs: needsStreaming, fn: func(t *testing.T, e *env) { checkPortForward(t, e, protoSPDY) }},
-	{name: "portforward-websocket", needs: needsStreaming, fn: func(t *testing.T, e *env) { checkPortForward(t, e, protoWebSocket) }},
+	{name: "run", fn: checkRun},
+	{name: "exec-spdy", fn: func(t *testing.T, e *env) { checkExec(t, e, protoSPDY) }},
+	{name: "exec-websocket", fn: func(t *testing.T, e *env) { checkExec(t, e, protoWebSocket) }},
+	{name: "exec-websocket-v4-passthrough", fn: checkExecWebSocketV4},
+	{name: "attach-spdy", fn: func(t *testing.T, e *env) { checkAttach(t, e, protoSPDY) }},
+	{name: "attach-websocket", fn: func(t *testing.T, e *env) { checkAttach(t, e, protoWebSocket) }},
+	{name: "portforward-spdy", fn: func(t *testing.T, e *env) { checkPortForward(t, e, protoSPDY) }},
+	{name: "portforward-websocket", fn: func(t *testing.T, e *env) { checkPortForward(t, e, protoWebSocket) }},
 	{name: "container-death-restart", fn: checkContainerDeath},
 	{name: "evented-pleg-fast-path", needs: needsEvents, only: "EventedPLEG", fn: checkEventedPLEG},
 	{name: "delete-manifests-cleans-up", fn: checkDelete},
