@@ -535,13 +535,15 @@ func rotatedFiles(dir string) ([]string, error) {
 }
 
 // readLoggerSequence reads the rotated files and 0.log in order and returns
-// the numbers of the logger's stdout lines.
+// the numbers of the logger's stdout lines. It fails when kubelet rotated
+// or compressed a file meanwhile (the caller reads again): the files read
+// would not be one consecutive history.
 func readLoggerSequence(dir string) ([]string, []int, error) {
-	files, err := rotatedFiles(dir)
+	rotated, err := rotatedFiles(dir)
 	if err != nil {
 		return nil, nil, err
 	}
-	files = append(files, "0.log")
+	files := append(slices.Clone(rotated), "0.log")
 	var seqs []int
 	for _, name := range files {
 		data, err := os.ReadFile(filepath.Join(dir, name))
@@ -583,6 +585,9 @@ func readLoggerSequence(dir string) ([]string, []int, error) {
 		if err := sc.Err(); err != nil {
 			return nil, nil, err
 		}
+	}
+	if after, err := rotatedFiles(dir); err != nil || !slices.Equal(after, rotated) {
+		return nil, nil, fmt.Errorf("kubelet rotated the log while it was read (%v, then %v, %v)", rotated, after, err)
 	}
 	return files, seqs, nil
 }

@@ -42,7 +42,6 @@ func newKubeletClient(port int, certFile, nodeName string) (*kubeletClient, erro
 		Host: fmt.Sprintf("https://127.0.0.1:%d", port),
 		// kubelet's self-signed certificate names the node.
 		TLSClientConfig: rest.TLSClientConfig{CAData: ca, ServerName: nodeName},
-		Timeout:         0,
 	}
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {

@@ -217,20 +217,12 @@ func (g *hostGuard) createCgroupRoot() error {
 	return nil
 }
 
-// hostChange is one difference between the host now and before the run.
-type hostChange struct {
-	kind, what string
-}
-
 // Restore puts back what kubelet changed and reports, as errors, what could
 // not be put back. It runs after kubelet has stopped and the pods are gone;
 // it is idempotent.
 func (g *hostGuard) Restore() []error {
 	g.restored = true
-	var errs []error
-	for _, c := range g.restoreSysctls() {
-		errs = append(errs, fmt.Errorf("%s: %s", c.kind, c.what))
-	}
+	errs := g.restoreSysctls()
 	errs = append(errs, g.restoreIPTables()...)
 	errs = append(errs, g.unmount()...)
 	errs = append(errs, g.removeCgroups()...)
@@ -238,10 +230,9 @@ func (g *hostGuard) Restore() []error {
 	return errs
 }
 
-// restoreSysctls writes back every sysctl that changed; what it cannot
-// write back is returned.
-func (g *hostGuard) restoreSysctls() []hostChange {
-	var failed []hostChange
+// restoreSysctls writes back every sysctl that changed.
+func (g *hostGuard) restoreSysctls() []error {
+	var errs []error
 	for _, name := range kubeletSysctls {
 		want := g.sysctls[name]
 		got, err := readSysctl(name)
@@ -249,10 +240,10 @@ func (g *hostGuard) restoreSysctls() []hostChange {
 			continue
 		}
 		if err := os.WriteFile(sysctlPath(name), []byte(want), 0o644); err != nil {
-			failed = append(failed, hostChange{"sysctl", fmt.Sprintf("%s is %s, restoring %s: %v", name, got, want, err)})
+			errs = append(errs, fmt.Errorf("sysctl %s is %s, restoring %s: %w", name, got, want, err))
 		}
 	}
-	return failed
+	return errs
 }
 
 // changedSysctls lists the sysctls that differ from the snapshot.
