@@ -19,7 +19,10 @@ import (
 
 // Watch keeps the index current from Docker's event stream until ctx ends.
 // When the stream breaks (Docker restarted or went away) it waits for
-// Docker, resyncs fully — events during the gap are lost — and resumes.
+// Docker, resyncs fully, and resumes from the last event it saw, so Docker
+// replays what it still has of the gap (nothing, if it restarted: the
+// resync is what catches up then). GetContainerEvents reports whatever the
+// resync changed in the index (container_events.go).
 func (s *Service) Watch(ctx context.Context) {
 	since := s.recoveredAt
 	for ctx.Err() == nil {
@@ -48,7 +51,6 @@ func (s *Service) Watch(ctx context.Context) {
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
-		since = time.Now()
 		if err := s.resync(ctx); err != nil {
 			s.log.Error("resync after the event stream broke", "error", err)
 			select {

@@ -2,7 +2,6 @@ package stats
 
 import (
 	"context"
-	"log/slog"
 	"sync"
 	"time"
 )
@@ -35,7 +34,6 @@ type Sampler struct {
 	Interval time.Duration
 	// MinWindow is the shortest rate window (DefaultMinWindow if zero).
 	MinWindow time.Duration
-	Log       *slog.Logger
 
 	// now and read are replaced in tests.
 	now  func() time.Time
@@ -58,8 +56,8 @@ type sampleEntry struct {
 }
 
 // NewSampler returns a sampler of the cgroups targets lists.
-func NewSampler(targets func() []Target, log *slog.Logger) *Sampler {
-	return &Sampler{Targets: targets, Log: log}
+func NewSampler(targets func() []Target) *Sampler {
+	return &Sampler{Targets: targets}
 }
 
 func (s *Sampler) clock() time.Time {

@@ -22,7 +22,9 @@ type gone struct{}
 
 func (*gone) Error() string { return "gone" }
 
-func target(key string) Target { return Target{Key: key, Cgroup: Cgroup{Paths: map[string]string{"": key}}} }
+func target(key string) Target {
+	return Target{Key: key, Cgroup: Cgroup{Paths: map[string]string{"": key}}}
+}
 
 func TestSamplerNanoCores(t *testing.T) {
 	now := time.Unix(1000, 0)
