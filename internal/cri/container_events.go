@@ -265,12 +265,19 @@ func (h *eventHub) event(id string, t runtimeapi.ContainerEventType, ts int64, s
 }
 
 // GetContainerEvents streams container and sandbox lifecycle events until
-// the client goes away. A client that falls more than subscriberBuffer
-// events behind is disconnected with ResourceExhausted.
+// the client goes away. It sends the response headers once subscribed, so
+// a client can wait for them before making changes it wants to see. A
+// client that falls more than subscriberBuffer events behind is
+// disconnected with ResourceExhausted.
 func (s *Service) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stream runtimeapi.RuntimeService_GetContainerEventsServer) error {
 	ctx := stream.Context()
 	sub := s.events.subscribe()
 	defer s.events.unsubscribe(sub)
+	// Headers now tell the client it is subscribed: every change from
+	// here on reaches it.
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
 	logging.FromContext(ctx).Debug("container events client connected")
 	for {
 		select {

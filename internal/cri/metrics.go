@@ -98,7 +98,7 @@ func (s *Service) sandboxMetrics(ctx context.Context, sb *store.Sandbox, contain
 			continue // it exited meanwhile
 		}
 		src := stats.MetricSource{
-			Labels:     []string{c.Metadata.GetName(), cgroupID(cg), c.Image.GetImage(), c.Name, ns, pod},
+			Labels:     []string{c.Metadata.GetName(), cgroupID(cg), imageLabel(c.Image), c.Name, ns, pod},
 			Cgroup:     &st,
 			Spec:       specOf(c.Resources),
 			Leaf:       true,
@@ -139,6 +139,16 @@ func cgroupID(cg stats.Cgroup) string {
 		return cgroups.Relative(d)
 	}
 	return ""
+}
+
+// imageLabel is the image as the pod spec names it (kubelet passes the
+// resolved reference or id in image and the pod spec's in
+// user_specified_image).
+func imageLabel(img *runtimeapi.ImageSpec) string {
+	if u := img.GetUserSpecifiedImage(); u != "" {
+		return u
+	}
+	return img.GetImage()
 }
 
 // specOf is the spec metrics' view of a container's configured limits.
