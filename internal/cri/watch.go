@@ -44,6 +44,17 @@ func (s *Service) Watch(ctx context.Context) {
 				break stream
 			}
 		}
+		s.resyncUntilDone(ctx)
+	}
+}
+
+// resyncUntilDone waits for Docker and resyncs, again and again until a
+// resync succeeds: what changed while the stream was down (a container that
+// died while Docker restarted) is caught only by it, and a new stream may
+// well connect before Docker answers a list (or to a daemon that restarted
+// meanwhile).
+func (s *Service) resyncUntilDone(ctx context.Context) {
+	for ctx.Err() == nil {
 		for ctx.Err() == nil && !s.daemon.Health().Ready {
 			select {
 			case <-ctx.Done():
@@ -51,12 +62,15 @@ func (s *Service) Watch(ctx context.Context) {
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
-		if err := s.resync(ctx); err != nil {
-			s.log.Error("resync after the event stream broke", "error", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+		err := s.resync(ctx)
+		if err == nil {
+			s.log.Info("index resynced with Docker after the event stream broke")
+			return
+		}
+		s.log.Warn("resync after the event stream broke; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
 }

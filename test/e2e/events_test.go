@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -213,6 +215,12 @@ func loadTestImage(t *testing.T, host string) {
 func TestContainerEventsAcrossDockerRestart(t *testing.T) {
 	ctx := context.Background()
 	d := framework.StartDockerd(t, "", "--live-restore")
+	// A live-restore daemon leaves its data root mounted when it stops:
+	// stop it and unmount before the framework removes its directory.
+	t.Cleanup(func() {
+		d.Stop(t)
+		unmountUnder(t, d.Dir)
+	})
 	loadTestImage(t, d.Host)
 	b := framework.StartBerth(t, framework.Options{Args: []string{"--docker-endpoint", d.Host, "--network-plugin="}})
 	events := watchEvents(t, b)
@@ -254,6 +262,27 @@ func TestContainerEventsAcrossDockerRestart(t *testing.T) {
 		want{victim, evDeleted},
 		want{late, evCreated}, want{late, evStarted},
 		want{survivor, evStopped})
+}
+
+// unmountUnder unmounts everything mounted under dir.
+func unmountUnder(t *testing.T, dir string) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	var mounts []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			mounts = append(mounts, f[4])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(mounts))) // children first
+	for _, m := range mounts {
+		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmounting %s: %v", m, err)
+		}
+	}
 }
 
 // containerPidAt is the pid of a running container of the Docker at host.
