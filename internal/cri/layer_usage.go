@@ -127,12 +127,17 @@ func (l *layerUsage) kickLocked(ctx context.Context) chan struct{} {
 
 // Container returns the last measure of one container's writable layer
 // and when it was taken (inodes are zero when Docker measured it: bytes
-// only), starting a background refresh when the sample is old. It never
-// waits: a container not measured yet reports false.
+// only). It never waits: a container not measured yet reports false. It
+// starts a background refresh for a container not measured yet, and
+// otherwise only when running containers are due for a new walk, so that
+// stats polled every second do not list Docker's containers every few
+// seconds.
 func (l *layerUsage) Container(ctx context.Context, id string) (u stats.DirUsage, at time.Time, inodesKnown, ok bool) {
 	l.mu.Lock()
-	l.kickLocked(ctx)
 	e := l.entries[id]
+	if e == nil || l.sample == nil || l.now().Sub(l.sample.at) >= l.rerun {
+		l.kickLocked(ctx)
+	}
 	l.mu.Unlock()
 	if e == nil || e.measured.IsZero() {
 		return stats.DirUsage{}, time.Time{}, false, false

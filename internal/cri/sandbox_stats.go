@@ -115,7 +115,11 @@ func (s *Service) podNetwork(sb *store.Sandbox) *runtimeapi.NetworkUsage {
 	if sb.Namespaces.GetNetwork() == runtimeapi.NamespaceMode_NODE || sb.Pid <= 0 {
 		return nil
 	}
-	ifs, err := stats.NetDev(sb.Pid)
+	cg, ok := s.pauseCgroup(sb) // its open files hold net/dev too
+	if !ok {
+		return nil
+	}
+	ifs, err := stats.NetDevFiles(sb.Pid, cg.Files)
 	if err != nil {
 		return nil
 	}

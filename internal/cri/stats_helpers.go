@@ -41,10 +41,13 @@ type statsState struct {
 }
 
 // cgroupEntry is the cgroup of one process, remembered with its pid: a
-// restarted container has a new pid (and may have a new cgroup).
+// restarted container has a new pid (and may have a new cgroup). Its files
+// stay open while it is cached (a pause container's entry also holds its
+// pod-level cgroup's files).
 type cgroupEntry struct {
 	pid   int
 	paths map[string]string
+	files *stats.OpenFiles
 }
 
 // newStatsState returns the state; its sampler reads what targets lists
@@ -66,20 +69,24 @@ func (st *statsState) cgroupOf(key string, pid int) (stats.Cgroup, bool) {
 		if err != nil {
 			return stats.Cgroup{}, false // the process exited
 		}
-		e = cgroupEntry{pid: pid, paths: paths}
+		e = cgroupEntry{pid: pid, paths: paths, files: stats.NewOpenFiles()}
 		st.mu.Lock()
+		if old, ok := st.paths[key]; ok {
+			old.files.Close()
+		}
 		st.paths[key] = e
 		st.mu.Unlock()
 	}
-	return stats.Cgroup{V2: st.v2, Paths: e.paths}, true
+	return stats.Cgroup{V2: st.v2, Paths: e.paths, Files: e.files}, true
 }
 
 // forget drops the cached cgroups of objects not in keep.
 func (st *statsState) forget(keep map[string]bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for k := range st.paths {
+	for k, e := range st.paths {
 		if !keep[k] {
+			e.files.Close()
 			delete(st.paths, k)
 		}
 	}
@@ -114,18 +121,19 @@ func (s *Service) podCgroup(sb *store.Sandbox) (stats.Cgroup, bool) {
 	if !ok {
 		return stats.Cgroup{}, false
 	}
-	return stats.Cgroup{V2: cg.V2, Paths: cgroups.Parent(cg.Paths)}, true
+	return stats.Cgroup{V2: cg.V2, Paths: cgroups.Parent(cg.Paths), Files: cg.Files}, true
 }
 
 // statsTargets lists what the sampler reads: every running container, pause
-// container and pod-level cgroup. It also forgets cached cgroups of objects
-// that are gone.
+// container and pod-level cgroup. It also forgets (and closes the files of)
+// the cgroups of everything no longer running: an open file of a removed
+// cgroup would keep the kernel's record of it alive.
 func (s *Service) statsTargets() []stats.Target {
 	var out []stats.Target
 	keep := map[string]bool{}
 	for _, sb := range s.store.Sandboxes(nil) {
-		keep[sb.ID] = true
 		if cg, ok := s.pauseCgroup(sb); ok {
+			keep[sb.ID] = true
 			out = append(out, stats.Target{Key: sb.ID, Cgroup: cg})
 		}
 		if cg, ok := s.podCgroup(sb); ok {
@@ -133,8 +141,8 @@ func (s *Service) statsTargets() []stats.Target {
 		}
 	}
 	for _, c := range s.store.Containers(nil) {
-		keep[c.ID] = true
 		if cg, ok := s.containerCgroup(c); ok {
+			keep[c.ID] = true
 			out = append(out, stats.Target{Key: c.ID, Cgroup: cg})
 		}
 	}

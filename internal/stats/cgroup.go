@@ -23,6 +23,8 @@ type Cgroup struct {
 	// unified hierarchy's directory (v2, or a hybrid host's, where PSI
 	// files live), as internal/cgroups.Paths returns them.
 	Paths map[string]string
+	// Files, if set, keeps the cgroup's files open between readings.
+	Files *OpenFiles
 }
 
 // dir returns the directory holding a v1 controller's files, or the unified
@@ -153,7 +155,7 @@ const unlimited = math.MaxInt64 / 2
 // accounting, PSI on a kernel without it or a v1 host without the unified
 // hierarchy, a controller the host lacks) leaves its fields zero.
 func ReadCgroup(c Cgroup, f Fields) (CgroupStats, error) {
-	r := reader{buf: getBuf()}
+	r := reader{buf: getBuf(), files: c.Files}
 	defer putBuf(r.buf)
 	var st CgroupStats
 	var err error
@@ -185,9 +187,10 @@ func ReadCgroup(c Cgroup, f Fields) (CgroupStats, error) {
 	return st, nil
 }
 
-// reader reads small files into a reused buffer.
+// reader reads small files into a reused buffer, through files when set.
 type reader struct {
-	buf *[]byte
+	buf   *[]byte
+	files *OpenFiles
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
@@ -198,6 +201,9 @@ func putBuf(b *[]byte) { bufPool.Put(b) }
 // read returns the contents of a cgroup file; the slice is valid until the
 // next read.
 func (r reader) read(path string) ([]byte, error) {
+	if r.files != nil {
+		return r.files.read(path, r.buf)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

@@ -24,7 +24,23 @@ type Interface struct {
 // from /proc/<pid>/net/dev: the kernel shows each process the devices of
 // its own namespace, so no setns is needed. The loopback is left out.
 func NetDev(pid int) ([]Interface, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/net/dev")
+	return NetDevFiles(pid, nil)
+}
+
+// NetDevFiles is NetDev reading through files (kept open between calls)
+// when it is not nil.
+func NetDevFiles(pid int, files *OpenFiles) ([]Interface, error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/net/dev"
+	if files == nil {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		return ParseNetDev(data)
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	data, err := files.read(path, buf)
 	if err != nil {
 		return nil, err
 	}
