@@ -55,10 +55,8 @@ func (s *Service) listContainerStats(ctx context.Context, f *runtimeapi.Containe
 		return store.MatchLabels(c.Labels, f.GetLabelSelector())
 	})
 	fs := s.containerFs()
-	out := make([]*runtimeapi.ContainerStats, 0, len(records))
-	for _, c := range records {
-		out = append(out, s.containerStats(ctx, c, fs))
-	}
+	out := make([]*runtimeapi.ContainerStats, len(records))
+	forEach(len(records), func(i int) { out[i] = s.containerStats(ctx, records[i], fs) })
 	return out
 }
 

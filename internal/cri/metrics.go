@@ -15,7 +15,7 @@ import (
 // it (kubelet asks for metrics at Prometheus' scrape interval, not at
 // housekeeping's).
 const metricFields = stats.FieldCPU | stats.FieldCPUDetail | stats.FieldMemory | stats.FieldMemoryDetail |
-	stats.FieldPids | stats.FieldPSI | stats.FieldIO | stats.FieldProcesses
+	stats.FieldPids | stats.FieldPidsLimit | stats.FieldPSI | stats.FieldIO | stats.FieldProcesses
 
 // ListMetricDescriptors lists the cAdvisor-compatible metrics
 // ListPodSandboxMetrics returns (kubelet's /metrics/cadvisor serves them
@@ -50,12 +50,14 @@ func (s *Service) podMetrics(ctx context.Context) []*runtimeapi.PodSandboxMetric
 	bySandbox := s.containersBySandbox()
 	fs := s.containerFs()
 	now := time.Now()
-	out := make([]*runtimeapi.PodSandboxMetrics, 0, len(sandboxes))
-	for _, sb := range sandboxes {
-		if ctx.Err() != nil {
-			break
+	out := make([]*runtimeapi.PodSandboxMetrics, len(sandboxes))
+	forEach(len(sandboxes), func(i int) {
+		if ctx.Err() == nil {
+			out[i] = s.sandboxMetrics(ctx, sandboxes[i], bySandbox[sandboxes[i].ID], fs, now)
 		}
-		out = append(out, s.sandboxMetrics(ctx, sb, bySandbox[sb.ID], fs, now))
+	})
+	if ctx.Err() != nil {
+		return nil // the caller is gone
 	}
 	return out
 }

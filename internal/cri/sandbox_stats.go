@@ -52,10 +52,8 @@ func (s *Service) listPodStats(ctx context.Context, f *runtimeapi.PodSandboxStat
 	})
 	bySandbox := s.containersBySandbox()
 	fs := s.containerFs()
-	out := make([]*runtimeapi.PodSandboxStats, 0, len(sandboxes))
-	for _, sb := range sandboxes {
-		out = append(out, s.podStats(ctx, sb, bySandbox[sb.ID], fs))
-	}
+	out := make([]*runtimeapi.PodSandboxStats, len(sandboxes))
+	forEach(len(sandboxes), func(i int) { out[i] = s.podStats(ctx, sandboxes[i], bySandbox[sandboxes[i].ID], fs) })
 	return out
 }
 

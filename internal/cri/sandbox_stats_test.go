@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"sync/atomic"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -51,5 +52,17 @@ func TestSpecOf(t *testing.T) {
 	}
 	if specOf(nil) != nil {
 		t.Error("specOf(nil) != nil")
+	}
+}
+
+func TestForEachVisitsEveryIndexOnce(t *testing.T) {
+	for _, n := range []int{0, 1, 15, 16, 17, 200, 1000} {
+		seen := make([]int32, n)
+		forEach(n, func(i int) { atomic.AddInt32(&seen[i], 1) })
+		for i, c := range seen {
+			if c != 1 {
+				t.Fatalf("n=%d: index %d visited %d times", n, i, c)
+			}
+		}
 	}
 }

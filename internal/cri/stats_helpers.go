@@ -3,7 +3,9 @@ package cri
 import (
 	"context"
 	"path/filepath"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -19,6 +21,38 @@ import (
 // cached; each stats call reads a few small cgroup files per container;
 // a background sampler keeps two CPU readings per cgroup for the rate; the
 // writable layers are measured in the background (layerUsage).
+
+// itemsPerWorker is the fewest objects worth a goroutine of their own in a
+// list call.
+const itemsPerWorker = 16
+
+// forEach calls fn for 0..n-1 on up to one goroutine per CPU. The work is
+// reading cgroup files, i.e. system calls: on an idle node with several
+// cores it goes that many times faster, and more goroutines than CPUs buy
+// nothing.
+func forEach(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n/itemsPerWorker+1)
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
+}
 
 // podKeyPrefix keys a pod-level cgroup in the sampler (a pause container's
 // cgroup is keyed by the sandbox id, a container's by its id).

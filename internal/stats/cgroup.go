@@ -50,8 +50,10 @@ const (
 	FieldMemory
 	// FieldMemoryDetail adds the v1 max usage and fail count, and OOM kills.
 	FieldMemoryDetail
-	// FieldPids reads the task count and limit.
+	// FieldPids reads the task count.
 	FieldPids
+	// FieldPidsLimit adds the task limit.
+	FieldPidsLimit
 	// FieldPSI reads pressure stall information (where the kernel has it).
 	FieldPSI
 	// FieldIO reads bytes and operations per block device.

@@ -17,7 +17,7 @@ func v1Fixture() Cgroup {
 
 func v2Fixture() Cgroup { return Cgroup{V2: true, Paths: map[string]string{"": "testdata/v2"}} }
 
-const all = FieldCPU | FieldCPUDetail | FieldMemory | FieldMemoryDetail | FieldPids | FieldPSI | FieldIO | FieldProcesses
+const all = FieldCPU | FieldCPUDetail | FieldMemory | FieldMemoryDetail | FieldPids | FieldPidsLimit | FieldPSI | FieldIO | FieldProcesses
 
 func TestReadCgroupV1(t *testing.T) {
 	st, err := ReadCgroup(v1Fixture(), all)

@@ -62,7 +62,9 @@ func (r reader) readV1(c Cgroup, f Fields, st *CgroupStats) error {
 				return err
 			}
 			st.Pids.Current, st.HasPids = v, true
-			st.Pids.Limit, _ = r.uint(filepath.Join(dir, "pids.max"))
+			if f&FieldPidsLimit != 0 {
+				st.Pids.Limit, _ = r.uint(filepath.Join(dir, "pids.max"))
+			}
 		}
 	}
 	if f&FieldIO != 0 {

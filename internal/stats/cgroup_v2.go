@@ -50,7 +50,9 @@ func (r reader) readV2(dir string, f Fields, st *CgroupStats) error {
 	if f&FieldPids != 0 {
 		if v, err := r.uint(filepath.Join(dir, "pids.current")); err == nil {
 			st.Pids.Current, st.HasPids = v, true
-			st.Pids.Limit, _ = r.uint(filepath.Join(dir, "pids.max"))
+			if f&FieldPidsLimit != 0 {
+				st.Pids.Limit, _ = r.uint(filepath.Join(dir, "pids.max"))
+			}
 		}
 	}
 	if f&FieldIO != 0 {
