@@ -159,6 +159,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	runCtx, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
 	go dockerClient.Run(runCtx)
+	service.Start(runCtx) // event hub and stats sampler; before recovery
 	go recoverThenOpen(runCtx, log, dockerClient, service, gate)
 
 	var metricsServer *http.Server

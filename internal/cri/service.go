@@ -168,6 +168,11 @@ type Service struct {
 
 	mu      sync.Mutex // guards podCIDR
 	podCIDR string
+
+	// stats and events serve the stats, metrics and GetContainerEvents
+	// RPCs (stats_helpers.go, container_events.go); Start runs them.
+	stats  *statsState
+	events *eventHub
 }
 
 var (
@@ -198,6 +203,8 @@ func New(d Deps) *Service {
 		streams:     d.Streams,
 		execer:      d.Exec,
 	}
+	s.stats = newStatsState(s.statsTargets)
+	s.events = newEventHub(s.store, d.Logger)
 	s.pause = &pause.Ensurer{
 		Image:   d.Config.PodInfraContainerImage,
 		Builtin: d.Config.PodInfraContainerImage == config.DefaultPauseImage,
