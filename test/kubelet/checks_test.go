@@ -23,7 +23,6 @@ import (
 
 	"github.com/moby/moby/client"
 	corev1 "k8s.io/api/core/v1"
-	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 )
 
 // runningContainers are the containers that run for the whole suite.
@@ -297,77 +296,6 @@ func checkVolumes(t *testing.T, e *env) {
 	if b, err := os.ReadFile(f); err != nil || string(b) != "written-in-pod\n" {
 		t.Errorf("emptyDir file on the host %s = %q, %v", f, b, err)
 	}
-}
-
-func checkStats(t *testing.T, e *env) {
-	logger := e.podName(podLogger)
-	guaranteed := e.podName(podGuaranteed)
-	e.eventually(t, 2*time.Minute, "/stats/summary with plausible figures", func() error {
-		s, err := e.kc.Summary(context.Background())
-		if err != nil {
-			return err
-		}
-		if s.Node.CPU == nil || ptrVal(s.Node.CPU.UsageCoreNanoSeconds) == 0 || s.Node.Memory == nil || ptrVal(s.Node.Memory.WorkingSetBytes) == 0 {
-			return fmt.Errorf("node stats without CPU or memory: %+v", s.Node)
-		}
-		pods := map[string]statsapi.PodStats{}
-		for _, p := range s.Pods {
-			pods[p.PodRef.Name] = p
-		}
-		for _, name := range []string{logger, guaranteed} {
-			p, ok := pods[name]
-			if !ok {
-				return fmt.Errorf("pod %s not in the summary (%d pods)", name, len(s.Pods))
-			}
-			if p.CPU == nil || p.Memory == nil || ptrVal(p.Memory.WorkingSetBytes) == 0 {
-				return fmt.Errorf("pod %s: no pod-level CPU or memory", name)
-			}
-			if len(p.Containers) != 1 {
-				return fmt.Errorf("pod %s: %d containers in the summary, want 1", name, len(p.Containers))
-			}
-			if err := plausibleContainer(p.Containers[0]); err != nil {
-				return fmt.Errorf("pod %s: %w", name, err)
-			}
-		}
-		// The guaranteed container lives within its 64 MiB limit.
-		if ws := ptrVal(pods[guaranteed].Containers[0].Memory.WorkingSetBytes); ws > 64<<20 {
-			return fmt.Errorf("guaranteed container working set %d > its 64Mi limit", ws)
-		}
-		// The logger has written to its log for a while.
-		if used := ptrVal(pods[logger].Containers[0].Logs.UsedBytes); used < 1024 {
-			return fmt.Errorf("logger's logs use %d bytes, want at least 1 KiB", used)
-		}
-		return nil
-	})
-}
-
-// plausibleContainer checks a container's figures in the summary.
-func plausibleContainer(c statsapi.ContainerStats) error {
-	switch {
-	case c.CPU == nil || ptrVal(c.CPU.UsageCoreNanoSeconds) == 0:
-		return fmt.Errorf("container %s: no cumulative CPU usage", c.Name)
-	case c.CPU.UsageNanoCores == nil:
-		return fmt.Errorf("container %s: no CPU rate", c.Name)
-	case c.Memory == nil || ptrVal(c.Memory.WorkingSetBytes) == 0:
-		return fmt.Errorf("container %s: no memory working set", c.Name)
-	case c.Memory.UsageBytes != nil && *c.Memory.WorkingSetBytes > *c.Memory.UsageBytes:
-		return fmt.Errorf("container %s: working set %d > usage %d", c.Name, *c.Memory.WorkingSetBytes, *c.Memory.UsageBytes)
-	case *c.Memory.WorkingSetBytes > 1<<30:
-		return fmt.Errorf("container %s: working set %d bytes for a busybox loop", c.Name, *c.Memory.WorkingSetBytes)
-	case c.Rootfs == nil || c.Rootfs.UsedBytes == nil || c.Rootfs.CapacityBytes == nil || *c.Rootfs.UsedBytes > *c.Rootfs.CapacityBytes:
-		return fmt.Errorf("container %s: rootfs %+v, want used bytes within capacity", c.Name, c.Rootfs)
-	case c.Logs == nil || c.Logs.UsedBytes == nil || c.Logs.CapacityBytes == nil || *c.Logs.UsedBytes > *c.Logs.CapacityBytes:
-		return fmt.Errorf("container %s: logs %+v, want used bytes within capacity", c.Name, c.Logs)
-	}
-	return nil
-}
-
-func ptrVal[T any](p *T) T {
-	var zero T
-	if p == nil {
-		return zero
-	}
-	return *p
 }
 
 var (
@@ -735,12 +663,35 @@ func checkEventedPLEG(t *testing.T, e *env) {
 	for _, line := range strings.Split(e.kubelet.Log(), "\n") {
 		if strings.Contains(line, "Evented PLEG: requested pod relist after container termination") && strings.Contains(line, e.killedID) {
 			found = true
-			break
+		}
+		// Kubelet's complaints about the stream: a failed or broken
+		// stream, retries given up (the fast path then stays off), an
+		// event without the pod's status.
+		for _, bad := range eventedPLEGTrouble {
+			if strings.Contains(line, bad) {
+				t.Errorf("kubelet: %s", line)
+			}
 		}
 	}
 	if !found {
 		t.Errorf("kubelet's log shows no relist requested by the STOPPED event of %s", e.killedID)
 	}
+	// Berth's side: kubelet holds one GetContainerEvents stream open.
+	fams, err := e.scrapeBerth(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := sample(fams, "berth_cri_requests_in_flight", map[string]string{"method": "GetContainerEvents"}); v != 1 {
+		t.Errorf("GetContainerEvents streams open in Berth: %v, want kubelet's one", v)
+	}
+}
+
+// eventedPLEGTrouble are the lines kubelet 1.37's evented PLEG logs when
+// the runtime's event stream misbehaves (pkg/kubelet/pleg/evented.go).
+var eventedPLEGTrouble = []string{
+	"Evented PLEG: failed to get container events",
+	"Evented PLEG: disabling container-termination fast path",
+	"Evented PLEG: received ContainerEventResponse with nil",
 }
 
 // metricValue sums a metric's samples in Prometheus text.

@@ -122,6 +122,12 @@ func (c *kubeletClient) Metrics(ctx context.Context) (string, error) {
 	return string(body), err
 }
 
+// CadvisorMetrics is kubelet's /metrics/cadvisor, in Prometheus text.
+func (c *kubeletClient) CadvisorMetrics(ctx context.Context) (string, error) {
+	body, err := c.do(ctx, http.MethodGet, "/metrics/cadvisor")
+	return string(body), err
+}
+
 // ContainerLogs is kubelet's /containerLogs with the given query.
 func (c *kubeletClient) ContainerLogs(ctx context.Context, ns, pod, container string, q url.Values) (string, error) {
 	path := fmt.Sprintf("/containerLogs/%s/%s/%s", ns, pod, container)

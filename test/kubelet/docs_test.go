@@ -31,4 +31,15 @@ func TestDocShowsSuiteConfig(t *testing.T) {
 	if !strings.Contains(string(doc), want) {
 		t.Errorf("docs/kubelet.md does not show the suite's KubeletConfiguration; it should contain:\n%s", want)
 	}
+	// The feature gates of every mode but the default, as the block added
+	// to that configuration.
+	for _, m := range modes {
+		if len(m.gates) == 0 {
+			continue
+		}
+		want := "```yaml\n" + featureGatesYAML(m.gates) + "```\n"
+		if !strings.Contains(string(doc), want) {
+			t.Errorf("docs/kubelet.md does not show the feature gates of the %s run; it should contain:\n%s", m.name, want)
+		}
+	}
 }

@@ -37,13 +37,6 @@ type kubeletOptions struct {
 // would put on the host is moved into the run's directories, or switched
 // off where it cannot be moved.
 func kubeletConfig(o kubeletOptions) string {
-	var gates strings.Builder
-	if len(o.FeatureGates) > 0 {
-		gates.WriteString("featureGates:\n")
-		for _, name := range slices.Sorted(maps.Keys(o.FeatureGates)) {
-			fmt.Fprintf(&gates, "  %s: %t\n", name, o.FeatureGates[name])
-		}
-	}
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # The runtime: Berth's CRI socket, for containers and images.
@@ -96,7 +89,21 @@ evictionHard:
   nodefs.inodesFree: 1%%
   imagefs.available: 1%%
   imagefs.inodesFree: 1%%
-%[6]s`, o.RuntimeEndpoint, o.CgroupRoot, o.StaticPodPath, o.Port, o.PodLogsDir, gates.String(), o.VolumePluginDir)
+%[6]s`, o.RuntimeEndpoint, o.CgroupRoot, o.StaticPodPath, o.Port, o.PodLogsDir, featureGatesYAML(o.FeatureGates), o.VolumePluginDir)
+}
+
+// featureGatesYAML is the featureGates block of a KubeletConfiguration,
+// empty for no gates.
+func featureGatesYAML(gates map[string]bool) string {
+	if len(gates) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("featureGates:\n")
+	for _, name := range slices.Sorted(maps.Keys(gates)) {
+		fmt.Fprintf(&b, "  %s: %t\n", name, gates[name])
+	}
+	return b.String()
 }
 
 // kubeletProcess is a kubelet started by the test.

@@ -27,26 +27,33 @@ type mode struct {
 	gates map[string]bool
 }
 
-var modes = []mode{
-	{name: "default"},
-	// kubelet subscribes to GetContainerEvents and relists a pod as soon as
-	// one of its containers stops.
-	{name: "EventedPLEG", gates: map[string]bool{"EventedPLEG": true}},
-}
-
-// Features still being built elsewhere, named in the summary of a check
-// that needs one.
+// The modes. In the default one kubelet takes containers' figures from
+// ListContainerStats and pods' cgroups and network from its built-in
+// cAdvisor; in cri-only it takes everything it can from Berth: pod and
+// container stats from ListPodSandboxStats, /metrics/cadvisor from
+// ListPodSandboxMetrics, and container deaths from GetContainerEvents.
 const (
-	needsStats  = "container and pod stats (branch stats)"
-	needsEvents = "GetContainerEvents (branch stats)"
+	modeDefault = "default"
+	modeCRIOnly = "cri-only"
 )
+
+var modes = []mode{
+	{name: modeDefault},
+	{name: modeCRIOnly, gates: map[string]bool{
+		// kubelet subscribes to GetContainerEvents and relists a pod as
+		// soon as one of its containers stops.
+		"EventedPLEG": true,
+		// /stats/summary and /metrics/cadvisor from the runtime alone;
+		// kubelet's cAdvisor stops watching containers.
+		"PodAndContainerStatsFromCRI": true,
+	}},
+}
 
 // check is one PASS/FAIL line of the suite.
 type check struct {
-	name  string
-	needs string // the unfinished feature it depends on, if any
-	only  string // run only in this mode
-	fn    func(t *testing.T, e *env)
+	name string
+	only string // run only in this mode
+	fn   func(t *testing.T, e *env)
 }
 
 // checks run in this order; pods start together, so most wait only for
@@ -61,7 +68,9 @@ var checks = []check{
 	{name: "guaranteed-cgroup", fn: checkGuaranteed},
 	{name: "hostport", fn: checkHostPort},
 	{name: "volumes-hostpath-emptydir", fn: checkVolumes},
-	{name: "stats-summary", needs: needsStats, fn: checkStats},
+	{name: "stats-summary", fn: checkStats},
+	{name: "stats-summary-from-cri", only: modeCRIOnly, fn: checkStatsFromCRI},
+	{name: "metrics-cadvisor-from-cri", only: modeCRIOnly, fn: checkCadvisorMetrics},
 	{name: "container-logs", fn: checkLogs},
 	{name: "container-logs-previous", fn: checkLogsPrevious},
 	{name: "log-rotation", fn: checkLogRotation},
@@ -74,15 +83,15 @@ var checks = []check{
 	{name: "portforward-spdy", fn: func(t *testing.T, e *env) { checkPortForward(t, e, protoSPDY) }},
 	{name: "portforward-websocket", fn: func(t *testing.T, e *env) { checkPortForward(t, e, protoWebSocket) }},
 	{name: "container-death-restart", fn: checkContainerDeath},
-	{name: "evented-pleg-fast-path", needs: needsEvents, only: "EventedPLEG", fn: checkEventedPLEG},
+	{name: "evented-pleg-fast-path", only: modeCRIOnly, fn: checkEventedPLEG},
 	{name: "delete-manifests-cleans-up", fn: checkDelete},
 	{name: "host-restored", fn: checkHostRestored},
 }
 
 // result is a check's outcome, for the summary.
 type result struct {
-	name, needs string
-	passed      bool
+	name   string
+	passed bool
 }
 
 var (
@@ -135,25 +144,21 @@ func runMode(t *testing.T, m mode, bin string, d *framework.Dockerd, dc *client.
 			continue // not selected by -run
 		}
 		resultsMu.Lock()
-		results = append(results, result{name: m.name + "/" + c.name, needs: c.needs, passed: ok})
+		results = append(results, result{name: m.name + "/" + c.name, passed: ok})
 		resultsMu.Unlock()
 	}
 }
 
-// printSummary prints one PASS/FAIL line per check, naming for a failed
-// check the unfinished feature it depends on.
+// printSummary prints one PASS/FAIL line per check.
 func printSummary() {
 	resultsMu.Lock()
 	defer resultsMu.Unlock()
 	pass := 0
 	for _, r := range results {
-		switch {
-		case r.passed:
+		if r.passed {
 			pass++
 			fmt.Printf("kubelet: PASS %s\n", r.name)
-		case r.needs != "":
-			fmt.Printf("kubelet: FAIL %s (needs %s)\n", r.name, r.needs)
-		default:
+		} else {
 			fmt.Printf("kubelet: FAIL %s\n", r.name)
 		}
 	}
@@ -175,6 +180,9 @@ type env struct {
 	opts     kubeletOptions
 	pods     podSet
 	hostDir  string
+	// berthMetrics is Berth's /metrics URL: its per-RPC counters show
+	// which CRI calls kubelet makes.
+	berthMetrics string
 
 	// Set by checkContainerDeath for checkEventedPLEG.
 	killedID      string
@@ -208,10 +216,12 @@ func setUp(t *testing.T, m mode, bin string, d *framework.Dockerd, dc *client.Cl
 	})
 	e.guard = guardHost(t, "/berth-kubelet-"+suffix, dir)
 	e.net = framework.NewCNINetwork(t, framework.CNIOptions{})
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	e.berthMetrics = "http://" + metricsAddr + "/metrics"
 	e.berth = framework.StartBerth(t, framework.Options{
 		// Info, not the framework's debug: kubelet polls Berth several
 		// times a second, and the log is printed when a check fails.
-		Args: append([]string{"--docker-endpoint", d.Host, "--log-level", "info"}, e.net.Args()...),
+		Args: append([]string{"--docker-endpoint", d.Host, "--log-level", "info", "--metrics-address", metricsAddr}, e.net.Args()...),
 	})
 	t.Cleanup(func() { sweepPods(t, e.berth) })
 
