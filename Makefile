@@ -81,7 +81,9 @@ e2e-current: setup-docker-current
 # The kubelet suite (docs/kubelet.md): a real kubelet, standalone, runs
 # static pods on Berth and a private Docker daemon; the checks go through
 # kubelet's own endpoints. `make kubelet` builds kubelet from the Go module
-# proxy once and caches it under ~/.cache/berth/kubelet-<version>/.
+# proxy once and caches it under ~/.cache/berth/kubelet-<version>/. Not part
+# of `make test` (README, Tests): about 6 minutes with kubelet cached, and a
+# 20-minute kubelet build on a cache miss.
 KUBELET_TIMEOUT ?= 40m
 kubelet:
 	hack/build-kubelet.sh
