@@ -279,6 +279,14 @@ func checkCadvisorMetrics(t *testing.T, e *env) {
 		if after <= before {
 			return fmt.Errorf("Berth served no ListPodSandboxMetrics while kubelet served /metrics/cadvisor (%v before, %v after)", before, after)
 		}
+		// kubelet asks for the descriptors once, when it starts; without
+		// them it serves no container metrics until it restarts.
+		if n, err := e.berthRPCs(ctx, "ListMetricDescriptors"); err != nil || n < 1 {
+			return fmt.Errorf("Berth served %v ListMetricDescriptors calls (%v), want kubelet's", n, err)
+		}
+		if strings.Contains(e.kubelet.Log(), "Error reading MetricDescriptors") {
+			return fmt.Errorf("kubelet could not read Berth's metric descriptors:\n%s", e.kubelet.tail(40))
+		}
 		fams, err := parseMetrics(text)
 		if err != nil {
 			return err
