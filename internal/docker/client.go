@@ -81,10 +81,17 @@ type DaemonInfo struct {
 	LiveRestore       bool     `json:"liveRestore"`
 	SecurityOptions   []string `json:"securityOptions"`
 	CDISpecDirs       []string `json:"cdiSpecDirs,omitempty"`
-	KernelVersion     string   `json:"kernelVersion"`
-	OperatingSystem   string   `json:"operatingSystem"`
-	NCPU              int      `json:"ncpu"`
-	MemTotal          int64    `json:"memTotal"`
+	// Experimental is true when the daemon runs in experimental mode,
+	// which its checkpoint API needs.
+	Experimental bool `json:"experimental"`
+	// RROMountRuntimes are the runtimes that can make recursively
+	// read-only mounts (their OCI features list "rro"; reported from API
+	// 1.44).
+	RROMountRuntimes []string `json:"rroMountRuntimes,omitempty"`
+	KernelVersion    string   `json:"kernelVersion"`
+	OperatingSystem  string   `json:"operatingSystem"`
+	NCPU             int      `json:"ncpu"`
+	MemTotal         int64    `json:"memTotal"`
 }
 
 // APIAtLeast reports whether the negotiated API version is v or newer.
@@ -253,6 +260,8 @@ func (c *Client) readDaemonInfo(ctx context.Context) (DaemonInfo, error) {
 		LiveRestore:          info.LiveRestoreEnabled,
 		SecurityOptions:      info.SecurityOptions,
 		CDISpecDirs:          info.CDISpecDirs,
+		Experimental:         info.ExperimentalBuild,
+		RROMountRuntimes:     rroRuntimes(info.Runtimes),
 		KernelVersion:        info.KernelVersion,
 		OperatingSystem:      info.OperatingSystem,
 		NCPU:                 info.NCPU,
