@@ -39,6 +39,9 @@ type SandboxOptions struct {
 	Runtimes []string
 	// OOM clamps oom_score_adj values to what the host allows.
 	OOM OOMPolicy
+	// UsernsRemap is true when the daemon puts containers in a user
+	// namespace of its own (dockerd --userns-remap).
+	UsernsRemap bool
 }
 
 // OOMPolicy says how low an oom_score_adj Docker can set on this host.
@@ -137,6 +140,18 @@ func SandboxSpec(c *runtimeapi.PodSandboxConfig, handler string, o SandboxOption
 	}
 	if ns.GetPid() == runtimeapi.NamespaceMode_NODE {
 		hc.PidMode = "host"
+	}
+	// Docker's user namespaces are daemon-wide: a pod asking for its own
+	// gets the daemon's (its mappings are checked once the pause
+	// container runs); every other pod runs in the host's.
+	const usernsField = "config.linux.security_context.namespace_options.userns_options.mode"
+	switch podUserns := PodUserns(ns); {
+	case podUserns && !o.UsernsRemap:
+		return nil, fmt.Errorf("%s: POD: %s; run the pod with hostUsers: true: %w", usernsField, NoUsernsReason, errdefs.ErrFailedPrecondition)
+	case podUserns && hostNet:
+		return nil, fmt.Errorf("%s: POD: Docker cannot run a container in a user namespace with the host's network: %w", usernsField, errdefs.ErrFailedPrecondition)
+	case !podUserns && o.UsernsRemap:
+		hc.UsernsMode = "host"
 	}
 
 	if dns := c.GetDnsConfig(); dns != nil {

@@ -216,9 +216,13 @@ func TestContainerValidation(t *testing.T) {
 		{"ambient caps", func(r *runtimeapi.CreateContainerRequest) {
 			r.Config.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddAmbientCapabilities: []string{"NET_BIND_SERVICE"}}}
 		}, codes.FailedPrecondition, "add_ambient_capabilities"},
-		{"strict groups", func(r *runtimeapi.CreateContainerRequest) {
-			r.Config.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{SupplementalGroupsPolicy: runtimeapi.SupplementalGroupsPolicy_Strict}
-		}, codes.FailedPrecondition, "supplemental_groups_policy"},
+		{"own user namespace", func(r *runtimeapi.CreateContainerRequest) {
+			r.Config.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
+				UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_CONTAINER}}}
+		}, codes.FailedPrecondition, "userns_options.mode: CONTAINER"},
+		{"CDI device name", func(r *runtimeapi.CreateContainerRequest) {
+			r.Config.CDIDevices = []*runtimeapi.CDIDevice{{Name: "gpu0"}}
+		}, codes.InvalidArgument, "config.CDI_devices[0].name"},
 		{"missing seccomp profile", func(r *runtimeapi.CreateContainerRequest) {
 			r.Config.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{Seccomp: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "/no/such/profile.json"}}
 		}, codes.InvalidArgument, "seccomp.localhost_ref"},
