@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -44,7 +45,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 	id, err := s.runs.do(ctx, name, func() (string, error) {
 		createCtx, cancel := context.WithTimeout(logging.WithLogger(context.Background(), log), 2*s.cfg.RuntimeRequestTimeout)
 		defer cancel()
-		return s.createContainer(createCtx, sb, cfg, name)
+		return s.createContainer(createCtx, sb, cfg, name, nil)
 	})
 	if err != nil {
 		return nil, err
@@ -52,7 +53,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 
-func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *runtimeapi.ContainerConfig, name string) (string, error) {
+// createContainer creates the container, with extraLabels (Berth's own)
+// added to its Docker labels.
+func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *runtimeapi.ContainerConfig, name string, extraLabels map[string]string) (string, error) {
 	log := logging.FromContext(ctx)
 	if existing, ok := s.store.ContainerByName(name); ok {
 		return "", fmt.Errorf("config.metadata: container %q (attempt %d) already exists in pod %s as %s: %w",
@@ -92,6 +95,7 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 	if err != nil {
 		return "", err
 	}
+	maps.Copy(spec.Config.Labels, extraLabels)
 	strict := cfg.GetLinux().GetSecurityContext().GetSupplementalGroupsPolicy() == runtimeapi.SupplementalGroupsPolicy_Strict
 	if strict && spec.Config.User == "" {
 		// Strict needs the primary group named: start from the user the

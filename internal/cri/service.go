@@ -48,6 +48,7 @@ type Containers interface {
 	ImageID(ctx context.Context, ref string) (string, error)
 	ImageLayers(ctx context.Context, ref string) ([]string, error)
 	ImportImage(ctx context.Context, rootfs io.Reader, ref string, changes []string) error
+	Snapshots
 }
 
 // Network sets up pod networks.
