@@ -77,6 +77,8 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		Runtimes:     h.Daemon.Runtimes,
 		OOM:          s.oom,
 		UsernsRemap:  h.Daemon.UsernsRemap(),
+		AppArmor:     s.host.AppArmor,
+		ReadFile:     os.ReadFile,
 	})
 	if err != nil {
 		return "", err

@@ -42,6 +42,10 @@ type SandboxOptions struct {
 	// UsernsRemap is true when the daemon puts containers in a user
 	// namespace of its own (dockerd --userns-remap).
 	UsernsRemap bool
+	// AppArmor is true when the kernel has AppArmor.
+	AppArmor bool
+	// ReadFile reads a Localhost seccomp profile.
+	ReadFile func(path string) ([]byte, error)
 }
 
 // OOMPolicy says how low an oom_score_adj Docker can set on this host.
@@ -179,6 +183,20 @@ func SandboxSpec(c *runtimeapi.PodSandboxConfig, handler string, o SandboxOption
 		hc.GroupAdd = append(hc.GroupAdd, fmt.Sprint(g))
 	}
 	hc.SecurityOpt = append(hc.SecurityOpt, selinuxOpts(sc.GetSelinuxOptions())...)
+	// The pod's seccomp and AppArmor profiles confine the pause container
+	// too, as containerd does; kubelet passes each container its own.
+	profiles := &runtimeapi.LinuxContainerSecurityContext{Seccomp: sc.GetSeccomp(), SeccompProfilePath: sc.GetSeccompProfilePath(), Apparmor: sc.GetApparmor()}
+	copts := ContainerOptions{ReadFile: o.ReadFile, AppArmor: o.AppArmor}
+	seccomp, err := seccompOpt(profiles, copts)
+	if err != nil {
+		return nil, err
+	}
+	apparmor, err := apparmorOpt(profiles, copts)
+	if err != nil {
+		return nil, err
+	}
+	hc.SecurityOpt = append(hc.SecurityOpt, seccomp...)
+	hc.SecurityOpt = append(hc.SecurityOpt, apparmor...)
 
 	return &CreateSpec{Name: SandboxName(c.GetMetadata()), Config: cfg, HostConfig: hc}, nil
 }

@@ -128,6 +128,21 @@ func TestSandboxSpec(t *testing.T) {
 			sandboxUserns(runtimeapi.NamespaceMode_POD)(c)
 			c.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
 		}, errText: "with the host's network"},
+		{name: "pod seccomp and apparmor confine the pause container", opts: func(o *SandboxOptions) {
+			o.ReadFile = func(string) ([]byte, error) { return []byte(`{"defaultAction":"SCMP_ACT_ALLOW"}`), nil }
+		}, mod: func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
+				Seccomp:  &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "/p.json"},
+				Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined},
+			}
+		}, check: func(t *testing.T, s *CreateSpec) {
+			if !slices.Equal(s.HostConfig.SecurityOpt, []string{`seccomp={"defaultAction":"SCMP_ACT_ALLOW"}`, "apparmor=unconfined"}) {
+				t.Errorf("security opts %v", s.HostConfig.SecurityOpt)
+			}
+		}},
+		{name: "pod apparmor profile without apparmor", mod: func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "p"}}
+		}, errText: "config.linux.security_context.apparmor"},
 		{name: "no OOM clamp", opts: func(o *SandboxOptions) { o.OOM = OOMPolicy{} }, check: func(t *testing.T, s *CreateSpec) {
 			if s.HostConfig.OomScoreAdj != -998 {
 				t.Errorf("oom %d", s.HostConfig.OomScoreAdj)
