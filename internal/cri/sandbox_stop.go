@@ -56,6 +56,9 @@ func (s *Service) stopSandbox(ctx context.Context, id string) error {
 		if err := ignoreNotFound(s.docker.StopContainer(ctx, c.ID, 0, "")); err != nil {
 			return fmt.Errorf("stopping container %s of the pod: %w", shortID(c.ID), err)
 		}
+		// The index learns of the exit from Docker's events too, but the
+		// caller must see it when the call returns.
+		s.refreshContainerByID(ctx, c.ID)
 	}
 	if err := s.teardownNetwork(ctx, sb); err != nil {
 		return err

@@ -17,7 +17,7 @@ import (
 // dir/name (Docker's checkpoint API, experimental daemons only) and leaves
 // the container running.
 func (c *Client) CheckpointContainer(ctx context.Context, id, dir, name string) error {
-	_, err := c.api.CheckpointCreate(ctx, id, client.CheckpointCreateOptions{CheckpointID: name, CheckpointDir: dir, Exit: false})
+	_, err := c.api().CheckpointCreate(ctx, id, client.CheckpointCreateOptions{CheckpointID: name, CheckpointDir: dir, Exit: false})
 	return Classify(err)
 }
 
@@ -26,7 +26,7 @@ func (c *Client) CheckpointContainer(ctx context.Context, id, dir, name string) 
 // restores only from the container's own checkpoint directory
 // (CheckpointDir), not from one the client names.
 func (c *Client) StartContainerFromCheckpoint(ctx context.Context, id, name string) error {
-	_, err := c.api.ContainerStart(ctx, id, client.ContainerStartOptions{CheckpointID: name})
+	_, err := c.api().ContainerStart(ctx, id, client.ContainerStartOptions{CheckpointID: name})
 	return Classify(err)
 }
 
@@ -39,7 +39,7 @@ func (d DaemonInfo) CheckpointDir(id string) string {
 // ContainerChanges lists the paths of a container's filesystem that differ
 // from its image (its writable layer; volumes and mounts excluded).
 func (c *Client) ContainerChanges(ctx context.Context, id string) ([]container.FilesystemChange, error) {
-	res, err := c.api.ContainerDiff(ctx, id, client.ContainerDiffOptions{})
+	res, err := c.api().ContainerDiff(ctx, id, client.ContainerDiffOptions{})
 	if err != nil {
 		return nil, Classify(err)
 	}
@@ -50,7 +50,7 @@ func (c *Client) ContainerChanges(ctx context.Context, id string) ([]container.F
 // filesystem (a directory with everything below it), named from path's
 // last element. The caller closes it.
 func (c *Client) CopyFromContainer(ctx context.Context, id, path string) (io.ReadCloser, error) {
-	res, err := c.api.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: path})
+	res, err := c.api().CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: path})
 	if err != nil {
 		return nil, Classify(err)
 	}
@@ -61,7 +61,7 @@ func (c *Client) CopyFromContainer(ctx context.Context, id, path string) (io.Rea
 // filesystem (the container need not run), keeping the owners the tar
 // names.
 func (c *Client) CopyToContainer(ctx context.Context, id, dir string, content io.Reader) error {
-	_, err := c.api.CopyToContainer(ctx, id, client.CopyToContainerOptions{DestinationPath: dir, Content: content})
+	_, err := c.api().CopyToContainer(ctx, id, client.CopyToContainerOptions{DestinationPath: dir, Content: content})
 	return Classify(err)
 }
 
@@ -69,7 +69,7 @@ func (c *Client) CopyToContainer(ctx context.Context, id, dir string, content io
 func (c *Client) PauseContainer(ctx context.Context, id string) error {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	_, err := c.api.ContainerPause(ctx, id, client.ContainerPauseOptions{})
+	_, err := c.api().ContainerPause(ctx, id, client.ContainerPauseOptions{})
 	return Classify(err)
 }
 
@@ -77,6 +77,6 @@ func (c *Client) PauseContainer(ctx context.Context, id string) error {
 func (c *Client) UnpauseContainer(ctx context.Context, id string) error {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	_, err := c.api.ContainerUnpause(ctx, id, client.ContainerUnpauseOptions{})
+	_, err := c.api().ContainerUnpause(ctx, id, client.ContainerUnpauseOptions{})
 	return Classify(err)
 }

@@ -110,7 +110,7 @@ func (d DaemonInfo) Checkpoints() error {
 func (c *Client) CDIDevices(ctx context.Context) ([]string, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.Info(ctx, client.InfoOptions{})
+	res, err := c.api().Info(ctx, client.InfoOptions{})
 	if err != nil {
 		return nil, Classify(err)
 	}

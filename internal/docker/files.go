@@ -19,7 +19,7 @@ import (
 func (c *Client) ReadFile(ctx context.Context, id, path string, max int64) ([]byte, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: path})
+	res, err := c.api().CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: path})
 	if err != nil {
 		return nil, Classify(err)
 	}
@@ -49,7 +49,7 @@ func (c *Client) ReadFile(ctx context.Context, id, path string, max int64) ([]by
 func (c *Client) StatPath(ctx context.Context, id, path string) (container.PathStat, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ContainerStatPath(ctx, id, client.ContainerStatPathOptions{Path: path})
+	res, err := c.api().ContainerStatPath(ctx, id, client.ContainerStatPathOptions{Path: path})
 	if err != nil {
 		return container.PathStat{}, Classify(err)
 	}

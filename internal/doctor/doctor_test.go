@@ -1,0 +1,53 @@
+package doctor
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestMountsSocket(t *testing.T) {
+	socks := []string{"/var/run/docker.sock", "/run/docker.sock"}
+	for src, want := range map[string]bool{
+		"/var/run/docker.sock": true,
+		"/run/docker.sock/":    true,
+		"/var/run":             true,
+		"/run":                 true,
+		"/":                    false,
+		"/var/lib/docker":      false,
+		"/run/docker.sock.bak": false,
+	} {
+		if got := mountsSocket(src, socks); got != want {
+			t.Errorf("mountsSocket(%q) = %v", src, got)
+		}
+	}
+}
+
+func TestReportOutput(t *testing.T) {
+	r := Report{Findings: []Finding{
+		pass("docker", "Docker 20.10"),
+		fail("cni", "no configuration", "install one"),
+	}, Worst: Fail}
+	var b bytes.Buffer
+	if err := r.WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil || back.Worst != Fail || back.Findings[1].Status != Fail {
+		t.Errorf("JSON round trip: %+v, %v\n%s", back, err, b.String())
+	}
+	if !strings.Contains(b.String(), `"status": "fail"`) {
+		t.Errorf("status not written by name:\n%s", b.String())
+	}
+	b.Reset()
+	if err := r.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "FAIL") || !strings.Contains(b.String(), "fix: install one") {
+		t.Errorf("table:\n%s", b.String())
+	}
+	if Pass.ExitCode() != 0 || Warn.ExitCode() != 1 || Fail.ExitCode() != 2 {
+		t.Error("exit codes")
+	}
+}
