@@ -57,6 +57,7 @@ func dirNames(t *testing.T, dir string) []string {
 }
 
 func TestCheckpointContainerNeedsDockersCheckpointAPI(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p := newPod(t, berth, "ckpt-ctr")
 	id := p.run(t, containerConfig("app", "echo hi > /hello; exec sleep 3600"))
@@ -87,6 +88,7 @@ func TestCheckpointContainerNeedsDockersCheckpointAPI(t *testing.T) {
 }
 
 func TestCheckpointOnAnExperimentalDaemonWithCRIU(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	if _, err := os.Stat("/usr/sbin/criu"); err != nil {
 		t.Fatalf("criu is not installed (hack/setup.sh installs it): %v", err)
@@ -248,6 +250,7 @@ func addFakeProcessState(t *testing.T, dir, name string) {
 }
 
 func TestCheckpointAndRestorePodFiles(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p := newPod(t, berth, "ckpt-pod")
 	hostDir := t.TempDir()

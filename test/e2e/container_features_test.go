@@ -88,6 +88,7 @@ func (f daemonFacts) rro(handler string) bool {
 }
 
 func TestStatusReportsTheFeaturesDockerHas(t *testing.T) {
+	t.Parallel()
 	f := facts(t, "")
 	st, err := berth.Runtime.Status(context.Background(), false)
 	if err != nil {
@@ -128,6 +129,7 @@ func submountedDir(t *testing.T) string {
 }
 
 func TestReadOnlyMountsRecursiveOrNot(t *testing.T) {
+	t.Parallel()
 	f := facts(t, "")
 	dir := submountedDir(t)
 	p := newPod(t, berth, "rro")
@@ -163,6 +165,7 @@ func TestReadOnlyMountsRecursiveOrNot(t *testing.T) {
 }
 
 func TestImageVolumes(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := facts(t, "")
 	img, err := berth.Images.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: framework.TestImage}, false)
@@ -256,6 +259,7 @@ containerEdits:
 `
 
 func TestCDIDevices(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := facts(t, "")
 	kind := framework.UniqueName("fake")
@@ -334,6 +338,7 @@ func usernsContainer(mode runtimeapi.NamespaceMode) *runtimeapi.ContainerConfig 
 }
 
 func TestUserNamespaces(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	start, length := dockremapRange(t)
 
@@ -378,6 +383,7 @@ func TestUserNamespaces(t *testing.T) {
 }
 
 func TestSupplementalGroupsPolicy(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "groups")
 	// The test image's /etc/group puts app (1234) in extra (5555).
 	for _, tc := range []struct {
@@ -410,6 +416,7 @@ func TestSupplementalGroupsPolicy(t *testing.T) {
 }
 
 func TestMountOptionsAreRefused(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "mntopts")
 	cfg := containerConfig("opts", "true")
 	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: t.TempDir(), MountOptions: []string{"noexec", "nosuid"}}}

@@ -14,6 +14,7 @@ import (
 // labels, seccomp; a privileged pod's pause container stays unprivileged;
 // the Windows sections are ignored on Linux.
 func TestPodSecurityContextReachesThePauseContainer(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cfg := podConfig("podsec")
 	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
