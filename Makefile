@@ -24,8 +24,11 @@ E2E_PARALLEL ?= 6
 # E2E_CURRENT_RUN is the -run pattern of the suite on current Docker in
 # `make test`: what depends on the engine (API version, image store, Mount
 # API, runtimes): images, mounts, container status and security, logs,
-# exec, networking modes. Empty runs the whole suite there too.
-E2E_CURRENT_RUN ?= Version|Status|RuntimeConfig|RuntimeHandler|Image|Pull|PodSandboxLifecycle|DockerBridge|HostNetwork|DNSConfig|Container|Mount|Resources|OOM|Capabilities|Privileged|UsersAndGroups|Readonly|Masked|Seccomp|SELinux|NamespaceSharing|Logs|LogRotation|Exec|Attach|PortForward
+# exec, networking modes, and the features a newer daemon enables
+# (checkpoints, image volumes, recursive read-only mounts, CDI, user
+# namespaces, supplemental groups; docs/cri-coverage.md). Empty runs the
+# whole suite there too.
+E2E_CURRENT_RUN ?= Version|Status|RuntimeConfig|RuntimeHandler|Image|Pull|PodSandboxLifecycle|DockerBridge|HostNetwork|DNSConfig|Container|Mount|Resources|OOM|Capabilities|Privileged|UsersAndGroups|Readonly|Masked|Seccomp|SELinux|NamespaceSharing|Logs|LogRotation|Exec|Attach|PortForward|TestCheckpoint|CDI|UserNamespaces|SupplementalGroups|PodSecurityContext
 
 .PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current test-kubelet kubelet bench fuzz doctor-test test-migrate deb deb-test fmt clean
 

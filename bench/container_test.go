@@ -119,10 +119,13 @@ func BenchmarkContainerIndex100(b *testing.B) {
 	filter := &runtimeapi.ContainerFilter{LabelSelector: map[string]string{"berth-bench": "1"}}
 	b.Run("ListContainers", func(b *testing.B) {
 		var berth, raw []time.Duration
+		var cpu time.Duration
 		for i := 0; i < b.N; i++ {
+			before := cpuTime(b, br.Pid())
 			start := time.Now()
 			items, err := br.Runtime.ListContainers(ctx, filter)
 			berth = append(berth, time.Since(start))
+			cpu += cpuTime(b, br.Pid()) - before
 			if err != nil || len(items) != pods*perPod {
 				b.Fatalf("ListContainers: %d, %v", len(items), err)
 			}
@@ -135,6 +138,7 @@ func BenchmarkContainerIndex100(b *testing.B) {
 			}
 		}
 		report(b, berth, raw)
+		reportCPU(b, cpu, b.N)
 	})
 	b.Run("ContainerStatus", func(b *testing.B) {
 		var berth, raw []time.Duration

@@ -169,10 +169,13 @@ func BenchmarkSandboxIndex100(b *testing.B) {
 
 	b.Run("ListPodSandbox", func(b *testing.B) {
 		var berth, raw []time.Duration
+		var cpu time.Duration
 		for i := 0; i < b.N; i++ {
+			before := cpuTime(b, br.Pid())
 			start := time.Now()
 			items, err := br.Runtime.ListPodSandbox(ctx, filter)
 			berth = append(berth, time.Since(start))
+			cpu += cpuTime(b, br.Pid()) - before
 			if err != nil || len(items) != pods {
 				b.Fatalf("ListPodSandbox: %d items, %v", len(items), err)
 			}
@@ -185,6 +188,7 @@ func BenchmarkSandboxIndex100(b *testing.B) {
 			}
 		}
 		report(b, berth, raw)
+		reportCPU(b, cpu, b.N)
 	})
 	b.Run("PodSandboxStatus", func(b *testing.B) {
 		var berth, raw []time.Duration

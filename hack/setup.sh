@@ -11,7 +11,7 @@ if [[ $(id -u) -ne 0 ]]; then
 	exit 1
 fi
 
-packages=(docker.io containernetworking-plugins busybox-static docker-registry iptables apache2-utils libseccomp-dev)
+packages=(docker.io containernetworking-plugins busybox-static docker-registry iptables apache2-utils libseccomp-dev criu)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,6 +48,18 @@ if ! docker_ok; then
 	fi
 fi
 log "docker $(DOCKER_HOST=unix:///var/run/docker.sock docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
+
+# The user Docker's --userns-remap=default maps containers to, with its
+# subordinate ID range, for the user-namespace tests' private daemons
+# (dockerd would create them itself on first use; doing it here keeps the
+# tests from editing /etc/passwd and /etc/subuid).
+if ! getent passwd dockremap >/dev/null; then
+	useradd --system --no-create-home --shell /usr/sbin/nologin dockremap
+	log "added the system user dockremap (Docker's --userns-remap=default)"
+fi
+for f in /etc/subuid /etc/subgid; do
+	grep -q '^dockremap:' "$f" 2>/dev/null || echo 'dockremap:100000:65536' >>"$f"
+done
 
 # A pod network for `make run`, unless the node already has one: bridge +
 # host-local + portmap + firewall (Docker sets the FORWARD policy to DROP;

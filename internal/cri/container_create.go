@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +14,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/cleanup"
+	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
@@ -43,7 +45,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 	id, err := s.runs.do(ctx, name, func() (string, error) {
 		createCtx, cancel := context.WithTimeout(logging.WithLogger(context.Background(), log), 2*s.cfg.RuntimeRequestTimeout)
 		defer cancel()
-		return s.createContainer(createCtx, sb, cfg, name)
+		return s.createContainer(createCtx, sb, cfg, name, nil)
 	})
 	if err != nil {
 		return nil, err
@@ -51,7 +53,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 
-func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *runtimeapi.ContainerConfig, name string) (string, error) {
+// createContainer creates the container, with extraLabels (Berth's own)
+// added to its Docker labels.
+func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *runtimeapi.ContainerConfig, name string, extraLabels map[string]string) (string, error) {
 	log := logging.FromContext(ctx)
 	if existing, ok := s.store.ContainerByName(name); ok {
 		return "", fmt.Errorf("config.metadata: container %q (attempt %d) already exists in pod %s as %s: %w",
@@ -66,29 +70,48 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 		return "", err
 	}
 	opts := dockerspec.ContainerOptions{
-		RootDir:          s.cfg.RootDir,
-		APIVersion:       h.Daemon.NegotiatedAPIVersion,
-		CgroupVersion:    h.Daemon.CgroupVersion,
-		OOM:              s.oom,
-		HostCapabilities: s.knownCaps(s.host.Capabilities),
-		HostDevices:      s.host.Devices,
-		AppArmor:         s.host.AppArmor,
-		ReadFile:         os.ReadFile,
-		HostPaths:        hostPaths,
-		LogMaxSize:       s.cfg.DockerLogMaxSize,
-		LogMaxFile:       strconv.Itoa(s.cfg.DockerLogMaxFile),
+		RootDir:           s.cfg.RootDir,
+		APIVersion:        h.Daemon.NegotiatedAPIVersion,
+		CgroupVersion:     h.Daemon.CgroupVersion,
+		OOM:               s.oom,
+		HostCapabilities:  s.knownCaps(s.host.Capabilities),
+		HostDevices:       s.host.Devices,
+		AppArmor:          s.host.AppArmor,
+		ReadFile:          os.ReadFile,
+		HostPaths:         hostPaths,
+		LogMaxSize:        s.cfg.DockerLogMaxSize,
+		LogMaxFile:        strconv.Itoa(s.cfg.DockerLogMaxFile),
+		RecursiveReadOnly: h.Daemon.RecursiveReadOnly(sb.RuntimeHandler),
+		ImageMounts:       h.Daemon.ImageMounts(),
+		CDI:               h.Daemon.CDI(),
+		UsernsRemap:       h.Daemon.UsernsRemap(),
+	}
+	if len(cfg.GetCDIDevices()) > 0 && opts.CDI == nil {
+		if opts.CDIDevices, err = s.cdiDevices(ctx, h.Daemon); err != nil {
+			return "", err
+		}
 	}
 	spec, err := dockerspec.ContainerSpec(sb, cfg, opts)
 	if err != nil {
 		return "", err
 	}
+	maps.Copy(spec.Config.Labels, extraLabels)
+	strict := cfg.GetLinux().GetSecurityContext().GetSupplementalGroupsPolicy() == runtimeapi.SupplementalGroupsPolicy_Strict
+	if strict && spec.Config.User == "" {
+		// Strict needs the primary group named: start from the user the
+		// image runs as.
+		if spec.Config.User, err = s.imageUser(ctx, spec.Config.Image); err != nil {
+			return "", err
+		}
+	}
 	imageID := ""
-	if dockerspec.NeedsImageGroups(spec.Config.User) {
+	if needsImageUsers(spec.Config.User, strict) {
 		if imageID, err = s.docker.ImageID(ctx, spec.Config.Image); err != nil {
 			return "", fmt.Errorf("config.image.image: %w", err)
 		}
-		if gids, ok := s.imageGroups.get(imageID, spec.Config.User); ok {
-			addGroups(spec, gids)
+		if passwd, group, ok := s.imageGroups.files(imageID); ok {
+			fixImageUser(spec, strict, passwd, group)
+			imageID = ""
 		}
 	}
 
@@ -101,23 +124,27 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 	undo.Push("remove container "+shortID(id), func(ctx context.Context) error {
 		return ignoreNotFound(s.docker.RemoveContainer(ctx, id))
 	})
-	if imageID != "" && !s.imageGroups.has(imageID) {
-		// First container of this image that names its primary group:
-		// learn the image's group memberships from the container's files,
-		// and remake it with them if it needs any.
-		gids, err := s.learnImageGroups(ctx, id, imageID, spec.Config.User)
+	if imageID != "" {
+		// First container of this image that needs its users and
+		// groups: learn them from the container's files, and remake the
+		// container if they change its user or groups.
+		passwd, group, err := s.learnImageFiles(ctx, id, imageID)
 		if err != nil {
 			return "", err
 		}
-		if len(gids) > 0 {
+		user, groups := spec.Config.User, len(spec.HostConfig.GroupAdd)
+		fixImageUser(spec, strict, passwd, group)
+		if spec.Config.User != user || len(spec.HostConfig.GroupAdd) != groups {
 			if err := s.docker.RemoveContainer(ctx, id); err != nil {
 				return "", err
 			}
-			addGroups(spec, gids)
 			if id, err = s.createWithRetries(ctx, spec, opts); err != nil {
 				return "", fmt.Errorf("creating the container: %w", err)
 			}
 		}
+	}
+	if err := s.checkImageSubPaths(ctx, id, cfg.GetMounts()); err != nil {
+		return "", err
 	}
 	in, err := s.docker.InspectContainer(ctx, id)
 	if err != nil {
@@ -140,6 +167,9 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 func prepareHostPaths(mounts []*runtimeapi.Mount) (map[string]string, error) {
 	out := map[string]string{}
 	for i, m := range mounts {
+		if m.GetImage().GetImage() != "" {
+			continue // an image volume: no host path
+		}
 		p := m.GetHostPath()
 		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
 			if err := os.MkdirAll(p, 0o755); err != nil {
@@ -209,6 +239,27 @@ func (s *Service) knownCaps(caps []string) []string {
 	return out
 }
 
+// needsImageUsers reports whether the image's /etc/passwd and /etc/group
+// change a container's user spec: with Merge (the default) and a named
+// primary group, runc adds none of the image's groups, which Kubernetes
+// gives; with Strict and no named primary group, runc adds them all, which
+// Kubernetes does not.
+func needsImageUsers(user string, strict bool) bool {
+	return dockerspec.NeedsImageGroups(user) != strict
+}
+
+// fixImageUser adjusts spec for the image's users and groups (see
+// needsImageUsers).
+func fixImageUser(spec *dockerspec.CreateSpec, strict bool, passwd, group []byte) {
+	if strict {
+		spec.Config.User = dockerspec.StrictUser(passwd, spec.Config.User)
+		return
+	}
+	if dockerspec.NeedsImageGroups(spec.Config.User) {
+		addGroups(spec, dockerspec.ImageGroups(passwd, group, spec.Config.User))
+	}
+}
+
 func addGroups(spec *dockerspec.CreateSpec, gids []int64) {
 	for _, g := range gids {
 		if s := strconv.FormatInt(g, 10); !slices.Contains(spec.HostConfig.GroupAdd, s) {
@@ -217,19 +268,63 @@ func addGroups(spec *dockerspec.CreateSpec, gids []int64) {
 	}
 }
 
-// learnImageGroups reads /etc/passwd and /etc/group from a created
-// container and caches the image's group memberships.
-func (s *Service) learnImageGroups(ctx context.Context, containerID, imageID, user string) ([]int64, error) {
+// learnImageFiles reads /etc/passwd and /etc/group from a created
+// container and caches them for its image.
+func (s *Service) learnImageFiles(ctx context.Context, containerID, imageID string) (passwd, group []byte, err error) {
 	const max = 4 << 20
-	passwd, err := s.docker.ReadFile(ctx, containerID, "/etc/passwd", max)
+	passwd, err = s.docker.ReadFile(ctx, containerID, "/etc/passwd", max)
 	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-		return nil, fmt.Errorf("reading the image's /etc/passwd: %w", err)
+		return nil, nil, fmt.Errorf("reading the image's /etc/passwd: %w", err)
 	}
-	group, err := s.docker.ReadFile(ctx, containerID, "/etc/group", max)
+	group, err = s.docker.ReadFile(ctx, containerID, "/etc/group", max)
 	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-		return nil, fmt.Errorf("reading the image's /etc/group: %w", err)
+		return nil, nil, fmt.Errorf("reading the image's /etc/group: %w", err)
 	}
 	s.imageGroups.put(imageID, passwd, group)
-	gids, _ := s.imageGroups.get(imageID, user)
-	return gids, nil
+	return passwd, group, nil
+}
+
+// imageUser is the user an image runs as ("" when it names none).
+func (s *Service) imageUser(ctx context.Context, ref string) (string, error) {
+	img, err := s.images.InspectImage(ctx, ref)
+	if err != nil {
+		return "", fmt.Errorf("config.image.image: %w", err)
+	}
+	if img.Config == nil {
+		return "", nil
+	}
+	return img.Config.User, nil
+}
+
+// checkImageSubPaths fails the create when an image volume's sub path is
+// not in its image: Docker finds out only when the container starts, and
+// CRI wants the create to fail. Docker mounts a created container's
+// volumes to answer a stat, so the stat fails the same way the start would.
+func (s *Service) checkImageSubPaths(ctx context.Context, id string, mounts []*runtimeapi.Mount) error {
+	for i, m := range mounts {
+		if m.GetImage().GetImage() == "" || m.GetImageSubPath() == "" {
+			continue
+		}
+		if _, err := s.docker.StatPath(ctx, id, m.GetContainerPath()); err != nil {
+			return fmt.Errorf("config.mounts[%d].image_sub_path: %q in image %s: %v: %w",
+				i, m.GetImageSubPath(), m.GetImage().GetImage(), err, errdefs.ErrNotFound)
+		}
+	}
+	return nil
+}
+
+// cdiDevices lists the CDI devices Docker knows now (it rereads its spec
+// directories as they change), or nil when it does not say (API < 1.50).
+func (s *Service) cdiDevices(ctx context.Context, d docker.DaemonInfo) ([]string, error) {
+	if !d.APIAtLeast(docker.APIDiscoveredDevices) {
+		return nil, nil
+	}
+	devices, err := s.docker.CDIDevices(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing Docker's CDI devices: %w", err)
+	}
+	if devices == nil {
+		devices = []string{}
+	}
+	return devices, nil
 }

@@ -28,7 +28,14 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	if c.State != runtimeapi.ContainerState_CONTAINER_CREATED {
 		return nil, fmt.Errorf("container %s is %v; only a created container can be started: %w", shortID(c.ID), c.State, errdefs.ErrFailedPrecondition)
 	}
-	startErr := s.docker.StartContainer(ctx, c.ID)
+	var startErr error
+	if c.RestoreCheckpoint != "" {
+		// Made by RestorePod from a checkpoint with process state: the
+		// processes come back from CRIU's images instead of starting.
+		startErr = s.docker.StartContainerFromCheckpoint(ctx, c.ID, c.RestoreCheckpoint)
+	} else {
+		startErr = s.docker.StartContainer(ctx, c.ID)
+	}
 	// Docker's view after the attempt: running, or exited with the reason
 	// the start failed (e.g. a missing executable).
 	s.refreshContainerByID(ctx, c.ID)

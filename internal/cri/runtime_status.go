@@ -40,26 +40,38 @@ func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*r
 // runtimeHandlers lists the default handler ("") and one per runtime Docker
 // is configured with; RuntimeHandler in a pod's request selects one.
 func runtimeHandlers(d docker.DaemonInfo) []*runtimeapi.RuntimeHandler {
-	features := handlerFeatures(d)
-	handlers := []*runtimeapi.RuntimeHandler{{Name: "", Features: features}}
+	handlers := []*runtimeapi.RuntimeHandler{{Name: "", Features: handlerFeatures(d, "")}}
 	for _, name := range d.Runtimes {
-		handlers = append(handlers, &runtimeapi.RuntimeHandler{Name: name, Features: features})
+		handlers = append(handlers, &runtimeapi.RuntimeHandler{Name: name, Features: handlerFeatures(d, name)})
 	}
 	return handlers
 }
 
-// handlerFeatures says what every handler supports. Each is false until
-// Berth really implements it on the connected daemon: kubelet must never
-// assume a feature that would be silently dropped.
-func handlerFeatures(docker.DaemonInfo) *runtimeapi.RuntimeHandlerFeatures {
+// handlerFeatures says what a handler supports. A feature is true only
+// when Berth really implements it on the connected daemon: kubelet must
+// never assume a feature that would be silently dropped.
+//
+// NOTE: user_namespaces stays false even on a daemon with userns-remap:
+// the feature means what kubelet implements, a user namespace per pod
+// with the ID mappings kubelet picks and id-mapped volume mounts, and
+// Docker has one mapping for every container and no id-mapped mounts.
+func handlerFeatures(d docker.DaemonInfo, handler string) *runtimeapi.RuntimeHandlerFeatures {
 	return &runtimeapi.RuntimeHandlerFeatures{
-		RecursiveReadOnlyMounts: false,
+		RecursiveReadOnlyMounts: d.RecursiveReadOnly(handler) == nil,
 		UserNamespaces:          false,
 	}
 }
 
+// runtimeFeatures: SupplementalGroupsPolicy (Merge and Strict) and the
+// container's user in ContainerStatus work on every Docker; the others are
+// false because Docker cannot run a host-network container in a user
+// namespace or pass noexec/nodev/nosuid to a bind mount.
 func runtimeFeatures(docker.DaemonInfo) *runtimeapi.RuntimeFeatures {
-	return &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: false}
+	return &runtimeapi.RuntimeFeatures{
+		SupplementalGroupsPolicy:  true,
+		UserNamespacesHostNetwork: false,
+		MountOptions:              false,
+	}
 }
 
 func (s *Service) verboseInfo(h docker.Health) map[string]string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -75,6 +76,9 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		CgroupDriver: h.Daemon.CgroupDriver,
 		Runtimes:     h.Daemon.Runtimes,
 		OOM:          s.oom,
+		UsernsRemap:  h.Daemon.UsernsRemap(),
+		AppArmor:     s.host.AppArmor,
+		ReadFile:     os.ReadFile,
 	})
 	if err != nil {
 		return "", err
@@ -146,6 +150,11 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 	if !sb.Running || sb.Pid == 0 {
 		return "", fmt.Errorf("%w: the pause container exited right after it started (state %q)", errdefs.ErrInternal, inspect.State.Status)
 	}
+	if ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); dockerspec.PodUserns(ns) {
+		if err := checkUserns(ns.GetUsernsOptions(), sb.Pid); err != nil {
+			return "", err
+		}
+	}
 
 	// The checkpoint is first written here, once the pause container runs:
 	// a crash before this point leaves a container of Berth's without a
@@ -197,6 +206,20 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 	undo.Release()
 	log.Info("pod sandbox running", "id", id, "ips", strings.Join(sb.IPs, ","))
 	return id, nil
+}
+
+// checkUserns fails unless the pause container's user namespace has the
+// ID mappings the pod asked for.
+func checkUserns(u *runtimeapi.UserNamespace, pid int) error {
+	uids, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid))
+	if err != nil {
+		return fmt.Errorf("%w: reading the pause container's uid_map: %v", errdefs.ErrInternal, err)
+	}
+	gids, err := os.ReadFile(fmt.Sprintf("/proc/%d/gid_map", pid))
+	if err != nil {
+		return fmt.Errorf("%w: reading the pause container's gid_map: %v", errdefs.ErrInternal, err)
+	}
+	return dockerspec.CheckUsernsMappings(u, uids, gids)
 }
 
 // netnsPath is the network namespace of a running process.

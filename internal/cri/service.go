@@ -43,10 +43,13 @@ type Containers interface {
 	ListContainers(ctx context.Context, labels ...string) ([]container.Summary, error)
 	UpdateContainerResources(ctx context.Context, id string, r *container.Resources) error
 	ReadFile(ctx context.Context, id, path string, max int64) ([]byte, error)
+	StatPath(ctx context.Context, id, path string) (container.PathStat, error)
+	CDIDevices(ctx context.Context) ([]string, error)
 	ContainerEvents(ctx context.Context, since time.Time, labels ...string) (<-chan events.Message, <-chan error)
 	ImageID(ctx context.Context, ref string) (string, error)
 	ImageLayers(ctx context.Context, ref string) ([]string, error)
 	ImportImage(ctx context.Context, rootfs io.Reader, ref string, changes []string) error
+	Snapshots
 }
 
 // Network sets up pod networks.

@@ -89,10 +89,17 @@ type DaemonInfo struct {
 	LiveRestore       bool     `json:"liveRestore"`
 	SecurityOptions   []string `json:"securityOptions"`
 	CDISpecDirs       []string `json:"cdiSpecDirs,omitempty"`
-	KernelVersion     string   `json:"kernelVersion"`
-	OperatingSystem   string   `json:"operatingSystem"`
-	NCPU              int      `json:"ncpu"`
-	MemTotal          int64    `json:"memTotal"`
+	// Experimental is true when the daemon runs in experimental mode,
+	// which its checkpoint API needs.
+	Experimental bool `json:"experimental"`
+	// RROMountRuntimes are the runtimes that can make recursively
+	// read-only mounts (their OCI features list "rro"; reported from API
+	// 1.44).
+	RROMountRuntimes []string `json:"rroMountRuntimes,omitempty"`
+	KernelVersion    string   `json:"kernelVersion"`
+	OperatingSystem  string   `json:"operatingSystem"`
+	NCPU             int      `json:"ncpu"`
+	MemTotal         int64    `json:"memTotal"`
 }
 
 // APIAtLeast reports whether the negotiated API version is v or newer.
@@ -286,6 +293,8 @@ func readDaemonInfo(ctx context.Context, api *client.Client) (DaemonInfo, error)
 		LiveRestore:          info.LiveRestoreEnabled,
 		SecurityOptions:      info.SecurityOptions,
 		CDISpecDirs:          info.CDISpecDirs,
+		Experimental:         info.ExperimentalBuild,
+		RROMountRuntimes:     rroRuntimes(info.Runtimes),
 		KernelVersion:        info.KernelVersion,
 		OperatingSystem:      info.OperatingSystem,
 		NCPU:                 info.NCPU,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/berth-cri/berth/internal/errdefs"
@@ -40,4 +41,17 @@ func (c *Client) ReadFile(ctx context.Context, id, path string, max int64) ([]by
 		}
 		return io.ReadAll(io.LimitReader(tr, max))
 	}
+}
+
+// StatPath describes a path in a container's filesystem, with its volumes
+// and mounts in place (the container need not run). A missing path wraps
+// errdefs.ErrNotFound.
+func (c *Client) StatPath(ctx context.Context, id, path string) (container.PathStat, error) {
+	ctx, cancel := c.WithTimeout(ctx)
+	defer cancel()
+	res, err := c.api().ContainerStatPath(ctx, id, client.ContainerStatPathOptions{Path: path})
+	if err != nil {
+		return container.PathStat{}, Classify(err)
+	}
+	return res.Stat, nil
 }

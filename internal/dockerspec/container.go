@@ -3,6 +3,7 @@ package dockerspec
 import (
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,6 +56,20 @@ type ContainerOptions struct {
 	// container's output.
 	LogMaxSize string
 	LogMaxFile string
+
+	// What the connected daemon can do: nil when it can, else why not
+	// (from docker.DaemonInfo).
+	//
+	// RecursiveReadOnly is for the pod's runtime handler.
+	RecursiveReadOnly error
+	ImageMounts       error
+	CDI               error
+	// CDIDevices are the CDI devices the daemon knows, when it reports
+	// them (API 1.50 and newer); nil when it does not say.
+	CDIDevices []string
+	// UsernsRemap is true when the daemon puts containers in a user
+	// namespace of its own (dockerd --userns-remap).
+	UsernsRemap bool
 }
 
 // containerMeta is the JSON in LabelContainerMeta: what a container's
@@ -98,24 +113,8 @@ func ValidateContainerConfig(c *runtimeapi.ContainerConfig) error {
 		}
 	}
 	for i, m := range c.GetMounts() {
-		field := fmt.Sprintf("config.mounts[%d]", i)
-		if !filepath.IsAbs(m.GetContainerPath()) {
-			return errdefs.InvalidArgument(field+".container_path", "%q must be an absolute path", m.GetContainerPath())
-		}
-		if m.GetImage().GetImage() != "" {
-			return fmt.Errorf("%s.image: mounting an image as a volume is not supported on this Docker Engine: %w", field, errdefs.ErrFailedPrecondition)
-		}
-		if !filepath.IsAbs(m.GetHostPath()) {
-			return errdefs.InvalidArgument(field+".host_path", "%q must be an absolute path", m.GetHostPath())
-		}
-		if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
-			return fmt.Errorf("%s.uidMappings: id-mapped mounts need user namespaces, which Docker cannot give a pod: %w", field, errdefs.ErrFailedPrecondition)
-		}
-		if len(m.GetMountOptions()) > 0 {
-			return fmt.Errorf("%s.mount_options: Docker's API cannot pass mount options (%s): %w", field, strings.Join(m.GetMountOptions(), ","), errdefs.ErrFailedPrecondition)
-		}
-		if _, ok := runtimeapi.MountPropagation_name[int32(m.GetPropagation())]; !ok {
-			return errdefs.InvalidArgument(field+".propagation", "%d is not a propagation mode", m.GetPropagation())
+		if err := validateMount(fmt.Sprintf("config.mounts[%d]", i), m); err != nil {
+			return err
 		}
 	}
 	for i, d := range c.GetDevices() {
@@ -130,28 +129,79 @@ func ValidateContainerConfig(c *runtimeapi.ContainerConfig) error {
 			return errdefs.InvalidArgument(field+".permissions", "%q is not a combination of r, w and m", d.GetPermissions())
 		}
 	}
-	if len(c.GetCDIDevices()) > 0 {
-		return fmt.Errorf("config.CDI_devices: CDI devices are not supported on this Docker Engine: %w", errdefs.ErrFailedPrecondition)
+	for i, d := range c.GetCDIDevices() {
+		if !cdiName.MatchString(d.GetName()) {
+			return errdefs.InvalidArgument(fmt.Sprintf("config.CDI_devices[%d].name", i), "%q is not a fully qualified CDI device name (vendor.com/class=name)", d.GetName())
+		}
 	}
 	sc := c.GetLinux().GetSecurityContext()
 	if len(sc.GetCapabilities().GetAddAmbientCapabilities()) > 0 {
 		return fmt.Errorf("config.linux.security_context.capabilities.add_ambient_capabilities: Docker cannot set ambient capabilities: %w", errdefs.ErrFailedPrecondition)
 	}
-	if sc.GetSupplementalGroupsPolicy() == runtimeapi.SupplementalGroupsPolicy_Strict {
-		return fmt.Errorf("config.linux.security_context.supplemental_groups_policy: Strict is not supported: Docker always adds the groups the image's /etc/group gives the user (Merge): %w", errdefs.ErrFailedPrecondition)
+	if _, ok := runtimeapi.SupplementalGroupsPolicy_name[int32(sc.GetSupplementalGroupsPolicy())]; !ok {
+		return errdefs.InvalidArgument("config.linux.security_context.supplemental_groups_policy", "%d is not a policy", sc.GetSupplementalGroupsPolicy())
 	}
 	ns := sc.GetNamespaceOptions()
 	if ns.GetPid() == runtimeapi.NamespaceMode_TARGET && ns.GetTargetId() == "" {
 		return errdefs.InvalidArgument("config.linux.security_context.namespace_options.target_id", "must name a container when pid is TARGET")
 	}
-	if u := ns.GetUsernsOptions(); u != nil && u.GetMode() != runtimeapi.NamespaceMode_NODE {
-		return fmt.Errorf("config.linux.security_context.namespace_options.userns_options.mode: %v: Docker cannot give a container its own user namespace: %w", u.GetMode(), errdefs.ErrFailedPrecondition)
+	switch mode := ns.GetUsernsOptions().GetMode(); mode {
+	case runtimeapi.NamespaceMode_NODE, runtimeapi.NamespaceMode_POD:
+	case runtimeapi.NamespaceMode_CONTAINER:
+		return fmt.Errorf("config.linux.security_context.namespace_options.userns_options.mode: CONTAINER: Docker cannot give a container a user namespace of its own, only its pod's: %w", errdefs.ErrFailedPrecondition)
+	default:
+		return errdefs.InvalidArgument("config.linux.security_context.namespace_options.userns_options.mode", "%v is not a user namespace mode: use POD or NODE", mode)
 	}
 	if sc.GetRunAsUsername() != "" && sc.GetRunAsUser() != nil {
 		return errdefs.InvalidArgument("config.linux.security_context.run_as_username", "cannot be set together with run_as_user")
 	}
 	if _, ok := runtimeapi.Signal_name[int32(c.GetStopSignal())]; !ok {
 		return errdefs.InvalidArgument("config.stop_signal", "%d is not a signal", c.GetStopSignal())
+	}
+	return nil
+}
+
+// cdiName is a fully qualified CDI device name: vendor.com/class=name.
+var cdiName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)+=[A-Za-z0-9][A-Za-z0-9_.:-]*$`)
+
+// validateMount checks one mount, whatever the daemon: what needs a newer
+// Docker is refused by ContainerSpec.
+func validateMount(field string, m *runtimeapi.Mount) error {
+	if !filepath.IsAbs(m.GetContainerPath()) {
+		return errdefs.InvalidArgument(field+".container_path", "%q must be an absolute path", m.GetContainerPath())
+	}
+	if m.GetImage().GetImage() != "" {
+		if m.GetHostPath() != "" {
+			return errdefs.InvalidArgument(field+".host_path", "must be empty when image is set (an image volume)")
+		}
+		if p := m.GetImageSubPath(); p != "" && !filepath.IsLocal(p) {
+			return errdefs.InvalidArgument(field+".image_sub_path", "%q must be a relative path inside the image", p)
+		}
+	} else {
+		if !filepath.IsAbs(m.GetHostPath()) {
+			return errdefs.InvalidArgument(field+".host_path", "%q must be an absolute path", m.GetHostPath())
+		}
+		if m.GetImageSubPath() != "" {
+			return errdefs.InvalidArgument(field+".image_sub_path", "is only for image volumes (image is not set)")
+		}
+	}
+	if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
+		return fmt.Errorf("%s.uidMappings: id-mapped mounts are not supported: Docker's API cannot make one: %w", field, errdefs.ErrFailedPrecondition)
+	}
+	if len(m.GetMountOptions()) > 0 {
+		return fmt.Errorf("%s.mount_options: %s: Docker's API cannot pass mount options such as noexec, nodev or nosuid to a bind mount "+
+			"(its local volume driver applies them only to read-only binds): %w", field, strings.Join(m.GetMountOptions(), ","), errdefs.ErrFailedPrecondition)
+	}
+	if _, ok := runtimeapi.MountPropagation_name[int32(m.GetPropagation())]; !ok {
+		return errdefs.InvalidArgument(field+".propagation", "%d is not a propagation mode", m.GetPropagation())
+	}
+	if m.GetRecursiveReadOnly() {
+		if !m.GetReadonly() {
+			return errdefs.InvalidArgument(field+".recursive_read_only", "needs readonly")
+		}
+		if m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
+			return errdefs.InvalidArgument(field+".propagation", "a recursively read-only mount must be private")
+		}
 	}
 	return nil
 }
@@ -238,6 +288,12 @@ func ContainerSpec(sb *store.Sandbox, c *runtimeapi.ContainerConfig, o Container
 		}
 		hc.Devices = append(hc.Devices, container.DeviceMapping{PathOnHost: d.GetHostPath(), PathInContainer: target, CgroupPermissions: perms})
 	}
+	if err := applyCDI(hc, c.GetCDIDevices(), o); err != nil {
+		return nil, err
+	}
+	if err := applyUserns(hc, sb, sc.GetNamespaceOptions(), o); err != nil {
+		return nil, err
+	}
 	return &CreateSpec{Name: ContainerName(sb.Metadata, c.GetMetadata()), Config: cfg, HostConfig: hc}, nil
 }
 
@@ -275,6 +331,73 @@ func joinSandbox(hc *container.HostConfig, sb *store.Sandbox, ns *runtimeapi.Nam
 	}
 	return nil
 }
+
+// applyCDI asks Docker's CDI driver for the container's CDI devices.
+func applyCDI(hc *container.HostConfig, devices []*runtimeapi.CDIDevice, o ContainerOptions) error {
+	if len(devices) == 0 {
+		return nil
+	}
+	if o.CDI != nil {
+		return fmt.Errorf("config.CDI_devices: %v: %w", o.CDI, errdefs.ErrFailedPrecondition)
+	}
+	var ids []string
+	for i, d := range devices {
+		// A device Docker does not know fails only when the container
+		// starts; where Docker lists its devices, fail the create.
+		if o.CDIDevices != nil && !slices.Contains(o.CDIDevices, d.GetName()) {
+			return fmt.Errorf("config.CDI_devices[%d].name: %q is not a CDI device Docker knows (no CDI spec in its spec directories defines it): %w",
+				i, d.GetName(), errdefs.ErrFailedPrecondition)
+		}
+		if !slices.Contains(ids, d.GetName()) {
+			ids = append(ids, d.GetName())
+		}
+	}
+	hc.DeviceRequests = append(hc.DeviceRequests, container.DeviceRequest{Driver: "cdi", DeviceIDs: ids})
+	return nil
+}
+
+// applyUserns puts the container in its pod's user namespace. Docker has
+// user namespaces only as a daemon-wide remapping (dockerd
+// --userns-remap), with one ID mapping for every container: a pod gets it
+// with userns_options POD (checked against the pod's mappings when the
+// pod started), and everything else runs in the host's.
+func applyUserns(hc *container.HostConfig, sb *store.Sandbox, ns *runtimeapi.NamespaceOption, o ContainerOptions) error {
+	const field = "config.linux.security_context.namespace_options.userns_options.mode"
+	pod, own := PodUserns(sb.Namespaces), PodUserns(ns)
+	if own != pod {
+		return errdefs.InvalidArgument(field, "%s differs from the pod's %s: a container runs in its pod's user namespace", usernsName(own), usernsName(pod))
+	}
+	switch {
+	case own && !o.UsernsRemap:
+		return fmt.Errorf("%s: POD: %s: %w", field, NoUsernsReason, errdefs.ErrFailedPrecondition)
+	case own:
+		// Joining the pause container's network namespace puts the
+		// container in the pause container's user namespace too: Docker
+		// does that.
+	case o.UsernsRemap:
+		hc.UsernsMode = "host"
+	}
+	return nil
+}
+
+// PodUserns reports whether namespace options ask for a pod's own user
+// namespace (userns_options present with mode POD; without them, or with
+// NODE, it is the host's).
+func PodUserns(ns *runtimeapi.NamespaceOption) bool {
+	u := ns.GetUsernsOptions()
+	return u != nil && u.GetMode() == runtimeapi.NamespaceMode_POD
+}
+
+func usernsName(pod bool) string {
+	if pod {
+		return "POD"
+	}
+	return "NODE"
+}
+
+// NoUsernsReason says why a pod cannot have a user namespace on a daemon
+// without user-namespace remapping.
+const NoUsernsReason = "Docker has user namespaces only as a daemon-wide remapping (dockerd --userns-remap), which this Docker does not use"
 
 func applyResources(hc *container.HostConfig, r *runtimeapi.LinuxContainerResources, o ContainerOptions) error {
 	if r == nil {
@@ -438,30 +561,33 @@ func profileOf(p *runtimeapi.SecurityProfile, legacy string) (kind, ref string) 
 
 // applyMounts turns CRI mounts into legacy bind strings (API < 1.42, and for
 // SELinux relabelling, which the Mount API cannot express) or Mount API
-// mounts (which then create missing host paths themselves, as binds do).
+// mounts (which then create missing host paths themselves, as binds do),
+// and image volumes into image mounts.
 func applyMounts(hc *container.HostConfig, mounts []*runtimeapi.Mount, o ContainerOptions) error {
 	mountAPI := versions.GreaterThanOrEqualTo(o.APIVersion, APIMountCreateMountpoint)
 	nonRecursiveRO := versions.GreaterThanOrEqualTo(o.APIVersion, APIReadOnlyNonRecursive)
 	for i, m := range mounts {
 		field := fmt.Sprintf("config.mounts[%d]", i)
+		prop := propagation(m.GetPropagation())
+		if m.GetImage().GetImage() != "" {
+			im, err := imageMount(field, m, o)
+			if err != nil {
+				return err
+			}
+			hc.Mounts = append(hc.Mounts, im)
+			continue
+		}
 		src := m.GetHostPath()
 		if p, ok := o.HostPaths[src]; ok {
 			src = p
 		}
-		prop := propagation(m.GetPropagation())
-		if m.GetRecursiveReadOnly() {
-			if !m.GetReadonly() {
-				return errdefs.InvalidArgument(field+".recursive_read_only", "needs readonly")
-			}
-			if !nonRecursiveRO {
-				return fmt.Errorf("%s.recursive_read_only: recursively read-only mounts need Docker 25 (API %s) or newer; this Docker speaks API %s: %w",
-					field, APIReadOnlyNonRecursive, o.APIVersion, errdefs.ErrFailedPrecondition)
-			}
-			if prop != mount.PropagationRPrivate {
-				return errdefs.InvalidArgument(field+".propagation", "a recursively read-only mount must be private")
-			}
+		if m.GetRecursiveReadOnly() && o.RecursiveReadOnly != nil {
+			return fmt.Errorf("%s.recursive_read_only: %v: %w", field, o.RecursiveReadOnly, errdefs.ErrFailedPrecondition)
 		}
 		if !mountAPI || m.GetSelinuxRelabel() {
+			if m.GetRecursiveReadOnly() {
+				return fmt.Errorf("%s.recursive_read_only: cannot be combined with selinux_relabel: Docker relabels only legacy binds, which cannot be recursively read-only: %w", field, errdefs.ErrFailedPrecondition)
+			}
 			opts := []string{"rw"}
 			if m.GetReadonly() {
 				opts[0] = "ro"
@@ -486,6 +612,25 @@ func applyMounts(hc *container.HostConfig, mounts []*runtimeapi.Mount, o Contain
 		})
 	}
 	return nil
+}
+
+// imageMount mounts an image volume (Mount.image, KEP 4639) with Docker's
+// image mounts: read-only, private, optionally a directory of the image.
+func imageMount(field string, m *runtimeapi.Mount, o ContainerOptions) (mount.Mount, error) {
+	if o.ImageMounts != nil {
+		return mount.Mount{}, fmt.Errorf("%s.image: %v: %w", field, o.ImageMounts, errdefs.ErrFailedPrecondition)
+	}
+	if m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
+		return mount.Mount{}, fmt.Errorf("%s.propagation: %v: Docker's image mounts are always private: %w", field, m.GetPropagation(), errdefs.ErrFailedPrecondition)
+	}
+	if m.GetSelinuxRelabel() {
+		return mount.Mount{}, fmt.Errorf("%s.selinux_relabel: Docker cannot relabel an image mount: %w", field, errdefs.ErrFailedPrecondition)
+	}
+	im := mount.Mount{Type: mount.TypeImage, Source: m.GetImage().GetImage(), Target: m.GetContainerPath(), ReadOnly: true}
+	if p := m.GetImageSubPath(); p != "" {
+		im.ImageOptions = &mount.ImageOptions{Subpath: filepath.Clean(p)}
+	}
+	return im, nil
 }
 
 func propagation(p runtimeapi.MountPropagation) mount.Propagation {

@@ -62,6 +62,7 @@ func ContainerFromInspect(in container.InspectResponse, rootDir string) (*store.
 		c.Image = &runtimeapi.ImageSpec{Image: in.Config.Image}
 	}
 	c.Resources = resourcesFromHostConfig(in.HostConfig, meta)
+	c.RestoreCheckpoint = labels[LabelRestore]
 
 	st := in.State
 	c.Pid = st.Pid

@@ -30,7 +30,12 @@ func ctrConfig() *runtimeapi.ContainerConfig {
 }
 
 func TestContainerSpec(t *testing.T) {
-	base := ContainerOptions{RootDir: "/var/lib/berth", APIVersion: "1.41", CgroupVersion: "1", OOM: OOMPolicy{Clamp: true}, LogMaxSize: "50m", LogMaxFile: "2"}
+	unsupported := errors.New("not on this Docker")
+	base := ContainerOptions{RootDir: "/var/lib/berth", APIVersion: "1.41", CgroupVersion: "1", OOM: OOMPolicy{Clamp: true}, LogMaxSize: "50m", LogMaxFile: "2",
+		RecursiveReadOnly: unsupported, ImageMounts: unsupported, CDI: unsupported}
+	current := func(o *ContainerOptions) {
+		o.APIVersion, o.RecursiveReadOnly, o.ImageMounts, o.CDI = "1.56", nil, nil, nil
+	}
 	for _, tc := range []struct {
 		name    string
 		mod     func(*runtimeapi.ContainerConfig)
@@ -177,7 +182,7 @@ func TestContainerSpec(t *testing.T) {
 				t.Errorf("devices %v", d)
 			}
 		}},
-		{name: "mount API from 1.42, non-recursive read-only from 1.44", opts: func(o *ContainerOptions) { o.APIVersion = "1.44" }, mod: func(c *runtimeapi.ContainerConfig) {
+		{name: "mount API from 1.42, non-recursive read-only from 1.44", opts: func(o *ContainerOptions) { o.APIVersion, o.RecursiveReadOnly = "1.44", nil }, mod: func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{
 				{ContainerPath: "/a", HostPath: "/host/a", Readonly: true},
 				{ContainerPath: "/r", HostPath: "/host/r", Readonly: true, RecursiveReadOnly: true},
@@ -197,7 +202,61 @@ func TestContainerSpec(t *testing.T) {
 		}},
 		{name: "recursive read-only on old Docker", mod: func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/r", HostPath: "/host/r", Readonly: true, RecursiveReadOnly: true}}
+		}, errText: "config.mounts[0].recursive_read_only: not on this Docker"},
+		{name: "recursive read-only cannot be relabelled", opts: current, mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/r", HostPath: "/host/r", Readonly: true, RecursiveReadOnly: true, SelinuxRelabel: true}}
 		}, errText: "config.mounts[0].recursive_read_only"},
+		{name: "image volumes", opts: current, mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{
+				{ContainerPath: "/img", Image: &runtimeapi.ImageSpec{Image: "sha256:img"}},
+				{ContainerPath: "/sub", Image: &runtimeapi.ImageSpec{Image: "sha256:img"}, ImageSubPath: "usr/share/../share", Readonly: true},
+			}
+		}, check: func(t *testing.T, s *CreateSpec) {
+			m := s.HostConfig.Mounts
+			if len(m) != 2 || m[0].Type != mount.TypeImage || m[0].Source != "sha256:img" || m[0].Target != "/img" || !m[0].ReadOnly || m[0].ImageOptions != nil || m[0].BindOptions != nil {
+				t.Errorf("mount 0 %+v", m[0])
+			}
+			if m[1].ImageOptions == nil || m[1].ImageOptions.Subpath != "usr/share" {
+				t.Errorf("mount 1 %+v", m[1])
+			}
+		}},
+		{name: "image volumes on old Docker", mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/img", Image: &runtimeapi.ImageSpec{Image: "sha256:img"}}}
+		}, errText: "config.mounts[0].image: not on this Docker"},
+		{name: "image volumes are private", opts: current, mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/img", Image: &runtimeapi.ImageSpec{Image: "sha256:img"}, Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}}
+		}, errText: "config.mounts[0].propagation"},
+		{name: "CDI devices", opts: current, mod: func(c *runtimeapi.ContainerConfig) {
+			c.CDIDevices = []*runtimeapi.CDIDevice{{Name: "vendor.com/gpu=0"}, {Name: "vendor.com/gpu=all"}, {Name: "vendor.com/gpu=0"}}
+		}, check: func(t *testing.T, s *CreateSpec) {
+			r := s.HostConfig.DeviceRequests
+			if len(r) != 1 || r[0].Driver != "cdi" || !slices.Equal(r[0].DeviceIDs, []string{"vendor.com/gpu=0", "vendor.com/gpu=all"}) {
+				t.Errorf("device requests %+v", r)
+			}
+		}},
+		{name: "CDI devices Docker does not know", opts: func(o *ContainerOptions) { current(o); o.CDIDevices = []string{"vendor.com/gpu=0"} }, mod: func(c *runtimeapi.ContainerConfig) {
+			c.CDIDevices = []*runtimeapi.CDIDevice{{Name: "vendor.com/gpu=0"}, {Name: "vendor.com/gpu=1"}}
+		}, errText: "config.CDI_devices[1].name"},
+		{name: "CDI devices on old Docker", mod: func(c *runtimeapi.ContainerConfig) {
+			c.CDIDevices = []*runtimeapi.CDIDevice{{Name: "vendor.com/gpu=0"}}
+		}, errText: "config.CDI_devices: not on this Docker"},
+		{name: "host user namespace on a remapping daemon", opts: func(o *ContainerOptions) { o.UsernsRemap = true }, check: func(t *testing.T, s *CreateSpec) {
+			if s.HostConfig.UsernsMode != "host" {
+				t.Errorf("userns %q", s.HostConfig.UsernsMode)
+			}
+		}},
+		{name: "host user namespace", check: func(t *testing.T, s *CreateSpec) {
+			if s.HostConfig.UsernsMode != "" {
+				t.Errorf("userns %q", s.HostConfig.UsernsMode)
+			}
+		}},
+		{name: "pod user namespace on a remapping daemon", opts: func(o *ContainerOptions) { o.UsernsRemap = true }, pod: podUserns, mod: containerUserns, check: func(t *testing.T, s *CreateSpec) {
+			if s.HostConfig.UsernsMode != "" || s.HostConfig.NetworkMode != "container:sandbox1" {
+				t.Errorf("userns %q network %q", s.HostConfig.UsernsMode, s.HostConfig.NetworkMode)
+			}
+		}},
+		{name: "pod user namespace without remapping", pod: podUserns, mod: containerUserns, errText: "config.linux.security_context.namespace_options.userns_options.mode: POD: Docker has user namespaces only"},
+		{name: "container user namespace differs from the pod's", opts: func(o *ContainerOptions) { o.UsernsRemap = true }, pod: podUserns, errText: "config.linux.security_context.namespace_options.userns_options.mode"},
 		{name: "apparmor profile without apparmor", mod: func(c *runtimeapi.ContainerConfig) {
 			c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "localhost/k8s-nginx"}
 		}, errText: "config.linux.security_context.apparmor"},
@@ -241,6 +300,15 @@ func TestContainerSpec(t *testing.T) {
 	}
 }
 
+func podUserns(sb *store.Sandbox) {
+	sb.Namespaces.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}
+}
+
+func containerUserns(c *runtimeapi.ContainerConfig) {
+	c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
+		UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}}}
+}
+
 func TestValidateContainerConfigNamesTheField(t *testing.T) {
 	for _, tc := range []struct {
 		mod   func(*runtimeapi.ContainerConfig)
@@ -252,14 +320,33 @@ func TestValidateContainerConfigNamesTheField(t *testing.T) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "rel"}}
 		}, "config.mounts[0].host_path"},
 		{func(c *runtimeapi.ContainerConfig) {
-			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", Image: &runtimeapi.ImageSpec{Image: "x"}}}
-		}, "config.mounts[0].image"},
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/h", Image: &runtimeapi.ImageSpec{Image: "x"}}}
+		}, "config.mounts[0].host_path"},
+		{func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", Image: &runtimeapi.ImageSpec{Image: "x"}, ImageSubPath: "../etc"}}
+		}, "config.mounts[0].image_sub_path"},
+		{func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/h", ImageSubPath: "etc"}}
+		}, "config.mounts[0].image_sub_path"},
+		{func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/h", MountOptions: []string{"noexec"}}}
+		}, "config.mounts[0].mount_options"},
+		{func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/h", UidMappings: []*runtimeapi.IDMapping{{HostId: 1000, Length: 1}}}}
+		}, "config.mounts[0].uidMappings"},
+		{func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/h", RecursiveReadOnly: true}}
+		}, "config.mounts[0].recursive_read_only"},
 		{func(c *runtimeapi.ContainerConfig) {
 			c.Devices = []*runtimeapi.Device{{HostPath: "/dev/x", Permissions: "rwx"}}
 		}, "config.devices[0].permissions"},
 		{func(c *runtimeapi.ContainerConfig) {
-			c.CDIDevices = []*runtimeapi.CDIDevice{{Name: "vendor.com/gpu=0"}}
-		}, "config.CDI_devices"},
+			c.CDIDevices = []*runtimeapi.CDIDevice{{Name: "vendor.com/gpu=0"}, {Name: "gpu0"}}
+		}, "config.CDI_devices[1].name"},
+		{func(c *runtimeapi.ContainerConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
+				UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_CONTAINER}}}
+		}, "config.linux.security_context.namespace_options.userns_options.mode"},
 		{func(c *runtimeapi.ContainerConfig) {
 			c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET}}
 		}, "config.linux.security_context.namespace_options.target_id"},

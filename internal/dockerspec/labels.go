@@ -27,6 +27,9 @@ const (
 	// LabelRoot is the --root-dir of the Berth that created the container:
 	// a Berth cleans up automatically only what it created itself.
 	LabelRoot = "io.berth.root"
+	// LabelRestore names the Docker checkpoint (CRIU images) a container
+	// made by RestorePod starts from.
+	LabelRestore = "io.berth.v1.restore"
 
 	// PodInfraContainerName is the container name of the pause container.
 	PodInfraContainerName = "POD"
@@ -35,7 +38,7 @@ const (
 // internalLabels are never reported as CRI labels.
 var internalLabels = map[string]bool{
 	LabelType: true, LabelSandboxID: true, LabelLogPath: true,
-	LabelSandboxMeta: true, LabelContainerMeta: true, LabelRoot: true,
+	LabelSandboxMeta: true, LabelContainerMeta: true, LabelRoot: true, LabelRestore: true,
 }
 
 // dockerLabels merges CRI labels and annotations into Docker labels as

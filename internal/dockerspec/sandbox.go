@@ -39,6 +39,13 @@ type SandboxOptions struct {
 	Runtimes []string
 	// OOM clamps oom_score_adj values to what the host allows.
 	OOM OOMPolicy
+	// UsernsRemap is true when the daemon puts containers in a user
+	// namespace of its own (dockerd --userns-remap).
+	UsernsRemap bool
+	// AppArmor is true when the kernel has AppArmor.
+	AppArmor bool
+	// ReadFile reads a Localhost seccomp profile.
+	ReadFile func(path string) ([]byte, error)
 }
 
 // OOMPolicy says how low an oom_score_adj Docker can set on this host.
@@ -138,6 +145,18 @@ func SandboxSpec(c *runtimeapi.PodSandboxConfig, handler string, o SandboxOption
 	if ns.GetPid() == runtimeapi.NamespaceMode_NODE {
 		hc.PidMode = "host"
 	}
+	// Docker's user namespaces are daemon-wide: a pod asking for its own
+	// gets the daemon's (its mappings are checked once the pause
+	// container runs); every other pod runs in the host's.
+	const usernsField = "config.linux.security_context.namespace_options.userns_options.mode"
+	switch podUserns := PodUserns(ns); {
+	case podUserns && !o.UsernsRemap:
+		return nil, fmt.Errorf("%s: POD: %s; run the pod with hostUsers: true: %w", usernsField, NoUsernsReason, errdefs.ErrFailedPrecondition)
+	case podUserns && hostNet:
+		return nil, fmt.Errorf("%s: POD: Docker cannot run a container in a user namespace with the host's network: %w", usernsField, errdefs.ErrFailedPrecondition)
+	case !podUserns && o.UsernsRemap:
+		hc.UsernsMode = "host"
+	}
 
 	if dns := c.GetDnsConfig(); dns != nil {
 		for _, s := range dns.GetServers() {
@@ -164,6 +183,20 @@ func SandboxSpec(c *runtimeapi.PodSandboxConfig, handler string, o SandboxOption
 		hc.GroupAdd = append(hc.GroupAdd, fmt.Sprint(g))
 	}
 	hc.SecurityOpt = append(hc.SecurityOpt, selinuxOpts(sc.GetSelinuxOptions())...)
+	// The pod's seccomp and AppArmor profiles confine the pause container
+	// too, as containerd does; kubelet passes each container its own.
+	profiles := &runtimeapi.LinuxContainerSecurityContext{Seccomp: sc.GetSeccomp(), SeccompProfilePath: sc.GetSeccompProfilePath(), Apparmor: sc.GetApparmor()}
+	copts := ContainerOptions{ReadFile: o.ReadFile, AppArmor: o.AppArmor}
+	seccomp, err := seccompOpt(profiles, copts)
+	if err != nil {
+		return nil, err
+	}
+	apparmor, err := apparmorOpt(profiles, copts)
+	if err != nil {
+		return nil, err
+	}
+	hc.SecurityOpt = append(hc.SecurityOpt, seccomp...)
+	hc.SecurityOpt = append(hc.SecurityOpt, apparmor...)
 
 	return &CreateSpec{Name: SandboxName(c.GetMetadata()), Config: cfg, HostConfig: hc}, nil
 }

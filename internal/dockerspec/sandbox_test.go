@@ -108,6 +108,41 @@ func TestSandboxSpec(t *testing.T) {
 			}
 		}},
 		{name: "unknown runtime handler", handler: "gvisor", errText: "runtime_handler"},
+		{name: "host user namespace on a remapping daemon", opts: func(o *SandboxOptions) { o.UsernsRemap = true }, mod: sandboxUserns(runtimeapi.NamespaceMode_NODE), check: func(t *testing.T, s *CreateSpec) {
+			if s.HostConfig.UsernsMode != "host" {
+				t.Errorf("userns %q", s.HostConfig.UsernsMode)
+			}
+		}},
+		{name: "no user namespace options on a remapping daemon", opts: func(o *SandboxOptions) { o.UsernsRemap = true }, check: func(t *testing.T, s *CreateSpec) {
+			if s.HostConfig.UsernsMode != "host" {
+				t.Errorf("userns %q", s.HostConfig.UsernsMode)
+			}
+		}},
+		{name: "pod user namespace on a remapping daemon", opts: func(o *SandboxOptions) { o.UsernsRemap = true }, mod: sandboxUserns(runtimeapi.NamespaceMode_POD), check: func(t *testing.T, s *CreateSpec) {
+			if s.HostConfig.UsernsMode != "" {
+				t.Errorf("userns %q", s.HostConfig.UsernsMode)
+			}
+		}},
+		{name: "pod user namespace without remapping", mod: sandboxUserns(runtimeapi.NamespaceMode_POD), errText: "userns_options.mode: POD: Docker has user namespaces only as a daemon-wide remapping"},
+		{name: "pod user namespace with the host's network", opts: func(o *SandboxOptions) { o.UsernsRemap = true }, mod: func(c *runtimeapi.PodSandboxConfig) {
+			sandboxUserns(runtimeapi.NamespaceMode_POD)(c)
+			c.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+		}, errText: "with the host's network"},
+		{name: "pod seccomp and apparmor confine the pause container", opts: func(o *SandboxOptions) {
+			o.ReadFile = func(string) ([]byte, error) { return []byte(`{"defaultAction":"SCMP_ACT_ALLOW"}`), nil }
+		}, mod: func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
+				Seccomp:  &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "/p.json"},
+				Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined},
+			}
+		}, check: func(t *testing.T, s *CreateSpec) {
+			if !slices.Equal(s.HostConfig.SecurityOpt, []string{`seccomp={"defaultAction":"SCMP_ACT_ALLOW"}`, "apparmor=unconfined"}) {
+				t.Errorf("security opts %v", s.HostConfig.SecurityOpt)
+			}
+		}},
+		{name: "pod apparmor profile without apparmor", mod: func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "p"}}
+		}, errText: "config.linux.security_context.apparmor"},
 		{name: "no OOM clamp", opts: func(o *SandboxOptions) { o.OOM = OOMPolicy{} }, check: func(t *testing.T, s *CreateSpec) {
 			if s.HostConfig.OomScoreAdj != -998 {
 				t.Errorf("oom %d", s.HostConfig.OomScoreAdj)
@@ -138,6 +173,15 @@ func TestSandboxSpec(t *testing.T) {
 			}
 			tc.check(t, s)
 		})
+	}
+}
+
+func sandboxUserns(mode runtimeapi.NamespaceMode) func(*runtimeapi.PodSandboxConfig) {
+	return func(c *runtimeapi.PodSandboxConfig) {
+		c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
+			UsernsOptions: &runtimeapi.UserNamespace{Mode: mode,
+				Uids: []*runtimeapi.IDMapping{{HostId: 100000, ContainerId: 0, Length: 65536}},
+				Gids: []*runtimeapi.IDMapping{{HostId: 100000, ContainerId: 0, Length: 65536}}}}}
 	}
 }
 

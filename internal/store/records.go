@@ -95,6 +95,11 @@ type Container struct {
 	StdinOnce  bool
 	Privileged bool
 
+	// RestoreCheckpoint names the Docker checkpoint (CRIU images of the
+	// processes) a container made by RestorePod starts from; "" for every
+	// other container.
+	RestoreCheckpoint string
+
 	// Adopted is true for containers Berth did not create.
 	Adopted bool
 	// Owned is true when this Berth instance created it.

@@ -42,6 +42,26 @@ func containerPid(t *testing.T, id string) int {
 	return pid
 }
 
+// TestResourcesUnified: cgroup v2 settings (resources.unified) are written
+// to the container's cgroup, which Docker's API cannot express; on a
+// cgroup v1 host they are refused.
+func TestResourcesUnified(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newPod(t, berth, "res-unified")
+	cfg := containerConfig("unified", "sleep 3600")
+	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{Unified: map[string]string{"memory.high": "67108864"}}
+	if !cgroups.IsV2() {
+		_, err := berth.RuntimeClient.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: p.id, Config: cfg, SandboxConfig: p.cfg})
+		wantCode(t, err, codes.FailedPrecondition, "config.linux.resources.unified: cgroup v2 settings on a cgroup v1 host")
+		return
+	}
+	id := p.run(t, cfg)
+	if got := cgroupFile(t, berth, id, "", "memory.high"); got != "67108864" {
+		t.Errorf("memory.high = %q", got)
+	}
+}
+
 func TestResourcesLandInTheCgroup(t *testing.T) {
 	t.Parallel()
 	p := newPod(t, berth, "res")

@@ -219,12 +219,20 @@ func TestSELinuxAndAppArmorOptionsReachDocker(t *testing.T) {
 		SelinuxOptions: &runtimeapi.SELinuxOption{User: "system_u", Role: "system_r", Type: "container_t", Level: "s0:c1,c2"},
 		Apparmor:       &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined},
 	}
+	// selinux_relabel asks Docker to relabel the host directory with the
+	// container's private label (a legacy bind with Z; Docker relabels
+	// only on a host with SELinux).
+	dir := t.TempDir()
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: dir, SelinuxRelabel: true}}
 	id := p.create(t, cfg)
 	opts, _ := docker(t, "inspect", "-f", "{{json .HostConfig.SecurityOpt}}", id)
 	for _, want := range []string{"label=user:system_u", "label=type:container_t", "label=level:s0:c1,c2", "apparmor=unconfined"} {
 		if !strings.Contains(opts, want) {
 			t.Errorf("SecurityOpt %s lacks %s", opts, want)
 		}
+	}
+	if binds, _ := docker(t, "inspect", "-f", "{{json .HostConfig.Binds}}", id); binds != `["`+dir+`:/data:rw,rprivate,Z"]` {
+		t.Errorf("binds = %s, want %s relabelled (Z)", binds, dir)
 	}
 }
 

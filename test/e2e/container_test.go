@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -146,6 +147,27 @@ func TestContainerLifecycle(t *testing.T) {
 	if err != nil || len(items) != 1 || items[0].Id != id || items[0].State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Errorf("ListContainers = %v, %v", items, err)
 	}
+	// The streaming form returns the same.
+	stream, err := berth.RuntimeClient.StreamContainers(ctx, &runtimeapi.StreamContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: p.id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streamed []string
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range resp.GetContainers() {
+			streamed = append(streamed, c.GetId())
+		}
+	}
+	if len(streamed) != 1 || streamed[0] != id {
+		t.Errorf("StreamContainers gave %v, want [%s]", streamed, id)
+	}
 
 	if err := berth.Runtime.StopContainer(ctx, id, 2); err != nil {
 		t.Fatal(err)
@@ -170,6 +192,32 @@ func TestContainerLifecycle(t *testing.T) {
 		if err := call(); err != nil {
 			t.Errorf("stop/remove of a removed container: %v", err)
 		}
+	}
+}
+
+func TestContainerStopSignal(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newPod(t, berth, "ctr-stopsig")
+	// The shell exits with 7 on SIGUSR1 and ignores SIGTERM, so only the
+	// configured stop signal ends it before the timeout's SIGKILL.
+	cfg := containerConfig("sig", "trap 'exit 7' USR1; trap '' TERM; echo ready; while :; do sleep 1 & wait; done")
+	cfg.StopSignal = runtimeapi.Signal_SIGNAL_SIGUSR1
+	id := p.run(t, cfg)
+	if got := containerStatus(t, berth, id).GetStopSignal(); got != runtimeapi.Signal_SIGNAL_SIGUSR1 {
+		t.Errorf("status stop_signal = %v, want SIGUSR1", got)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if out, _ := docker(t, "logs", id); out != "ready" {
+			return errorf("the trap is not set yet (logs %q)", out)
+		}
+		return nil
+	})
+	if err := berth.Runtime.StopContainer(ctx, id, 60); err != nil {
+		t.Fatal(err)
+	}
+	if st := containerStatus(t, berth, id); st.GetState() != runtimeapi.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 7 {
+		t.Errorf("after StopContainer: %v exit %d, want EXITED exit 7 (SIGUSR1's trap)", st.GetState(), st.GetExitCode())
 	}
 }
 
@@ -219,9 +267,13 @@ func TestContainerValidation(t *testing.T) {
 		{"ambient caps", func(r *runtimeapi.CreateContainerRequest) {
 			r.Config.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddAmbientCapabilities: []string{"NET_BIND_SERVICE"}}}
 		}, codes.FailedPrecondition, "add_ambient_capabilities"},
-		{"strict groups", func(r *runtimeapi.CreateContainerRequest) {
-			r.Config.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{SupplementalGroupsPolicy: runtimeapi.SupplementalGroupsPolicy_Strict}
-		}, codes.FailedPrecondition, "supplemental_groups_policy"},
+		{"own user namespace", func(r *runtimeapi.CreateContainerRequest) {
+			r.Config.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
+				UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_CONTAINER}}}
+		}, codes.FailedPrecondition, "userns_options.mode: CONTAINER"},
+		{"CDI device name", func(r *runtimeapi.CreateContainerRequest) {
+			r.Config.CDIDevices = []*runtimeapi.CDIDevice{{Name: "gpu0"}}
+		}, codes.InvalidArgument, "config.CDI_devices[0].name"},
 		{"missing seccomp profile", func(r *runtimeapi.CreateContainerRequest) {
 			r.Config.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{Seccomp: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "/no/such/profile.json"}}
 		}, codes.InvalidArgument, "seccomp.localhost_ref"},

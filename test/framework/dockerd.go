@@ -1,10 +1,12 @@
 package framework
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"os/exec"
@@ -81,6 +83,11 @@ func StartDockerd(tb testing.TB, binary string, extraArgs ...string) *Dockerd {
 	suffix := hex.EncodeToString(rnd[:])
 	dir, err := os.MkdirTemp("", "bd-")
 	if err != nil {
+		tb.Fatal(err)
+	}
+	// Searchable by everyone: with --userns-remap, the containers' root
+	// (a remapped uid) must reach the data root below it.
+	if err := os.Chmod(dir, 0o711); err != nil {
 		tb.Fatal(err)
 	}
 	// An empty config file of its own, so /etc/docker/daemon.json (the
@@ -193,5 +200,28 @@ func (d *Dockerd) Stop(tb testing.TB) {
 		tb.Logf("private dockerd did not stop on SIGTERM; killing pid %d", d.cmd.Process.Pid)
 		_ = d.cmd.Process.Kill()
 		<-d.exited
+	}
+}
+
+// LoadImage copies ref from the suite's Docker (DockerHost) into this
+// daemon, so that its containers can use the test images without a pull.
+func (d *Dockerd) LoadImage(tb testing.TB, ref string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	from, to := dockerClientFor(tb, ""), dockerClientFor(tb, d.Host)
+	saved, err := from.ImageSave(ctx, []string{ref})
+	if err != nil {
+		tb.Fatalf("saving %s: %v", ref, err)
+	}
+	defer saved.Close()
+	loaded, err := to.ImageLoad(ctx, saved)
+	if err != nil {
+		tb.Fatalf("loading %s into the private dockerd: %v", ref, err)
+	}
+	defer loaded.Close()
+	out, err := io.ReadAll(loaded)
+	if err != nil || bytes.Contains(out, []byte(`"errorDetail"`)) {
+		tb.Fatalf("loading %s into the private dockerd: %v %s", ref, err, out)
 	}
 }

@@ -1,0 +1,148 @@
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/moby/moby/api/types/system"
+	"github.com/moby/moby/client"
+)
+
+// API versions that bring a feature Berth offers only where the daemon
+// has it (from the Engine API changelog).
+const (
+	// APIRecursiveReadOnly: BindOptions.ReadOnlyForceRecursive (Docker 25).
+	APIRecursiveReadOnly = "1.44"
+	// APICDI: CDI devices through DeviceRequests with driver "cdi", and
+	// CDISpecDirs in the daemon's info (Docker 25; experimental until
+	// Docker 28.2).
+	APICDI = "1.44"
+	// APIImageMounts: Mount type "image" with ImageOptions.Subpath
+	// (Docker 28).
+	APIImageMounts = "1.48"
+	// APIDiscoveredDevices: the daemon's info lists the CDI devices it
+	// knows (Docker 28.3).
+	APIDiscoveredDevices = "1.50"
+)
+
+// ociFeaturesKey is the runtime status entry where Docker (API 1.44 and
+// newer) reports a runtime's OCI features (`runc features`).
+const ociFeaturesKey = "org.opencontainers.runtime-spec.features"
+
+// rroRuntimes lists the runtimes whose OCI features include the "rro"
+// mount option (recursively read-only), as Docker reports them.
+func rroRuntimes(runtimes map[string]system.RuntimeWithStatus) []string {
+	var out []string
+	for name, rt := range runtimes {
+		raw, ok := rt.Status[ociFeaturesKey]
+		if !ok {
+			continue
+		}
+		var f struct {
+			MountOptions []string `json:"mountOptions"`
+		}
+		if json.Unmarshal([]byte(raw), &f) == nil && slices.Contains(f.MountOptions, "rro") {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// RecursiveReadOnly says why a recursively read-only bind mount cannot be
+// made for a container of the runtime handler (the default runtime when
+// ""), or nil when it can. Docker makes one with mount_setattr(2)
+// (Linux 5.12) through the runtime's "rro" mount option, and asks for it
+// only on API 1.44 and newer.
+func (d DaemonInfo) RecursiveReadOnly(handler string) error {
+	if !d.APIAtLeast(APIRecursiveReadOnly) {
+		return fmt.Errorf("recursively read-only mounts need Docker 25 (API %s) or newer; this Docker speaks API %s", APIRecursiveReadOnly, d.NegotiatedAPIVersion)
+	}
+	if !kernelAtLeast(d.KernelVersion, 5, 12) {
+		return fmt.Errorf("recursively read-only mounts need mount_setattr(2), Linux 5.12 or newer; this kernel is %s", d.KernelVersion)
+	}
+	runtime := handler
+	if runtime == "" {
+		runtime = d.DefaultRuntime
+	}
+	if !slices.Contains(d.RROMountRuntimes, runtime) {
+		return fmt.Errorf("the runtime %q does not support recursively read-only mounts (Docker does not report the \"rro\" mount option in its OCI features)", runtime)
+	}
+	return nil
+}
+
+// ImageMounts says why an image cannot be mounted into a container, or
+// nil when it can.
+func (d DaemonInfo) ImageMounts() error {
+	if !d.APIAtLeast(APIImageMounts) {
+		return fmt.Errorf("mounting an image needs Docker 28 (API %s) or newer; this Docker speaks API %s", APIImageMounts, d.NegotiatedAPIVersion)
+	}
+	return nil
+}
+
+// CDI says why CDI devices cannot be given to a container, or nil when
+// they can.
+func (d DaemonInfo) CDI() error {
+	if !d.APIAtLeast(APICDI) {
+		return fmt.Errorf("CDI devices need Docker 25 (API %s) or newer; this Docker speaks API %s", APICDI, d.NegotiatedAPIVersion)
+	}
+	if len(d.CDISpecDirs) == 0 {
+		return fmt.Errorf("CDI is not enabled in this Docker (it reports no CDI spec directories): Docker 25 to 28.1 need the daemon's experimental mode or the \"cdi\" feature, and cdi-spec-dirs must not be empty")
+	}
+	return nil
+}
+
+// Checkpoints says why Docker cannot checkpoint a container's processes,
+// or nil when its checkpoint API is there (CRIU may still fail).
+func (d DaemonInfo) Checkpoints() error {
+	if !d.Experimental {
+		return fmt.Errorf("checkpointing processes needs Docker's checkpoint API, which only a daemon in experimental mode (dockerd --experimental) with CRIU installed has; this Docker is not in experimental mode")
+	}
+	return nil
+}
+
+// CDIDevices lists the CDI devices the daemon knows now (API 1.50 and
+// newer; Docker rereads its CDI spec directories as they change).
+func (c *Client) CDIDevices(ctx context.Context) ([]string, error) {
+	ctx, cancel := c.WithTimeout(ctx)
+	defer cancel()
+	res, err := c.api().Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return nil, Classify(err)
+	}
+	var out []string
+	for _, d := range res.Info.DiscoveredDevices {
+		if d.Source == "cdi" {
+			out = append(out, d.ID)
+		}
+	}
+	return out, nil
+}
+
+// UsernsRemap is true when the daemon runs containers in a user namespace
+// of its own (dockerd --userns-remap): every container, unless it asks for
+// the host's user namespace.
+func (d DaemonInfo) UsernsRemap() bool { return d.HasSecurityOption("userns") }
+
+// kernelAtLeast compares a kernel release ("6.1.0-18-amd64") with
+// major.minor; an unreadable release is taken to be older.
+func kernelAtLeast(release string, major, minor int) bool {
+	parts := strings.SplitN(release, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	maj, err1 := strconv.Atoi(parts[0])
+	minStr := parts[1]
+	if i := strings.IndexFunc(minStr, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+		minStr = minStr[:i]
+	}
+	min, err2 := strconv.Atoi(minStr)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return maj > major || (maj == major && min >= minor)
+}
