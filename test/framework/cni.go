@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -48,18 +49,17 @@ func NewCNINetwork(tb testing.TB, o CNIOptions) *CNINetwork {
 	var rnd [3]byte
 	_, _ = rand.Read(rnd[:])
 	suffix := hex.EncodeToString(rnd[:])
-	n, _ := rand.Int(rand.Reader, big.NewInt(250))
-	m, _ := rand.Int(rand.Reader, big.NewInt(250))
+	n, m := freeSubnet()
 	net := &CNINetwork{
 		Name:     "berth-e2e-" + suffix,
 		Bridge:   "be" + suffix,
-		Subnet:   fmt.Sprintf("10.%d.%d.0/24", 100+n.Int64()%100, m.Int64()),
+		Subnet:   fmt.Sprintf("10.%d.%d.0/24", 100+n, m),
 		ConfDir:  tb.TempDir(),
 		CacheDir: tb.TempDir(),
 	}
 	ranges := []any{[]any{map[string]any{"subnet": net.Subnet}}}
 	if o.DualStack {
-		net.Subnet6 = fmt.Sprintf("fd00:%x:%x::/64", n.Int64(), m.Int64())
+		net.Subnet6 = fmt.Sprintf("fd00:%x:%x::/64", n, m)
 		ranges = append(ranges, []any{map[string]any{"subnet": net.Subnet6}})
 	}
 	plugins := []map[string]any{
@@ -89,6 +89,35 @@ func NewCNINetwork(tb testing.TB, o CNIOptions) *CNINetwork {
 		_ = os.RemoveAll(filepath.Join("/var/lib/cni/networks", net.Name))
 	})
 	return net
+}
+
+var (
+	subnetsMu   sync.Mutex            // guards subnetsUsed
+	subnetsUsed = map[[2]int64]bool{} // picked by this process
+)
+
+// freeSubnet picks 10.(100+n).m.0/24 at random among those this process
+// has not used and no route on the host covers (networks of other test
+// runs on the machine, once their bridge has its address). Two networks
+// with one subnet would share routes and masquerading rules and break each
+// other's pods.
+func freeSubnet() (n, m int64) {
+	subnetsMu.Lock()
+	defer subnetsMu.Unlock()
+	for range 100 {
+		a, _ := rand.Int(rand.Reader, big.NewInt(100))
+		b, _ := rand.Int(rand.Reader, big.NewInt(250))
+		n, m = a.Int64(), b.Int64()
+		if subnetsUsed[[2]int64{n, m}] {
+			continue
+		}
+		out, err := exec.Command("ip", "-4", "route", "show", "match", fmt.Sprintf("10.%d.%d.1", 100+n, m)).Output()
+		if err == nil && !strings.Contains(string(out), fmt.Sprintf("10.%d.%d.0/24", 100+n, m)) {
+			break
+		}
+	}
+	subnetsUsed[[2]int64{n, m}] = true
+	return n, m
 }
 
 // Args are the berth serve flags that select this network.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,6 +124,8 @@ func StartDockerd(tb testing.TB, binary string, extraArgs ...string) *Dockerd {
 	}, extraArgs...)
 	tb.Cleanup(func() {
 		d.Stop(tb)
+		// A daemon with --live-restore leaves its data root mounted.
+		unmountUnder(dir)
 		_ = exec.Command("ip", "link", "del", d.Bridge).Run()
 		if err := os.RemoveAll(dir); err != nil {
 			tb.Logf("removing %s: %v", dir, err)
@@ -193,5 +196,24 @@ func (d *Dockerd) Stop(tb testing.TB) {
 		tb.Logf("private dockerd did not stop on SIGTERM; killing pid %d", d.cmd.Process.Pid)
 		_ = d.cmd.Process.Kill()
 		<-d.exited
+	}
+}
+
+// unmountUnder detaches every mount at or below dir, deepest first.
+func unmountUnder(dir string) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			points = append(points, f[4])
+		}
+	}
+	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	for _, p := range points {
+		_ = syscall.Unmount(p, syscall.MNT_DETACH)
 	}
 }
