@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestSaveLoadDelete(t *testing.T) {
@@ -92,12 +94,28 @@ func TestSymlinksAreNotFollowed(t *testing.T) {
 	if data, _ := os.ReadFile(outside); string(data) != "keep" {
 		t.Errorf("wrote through a symlink: %q", data)
 	}
-	// Reading a record that is a symlink fails.
+	// A record that is a symlink is not followed: it is corrupt, and moved
+	// aside (the link, not what it points to) so Stop and Remove go on.
 	if err := os.Symlink(outside, filepath.Join(dir, "cp", "s2.json")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Load("s2"); err == nil {
-		t.Errorf("Load followed a symlink")
+	if _, err := s.Load("s2"); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Load of a symlink = %v, want ErrCorrupt", err)
+	}
+	if q, _ := filepath.Glob(filepath.Join(dir, "cp", "s2.json.corrupt-*")); len(q) != 1 {
+		t.Errorf("symlink not quarantined: %v", q)
+	} else if fi, err := os.Lstat(q[0]); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("quarantined %s is not the link itself: %v %v", q[0], fi, err)
+	}
+	if data, _ := os.ReadFile(outside); string(data) != "keep" {
+		t.Errorf("the link's target changed: %q", data)
+	}
+	// So is a FIFO, which must not block the reader.
+	if err := unix.Mkfifo(filepath.Join(dir, "cp", "s3.json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load("s3"); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Load of a FIFO = %v, want ErrCorrupt", err)
 	}
 	// A symlinked checkpoint directory is refused.
 	if err := os.Symlink(t.TempDir(), filepath.Join(dir, "link")); err != nil {
