@@ -462,6 +462,17 @@ func applyMounts(hc *container.HostConfig, mounts []*runtimeapi.Mount, o Contain
 			}
 		}
 		if !mountAPI || m.GetSelinuxRelabel() {
+			// NOTE: a bind string is "host:container:options", split on
+			// ':' by Docker. A colon in either path would shift the
+			// fields (a path ending in ":z" would turn into a relabel
+			// option), so it is refused here rather than left to
+			// Docker's parser.
+			if strings.Contains(src, ":") {
+				return errdefs.InvalidArgument(field+".host_path", "%q (resolved: %q) contains ':', which a Docker bind cannot express", m.GetHostPath(), src)
+			}
+			if strings.Contains(m.GetContainerPath(), ":") {
+				return errdefs.InvalidArgument(field+".container_path", "%q contains ':', which a Docker bind cannot express", m.GetContainerPath())
+			}
 			opts := []string{"rw"}
 			if m.GetReadonly() {
 				opts[0] = "ro"
