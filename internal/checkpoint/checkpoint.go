@@ -235,14 +235,17 @@ func (s *Store) quarantine(p string) string {
 	return q
 }
 
-// Delete removes a record; a missing one is not an error.
+// Delete removes a record, and the temporary file a crash during Save may
+// have left beside it; a missing one is not an error.
 func (s *Store) Delete(id string) error {
 	p, err := s.path(id)
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	for _, f := range []string{p, p + ".tmp"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
 	return syncDir(s.dir)
 }

@@ -12,7 +12,8 @@ import (
 )
 
 func TestSaveLoadDelete(t *testing.T) {
-	s, err := Open(t.TempDir())
+	dir := t.TempDir()
+	s, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +42,20 @@ func TestSaveLoadDelete(t *testing.T) {
 	}
 	if _, err := s.Load("abc123"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Load after Delete = %v", err)
+	}
+	// A temporary file left by a crash during Save goes with the record.
+	if err := s.Save(&Sandbox{ID: "left"}); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "left.json.tmp")
+	if err := os.WriteFile(tmp, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete("left"); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("left after Delete: %v", entries)
 	}
 }
 

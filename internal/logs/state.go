@@ -159,10 +159,13 @@ func (s *stateStore) save(id string, p *position) error {
 	return nil
 }
 
+// remove deletes id's position file, and the temporary file a crash
+// during save may have left beside it.
 func (s *stateStore) remove(id string) error {
-	err := os.Remove(s.path(id))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	for _, f := range []string{s.path(id), s.path(id) + ".tmp"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
-	return err
+	return nil
 }

@@ -1,0 +1,245 @@
+package torture
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-cri/berth/test/framework"
+)
+
+// TestConcurrentClients has many clients, each on its own connection, do
+// mixed CRI calls against one berth for a while: writers run pods and
+// containers through their whole life, readers list, ask for statuses
+// (of objects others may be removing meanwhile) and images. No call may
+// fail other than as expected (NotFound for what another client removed),
+// every call must return (a call running into kubelet's timeout is a
+// hang), and afterwards the berth's goroutines and file descriptors are
+// back to what they were before. With BERTH_TEST_RACE=1 the berth runs
+// under the race detector.
+func TestConcurrentClients(t *testing.T) {
+	t.Parallel()
+	r := newRow(t)
+	n := startNode(t, r, nodeOptions{})
+	if err := n.cycle(r, "warm-up"); err != nil {
+		t.Fatalf("warm-up cycle: %v", err)
+	}
+	base := n.settle(t, nil)
+
+	stop := time.Now().Add(scale.ClientDuration)
+	var wg sync.WaitGroup
+	var conns []*grpc.ClientConn
+	for i := range scale.Clients {
+		conn, err := grpc.NewClient("unix://"+n.b.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		c := &client{n: n, r: r, rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn), id: i}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if i%4 == 3 {
+					c.read()
+				} else {
+					c.write()
+				}
+			}
+		}()
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(scale.ClientDuration + 2*callTimeout + time.Minute):
+		t.Fatalf("the clients did not finish: a call hangs\n%s", n.b.GoroutineProfile())
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	if err := n.removeAll(); err != nil {
+		r.Unexpected("removing the pods: %v", err)
+	}
+	n.settle(t, &base)
+	r.Leaks(n.leaks())
+}
+
+// client is one of many concurrent CRI clients.
+type client struct {
+	n   *node
+	r   *Row
+	rt  runtimeapi.RuntimeServiceClient
+	img runtimeapi.ImageServiceClient
+	id  int
+	seq int
+}
+
+// write runs one pod through its life: run, a container created and
+// started, statuses and lists, the container stopped and removed, the pod
+// stopped and removed.
+func (c *client) write() {
+	r := c.r
+	c.seq++
+	cfg := c.n.podConfig(fmt.Sprintf("client-%d-%d", c.id, c.seq))
+	cx, cancel := ctx()
+	defer cancel()
+	run, err := c.rt.RunPodSandbox(cx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	if r.Call("RunPodSandbox", err) != nil {
+		return
+	}
+	pod := run.PodSandboxId
+	defer func() {
+		cx, cancel := ctx()
+		defer cancel()
+		_, err := c.rt.StopPodSandbox(cx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod})
+		r.Call("StopPodSandbox", err)
+		_, err = c.rt.RemovePodSandbox(cx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod})
+		r.Call("RemovePodSandbox", err)
+	}()
+	created, err := c.rt.CreateContainer(cx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig("work"), SandboxConfig: cfg})
+	if r.Call("CreateContainer", err) != nil {
+		return
+	}
+	ctr := created.ContainerId
+	_, err = c.rt.StartContainer(cx, &runtimeapi.StartContainerRequest{ContainerId: ctr})
+	r.Call("StartContainer", err)
+	st, err := c.rt.PodSandboxStatus(cx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod, Verbose: c.seq%2 == 0})
+	if r.Call("PodSandboxStatus", err) == nil {
+		r.Check(st.Status.State == runtimeapi.PodSandboxState_SANDBOX_READY, "a running pod is %v", st.Status.State)
+	}
+	cs, err := c.rt.ContainerStatus(cx, &runtimeapi.ContainerStatusRequest{ContainerId: ctr})
+	if r.Call("ContainerStatus", err) == nil {
+		r.Check(cs.Status.State == runtimeapi.ContainerState_CONTAINER_RUNNING, "a started container is %v", cs.Status.State)
+	}
+	list, err := c.rt.ListContainers(cx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pod}})
+	if r.Call("ListContainers", err) == nil {
+		r.Check(len(list.Containers) == 1 && list.Containers[0].Id == ctr, "the pod's containers: %v", list.Containers)
+	}
+	_, err = c.rt.StopContainer(cx, &runtimeapi.StopContainerRequest{ContainerId: ctr, Timeout: 0})
+	r.Call("StopContainer", err)
+	_, err = c.rt.RemoveContainer(cx, &runtimeapi.RemoveContainerRequest{ContainerId: ctr})
+	r.Call("RemoveContainer", err)
+}
+
+// read lists and asks for statuses, of objects other clients may be
+// removing meanwhile (NotFound is then expected).
+func (c *client) read() {
+	r := c.r
+	cx, cancel := ctx()
+	defer cancel()
+	pods, err := c.rt.ListPodSandbox(cx, &runtimeapi.ListPodSandboxRequest{})
+	r.Call("ListPodSandbox", err)
+	ctrs, err := c.rt.ListContainers(cx, &runtimeapi.ListContainersRequest{})
+	r.Call("ListContainers", err)
+	if len(pods.GetItems()) > 0 {
+		p := pods.Items[rand.IntN(len(pods.Items))]
+		_, err := c.rt.PodSandboxStatus(cx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: p.Id})
+		r.Call("PodSandboxStatus", err, codes.NotFound)
+	}
+	if len(ctrs.GetContainers()) > 0 {
+		ct := ctrs.Containers[rand.IntN(len(ctrs.Containers))]
+		_, err := c.rt.ContainerStatus(cx, &runtimeapi.ContainerStatusRequest{ContainerId: ct.Id})
+		r.Call("ContainerStatus", err, codes.NotFound)
+	}
+	_, err = c.rt.Status(cx, &runtimeapi.StatusRequest{})
+	r.Call("Status", err)
+	_, err = c.rt.Version(cx, &runtimeapi.VersionRequest{})
+	r.Call("Version", err)
+	_, err = c.img.ImageStatus(cx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: framework.TestImage}})
+	r.Call("ImageStatus", err)
+	_, err = c.img.ListImages(cx, &runtimeapi.ListImagesRequest{})
+	r.Call("ListImages", err)
+	_, err = c.img.ImageFsInfo(cx, &runtimeapi.ImageFsInfoRequest{})
+	r.Call("ImageFsInfo", err)
+	time.Sleep(50 * time.Millisecond)
+}
+
+// cycle runs one pod with a container through its whole life.
+func (n *node) cycle(r *Row, name string) error {
+	cfg := n.podConfig(name)
+	id, err := n.runPod(cfg)
+	if r.Call("RunPodSandbox", err) != nil {
+		return err
+	}
+	_, err = n.startContainer(id, cfg, containerConfig("app"))
+	r.Call("CreateContainer+StartContainer", err)
+	return r.Call("StopPodSandbox+RemovePodSandbox", n.removePod(id))
+}
+
+// figures are the berth's goroutines and file descriptors at a quiet time.
+type figures struct {
+	goroutines int
+	fds        int
+	fdList     map[string]string
+}
+
+// settle waits until the berth is quiet and returns its figures. With a
+// baseline, it waits (up to a minute and a half: Docker's idle connections
+// close after 30 s) for the figures to come back to it — within a handful
+// of goroutines and two descriptors, for the idle Docker connections a
+// burst leaves — and counts a leak if they do not.
+func (n *node) settle(t *testing.T, base *figures) figures {
+	t.Helper()
+	const goroutineSlack, fdSlack = 4, 2
+	var cur figures
+	read := func() error {
+		g, err := n.b.Goroutines()
+		if err != nil {
+			return err
+		}
+		fds, err := n.b.FDs()
+		if err != nil {
+			return err
+		}
+		cur = figures{goroutines: g, fds: len(fds), fdList: fds}
+		return nil
+	}
+	if base == nil {
+		// Quiet: the same figures twice, a second apart.
+		var prev figures
+		err := eventually(time.Minute, func() error {
+			prev = cur
+			time.Sleep(time.Second)
+			if err := read(); err != nil {
+				return err
+			}
+			if cur.goroutines != prev.goroutines || cur.fds != prev.fds {
+				return fmt.Errorf("still changing: %d→%d goroutines, %d→%d fds", prev.goroutines, cur.goroutines, prev.fds, cur.fds)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("the berth never settled: %v", err)
+		}
+		return cur
+	}
+	err := eventually(90*time.Second, func() error {
+		if err := read(); err != nil {
+			return err
+		}
+		if cur.goroutines > base.goroutines+goroutineSlack || cur.fds > base.fds+fdSlack {
+			return fmt.Errorf("%d goroutines (%d before), %d fds (%d before)", cur.goroutines, base.goroutines, cur.fds, base.fds)
+		}
+		return nil
+	})
+	n.r.Note("goroutines %d→%d, fds %d→%d", base.goroutines, cur.goroutines, base.fds, cur.fds)
+	if err != nil {
+		var extra []string
+		for fd, target := range cur.fdList {
+			if _, ok := base.fdList[fd]; !ok {
+				extra = append(extra, fd+"→"+target)
+			}
+		}
+		n.r.Leak("berth did not come back to its baseline: %v; new fds %v\n%s", err, extra, n.b.GoroutineProfile())
+	}
+	return cur
+}
