@@ -29,6 +29,7 @@ import (
 	"github.com/berth-cri/berth/internal/network"
 	"github.com/berth-cri/berth/internal/sockets"
 	"github.com/berth-cri/berth/internal/store"
+	"github.com/berth-cri/berth/internal/streaming"
 	"github.com/berth-cri/berth/internal/version"
 )
 
@@ -89,13 +90,30 @@ func Run(ctx context.Context, cfg config.Config) error {
 	// Positions are saved on the way out, so a restart resumes exactly.
 	defer logManager.Close()
 
+	index := store.New()
+	// Exec, attach and port-forward happen on the streaming server, at the
+	// URLs the RPCs return; it listens now, so those URLs are known.
+	streamRuntime := streaming.NewRuntime(dockerClient, index, log)
+	streamAddr, _ := config.StreamingAddr(cfg.StreamingBindAddr) // validated above
+	streamServer, err := streaming.NewServer(streaming.Config{
+		Addr:        streamAddr,
+		IdleTimeout: cfg.StreamingConnectionIdleTimeout,
+		TLSCertFile: cfg.StreamingTLSCertFile,
+		TLSKeyFile:  cfg.StreamingTLSKeyFile,
+		Logger:      log,
+	}, streamRuntime)
+	if err != nil {
+		return err
+	}
+	defer streamServer.Close()
+
 	service := cri.New(cri.Deps{
 		Config:      cfg,
 		Daemon:      dockerClient,
 		Docker:      dockerClient,
 		Network:     netManager,
 		Checkpoints: checkpoints,
-		Store:       store.New(),
+		Store:       index,
 		OOM:         hostinfo.OOMPolicy(cfg.OOMScoreAdjPolicy, log),
 		Host: cri.HostFacts{
 			Capabilities: hostinfo.Capabilities(),
@@ -106,6 +124,9 @@ func Run(ctx context.Context, cfg config.Config) error {
 		Images: dockerClient,
 		Layers: dockerClient,
 		Logger: log,
+
+		Streams: streamServer,
+		Exec:    streamRuntime,
 	})
 
 	gate := interceptor.NewGate(10*time.Second, func() string {
@@ -138,6 +159,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	runCtx, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
 	go dockerClient.Run(runCtx)
+	service.Start(runCtx) // event hub and stats sampler; before recovery
 	go recoverThenOpen(runCtx, log, dockerClient, service, gate)
 
 	var metricsServer *http.Server
@@ -160,6 +182,13 @@ func Run(ctx context.Context, cfg config.Config) error {
 		log.Info("serving metrics", "address", ml.Addr().String())
 	}
 
+	go func() {
+		if err := streamServer.Serve(); err != nil {
+			log.Error("streaming server stopped", "error", err)
+		}
+	}()
+	log.Info("serving exec, attach and port-forward", "url", streamServer.URL())
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- server.Serve(listener) }()
 	log.Info("serving CRI", "endpoint", cfg.Endpoint)
@@ -179,6 +208,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		log.Warn("in-flight calls did not finish in time; stopping them")
 		server.Stop()
 	}
+	_ = streamServer.Close()
 	if metricsServer != nil {
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = metricsServer.Shutdown(shutdownCtx)

@@ -16,7 +16,8 @@ var Root = "/sys/fs/cgroup"
 
 // Paths returns the cgroup directories of process pid: by controller name
 // on cgroup v1 ("memory", "cpu", …), and under the key "" for the unified
-// (v2) hierarchy.
+// (v2) hierarchy — on a hybrid host (v1 controllers, the unified hierarchy
+// mounted at <Root>/unified) that is where PSI files live.
 func Paths(pid int) (map[string]string, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
@@ -27,6 +28,7 @@ func Paths(pid int) (map[string]string, error) {
 
 func parse(data []byte, root string) map[string]string {
 	out := map[string]string{}
+	unified := unifiedRoot(root)
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		parts := strings.SplitN(sc.Text(), ":", 3)
@@ -35,7 +37,7 @@ func parse(data []byte, root string) map[string]string {
 		}
 		ctrls, path := parts[1], parts[2]
 		if ctrls == "" {
-			out[""] = filepath.Join(root, path)
+			out[""] = filepath.Join(unified, path)
 			continue
 		}
 		for _, c := range strings.Split(ctrls, ",") {
@@ -57,6 +59,50 @@ func mountDir(root, ctrls, c string) string {
 		}
 	}
 	return c
+}
+
+// unifiedRoot is where the unified hierarchy is mounted: root itself on a
+// cgroup v2 host, root/unified on a hybrid one.
+func unifiedRoot(root string) string {
+	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err == nil {
+		return root
+	}
+	if _, err := os.Stat(filepath.Join(root, "unified", "cgroup.controllers")); err == nil {
+		return filepath.Join(root, "unified")
+	}
+	return root
+}
+
+// Parent returns the parent directory of each of paths: the pod-level
+// cgroup when paths are a pod's pause container's (under both drivers the
+// container's cgroup is a child of its cgroup parent).
+func Parent(paths map[string]string) map[string]string {
+	out := make(map[string]string, len(paths))
+	for k, v := range paths {
+		out[k] = filepath.Dir(v)
+	}
+	return out
+}
+
+// Relative returns dir relative to the hierarchy it is in, with a leading
+// "/": the cgroup name cAdvisor uses as a container's id
+// ("/kubepods/besteffort/pod…/<id>").
+func Relative(dir string) string {
+	rel, err := filepath.Rel(Root, dir)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return dir
+	}
+	if rel == "." {
+		return "/"
+	}
+	// Strip the controller (or "unified") directory.
+	if i := strings.IndexByte(rel, '/'); i >= 0 && !IsV2() {
+		return rel[i:]
+	}
+	if IsV2() {
+		return "/" + rel
+	}
+	return "/"
 }
 
 // IsV2 reports whether the host uses the unified hierarchy only.

@@ -37,3 +37,35 @@ func TestPathsOfThisProcess(t *testing.T) {
 		}
 	}
 }
+
+func TestParseHybridUnifiedPath(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"memory", "unified"} {
+		_ = os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	// A hybrid host: v1 controllers, the unified hierarchy at root/unified.
+	if err := os.WriteFile(filepath.Join(root, "unified", "cgroup.controllers"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := parse([]byte("4:memory:/docker/abc\n0::/docker/abc\n"), root)
+	if want := filepath.Join(root, "unified/docker/abc"); got[""] != want {
+		t.Errorf("unified path %q, want %q", got[""], want)
+	}
+	if want := filepath.Join(root, "memory/docker/abc"); got["memory"] != want {
+		t.Errorf("memory path %q, want %q", got["memory"], want)
+	}
+}
+
+func TestParentAndRelative(t *testing.T) {
+	p := Parent(map[string]string{"memory": "/sys/fs/cgroup/memory/kubepods/pod1/abc"})
+	if p["memory"] != "/sys/fs/cgroup/memory/kubepods/pod1" {
+		t.Errorf("Parent = %v", p)
+	}
+	if IsV2() {
+		if got := Relative(filepath.Join(Root, "kubepods/pod1")); got != "/kubepods/pod1" {
+			t.Errorf("Relative = %q", got)
+		}
+	} else if got := Relative(filepath.Join(Root, "memory/kubepods/pod1")); got != "/kubepods/pod1" {
+		t.Errorf("Relative = %q", got)
+	}
+}

@@ -92,12 +92,7 @@ func newLayerUsage(src ContainerLayers) *layerUsage {
 // at all waits for one, for at most firstSampleWait.
 func (l *layerUsage) Usage(ctx context.Context) (layerSample, error) {
 	l.mu.Lock()
-	sample, refreshing := l.sample, l.refreshing
-	if (sample == nil || l.now().Sub(sample.at) >= l.listAge) && refreshing == nil {
-		refreshing = make(chan struct{})
-		l.refreshing = refreshing
-		go l.refresh(logging.WithLogger(context.Background(), logging.FromContext(ctx)), refreshing)
-	}
+	sample, refreshing := l.sample, l.kickLocked(ctx)
 	l.mu.Unlock()
 	if sample != nil {
 		return *sample, nil
@@ -117,6 +112,37 @@ func (l *layerUsage) Usage(ctx context.Context) (layerSample, error) {
 		return layerSample{}, l.lastErr
 	}
 	return *l.sample, nil
+}
+
+// kickLocked starts a background refresh when the sample is missing or
+// older than the list interval and none runs, and returns the running
+// refresh's channel (nil if none). l.mu must be held.
+func (l *layerUsage) kickLocked(ctx context.Context) chan struct{} {
+	if (l.sample == nil || l.now().Sub(l.sample.at) >= l.listAge) && l.refreshing == nil {
+		l.refreshing = make(chan struct{})
+		go l.refresh(logging.WithLogger(context.Background(), logging.FromContext(ctx)), l.refreshing)
+	}
+	return l.refreshing
+}
+
+// Container returns the last measure of one container's writable layer
+// and when it was taken (inodes are zero when Docker measured it: bytes
+// only). It never waits: a container not measured yet reports false. It
+// starts a background refresh for a container not measured yet, and
+// otherwise only when running containers are due for a new walk, so that
+// stats polled every second do not list Docker's containers every few
+// seconds.
+func (l *layerUsage) Container(ctx context.Context, id string) (u stats.DirUsage, at time.Time, inodesKnown, ok bool) {
+	l.mu.Lock()
+	e := l.entries[id]
+	if e == nil || l.sample == nil || l.now().Sub(l.sample.at) >= l.rerun {
+		l.kickLocked(ctx)
+	}
+	l.mu.Unlock()
+	if e == nil || e.measured.IsZero() {
+		return stats.DirUsage{}, time.Time{}, false, false
+	}
+	return e.usage, e.measured, e.dir != "", true
 }
 
 // refresh lists the containers, measures the layers that may have changed,
@@ -143,8 +169,9 @@ func (l *layerUsage) measure(ctx context.Context) (layerSample, error) {
 		return layerSample{}, err
 	}
 	now := l.now()
-	// Only the refresh goroutine touches entries' contents; the map is
-	// replaced under mu at the end, so a concurrent reader sees either.
+	// Only the refresh goroutine makes entries, and it never changes one
+	// it has published: it changes copies, and replaces the map under mu
+	// at the end, so a concurrent reader sees the old or the new.
 	l.mu.Lock()
 	old := l.entries
 	l.mu.Unlock()
@@ -161,6 +188,9 @@ func (l *layerUsage) measure(ctx context.Context) (layerSample, error) {
 				return layerSample{}, err
 			}
 			e = &layerEntry{dir: dir}
+		} else {
+			cp := *e
+			e = &cp
 		}
 		// Measure a new layer, one whose container started or stopped
 		// since, and a running container's layer when its figure is old.

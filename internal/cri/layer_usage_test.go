@@ -20,11 +20,13 @@ type fakeLayers struct {
 	sizes      map[string]int64
 	inspects   int
 	sizeCalls  int
+	lists      int
 }
 
 func (f *fakeLayers) ListLayerContainers(context.Context) ([]docker.LayerContainer, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.lists++
 	return append([]docker.LayerContainer(nil), f.containers...), nil
 }
 
@@ -158,5 +160,62 @@ func waitForSample(t *testing.T, l *layerUsage, ok func(layerSample) bool) layer
 			t.Fatalf("sample never matched; last %+v", s)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestLayerUsagePerContainer(t *testing.T) {
+	src := &fakeLayers{containers: []docker.LayerContainer{{ID: "run", Running: true}}}
+	w := &fakeWalker{walks: map[string]int{}, usage: map[string]stats.DirUsage{
+		"dir-run": {Bytes: 100, Inodes: 3},
+		"dir-new": {Bytes: 5, Inodes: 1},
+	}}
+	var mu sync.Mutex
+	clock := time.Unix(1000, 0)
+	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	l := newLayerUsage(src)
+	l.walk = w.walk
+	l.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	ctx := context.Background()
+	lists := func() int { src.mu.Lock(); defer src.mu.Unlock(); return src.lists }
+
+	// Not measured yet: no figure, and no waiting; a refresh starts.
+	if _, _, _, ok := l.Container(ctx, "run"); ok {
+		t.Fatal("a figure before any measure")
+	}
+	waitForSample(t, l, func(s layerSample) bool { return s.bytes == 100 })
+	u, at, inodesKnown, ok := l.Container(ctx, "run")
+	if !ok || u.Bytes != 100 || u.Inodes != 3 || !inodesKnown || !at.Equal(time.Unix(1000, 0)) {
+		t.Fatalf("Container(run) = %+v %v %v %v", u, at, inodesKnown, ok)
+	}
+
+	// Polled past the list interval, with every container measured:
+	// Docker is not listed again.
+	advance(layerListInterval)
+	l.Container(ctx, "run")
+	l.mu.Lock()
+	busy := l.refreshing != nil
+	l.mu.Unlock()
+	if busy || lists() != 1 {
+		t.Errorf("a known container's stats started a refresh (lists %d)", lists())
+	}
+
+	// A container not measured yet does start one.
+	src.mu.Lock()
+	src.containers = append(src.containers, docker.LayerContainer{ID: "new", Running: true})
+	src.mu.Unlock()
+	if _, _, _, ok := l.Container(ctx, "new"); ok {
+		t.Fatal("a figure for a container never measured")
+	}
+	waitForSample(t, l, func(s layerSample) bool { return s.bytes == 105 })
+	if u, _, _, ok := l.Container(ctx, "new"); !ok || u.Bytes != 5 {
+		t.Errorf("Container(new) = %+v %v", u, ok)
+	}
+
+	// Running layers due for a new walk: a refresh starts.
+	advance(runningRemeasureInterval)
+	l.Container(ctx, "run")
+	waitForSample(t, l, func(s layerSample) bool { return true })
+	if w.count("dir-run") != 2 {
+		t.Errorf("walks %v, want the running layer walked again", w.walks)
 	}
 }

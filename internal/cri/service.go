@@ -22,6 +22,7 @@ import (
 	"github.com/berth-cri/berth/internal/network"
 	"github.com/berth-cri/berth/internal/pause"
 	"github.com/berth-cri/berth/internal/store"
+	"github.com/berth-cri/berth/internal/streaming"
 )
 
 // Daemon is the part of the Docker client that reports on the daemon itself.
@@ -63,6 +64,19 @@ type Network interface {
 	CachedIPs(sandboxID string) []string
 }
 
+// Streams hands out the single-use URLs of the streaming server, where
+// Exec, Attach and PortForward happen (internal/streaming).
+type Streams interface {
+	GetExec(*runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error)
+	GetAttach(*runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error)
+	GetPortForward(*runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error)
+}
+
+// Execer runs a command in a container to completion (ExecSync).
+type Execer interface {
+	RunExec(ctx context.Context, containerID string, o streaming.ExecOptions) (streaming.ExecResult, error)
+}
+
 // Deps are what the CRI service is built from.
 type Deps struct {
 	Config      config.Config
@@ -81,6 +95,10 @@ type Deps struct {
 	// Images and Layers serve the ImageService (image_*.go).
 	Images Images
 	Layers ContainerLayers
+	// Streams and Exec serve Exec, Attach, PortForward and ExecSync
+	// (container_exec.go, container_attach.go, sandbox_portforward.go).
+	Streams Streams
+	Exec    Execer
 }
 
 // HostFacts are read once at start-up by internal/hostinfo.
@@ -125,6 +143,8 @@ type Service struct {
 	log         *slog.Logger
 	images      Images
 	img         *imageState
+	streams     Streams
+	execer      Execer
 
 	// runs single-flights RunPodSandbox and CreateContainer per name.
 	runs *detachedRuns
@@ -148,6 +168,11 @@ type Service struct {
 
 	mu      sync.Mutex // guards podCIDR
 	podCIDR string
+
+	// stats and events serve the stats, metrics and GetContainerEvents
+	// RPCs (stats_helpers.go, container_events.go); Start runs them.
+	stats  *statsState
+	events *eventHub
 }
 
 var (
@@ -175,7 +200,11 @@ func New(d Deps) *Service {
 		conv:        newConvCache(),
 		images:      d.Images,
 		img:         newImageState(d.Config, d.Layers),
+		streams:     d.Streams,
+		execer:      d.Exec,
 	}
+	s.stats = newStatsState(s.statsTargets)
+	s.events = newEventHub(s.store, d.Logger)
 	s.pause = &pause.Ensurer{
 		Image:   d.Config.PodInfraContainerImage,
 		Builtin: d.Config.PodInfraContainerImage == config.DefaultPauseImage,

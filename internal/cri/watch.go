@@ -19,7 +19,10 @@ import (
 
 // Watch keeps the index current from Docker's event stream until ctx ends.
 // When the stream breaks (Docker restarted or went away) it waits for
-// Docker, resyncs fully — events during the gap are lost — and resumes.
+// Docker, resyncs fully, and resumes from the last event it saw, so Docker
+// replays what it still has of the gap (nothing, if it restarted: the
+// resync is what catches up then). GetContainerEvents reports whatever the
+// resync changed in the index (container_events.go).
 func (s *Service) Watch(ctx context.Context) {
 	since := s.recoveredAt
 	for ctx.Err() == nil {
@@ -41,6 +44,17 @@ func (s *Service) Watch(ctx context.Context) {
 				break stream
 			}
 		}
+		s.resyncUntilDone(ctx)
+	}
+}
+
+// resyncUntilDone waits for Docker and resyncs, again and again until a
+// resync succeeds: what changed while the stream was down (a container that
+// died while Docker restarted) is caught only by it, and a new stream may
+// well connect before Docker answers a list (or to a daemon that restarted
+// meanwhile).
+func (s *Service) resyncUntilDone(ctx context.Context) {
+	for ctx.Err() == nil {
 		for ctx.Err() == nil && !s.daemon.Health().Ready {
 			select {
 			case <-ctx.Done():
@@ -48,13 +62,15 @@ func (s *Service) Watch(ctx context.Context) {
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
-		since = time.Now()
-		if err := s.resync(ctx); err != nil {
-			s.log.Error("resync after the event stream broke", "error", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+		err := s.resync(ctx)
+		if err == nil {
+			s.log.Info("index resynced with Docker after the event stream broke")
+			return
+		}
+		s.log.Warn("resync after the event stream broke; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -37,7 +38,14 @@ type Options struct {
 
 // Client talks to one Docker daemon. It is safe for concurrent use.
 type Client struct {
-	api     *client.Client
+	// current is the moby client in use. A daemon that comes back after
+	// an outage gets a fresh client, negotiated before it is published:
+	// renegotiating a client other goroutines are using races on its
+	// version (moby's client reads it unlocked once negotiated).
+	current  atomic.Pointer[client.Client]
+	endpoint string
+	// probeMu serialises Probe: one reconnection at a time.
+	probeMu sync.Mutex
 	timeout time.Duration
 	log     *slog.Logger
 
@@ -106,28 +114,41 @@ func (d DaemonInfo) HasSecurityOption(name string) bool {
 // New returns a client for the daemon at opts.Endpoint. It does not contact
 // the daemon: Run does, and keeps the connection's health current.
 func New(opts Options) (*Client, error) {
-	api, err := client.New(client.WithHost(opts.Endpoint), client.WithUserAgent("berth"))
+	api, err := newAPI(opts.Endpoint)
 	if err != nil {
-		return nil, fmt.Errorf("docker endpoint %q: %w", opts.Endpoint, err)
+		return nil, err
 	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Client{
-		api:     api,
-		timeout: opts.RequestTimeout,
-		log:     logger.With("component", "docker"),
-		health:  Health{Reason: "Docker has not been contacted yet", Since: time.Now()},
-	}, nil
+	c := &Client{
+		endpoint: opts.Endpoint,
+		timeout:  opts.RequestTimeout,
+		log:      logger.With("component", "docker"),
+		health:   Health{Reason: "Docker has not been contacted yet", Since: time.Now()},
+	}
+	c.current.Store(api)
+	return c, nil
+}
+
+func newAPI(endpoint string) (*client.Client, error) {
+	api, err := client.New(client.WithHost(endpoint), client.WithUserAgent("berth"))
+	if err != nil {
+		return nil, fmt.Errorf("docker endpoint %q: %w", endpoint, err)
+	}
+	return api, nil
 }
 
 // Close releases the client's idle connections.
-func (c *Client) Close() error { return c.api.Close() }
+func (c *Client) Close() error { return c.api().Close() }
+
+// api returns the moby client in use.
+func (c *Client) api() *client.Client { return c.current.Load() }
 
 // API returns the underlying moby client for the few callers (tests,
 // benchmarks, tools) that need a call this package does not wrap.
-func (c *Client) API() *client.Client { return c.api }
+func (c *Client) API() *client.Client { return c.api() }
 
 // Health returns the last known state of the connection.
 func (c *Client) Health() Health {
@@ -177,10 +198,12 @@ func (c *Client) Run(ctx context.Context) {
 func (c *Client) Probe(ctx context.Context) Health {
 	ctx, cancel := context.WithTimeout(ctx, min(c.timeout, 10*time.Second))
 	defer cancel()
+	c.probeMu.Lock()
+	defer c.probeMu.Unlock()
 
 	prev := c.Health()
 	if prev.Ready {
-		ping, err := c.api.Ping(ctx, client.PingOptions{})
+		ping, err := c.api().Ping(ctx, client.PingOptions{})
 		if err != nil {
 			return c.setHealth(false, "Docker is not answering: "+errorMessage(err), prev.Daemon)
 		}
@@ -191,7 +214,11 @@ func (c *Client) Probe(ctx context.Context) Health {
 		// downgrade): fall through and renegotiate.
 		c.log.Info("Docker's API version changed", "from", prev.Daemon.APIVersion, "to", ping.APIVersion)
 	}
-	ping, err := c.api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true, ForceNegotiate: true})
+	api, err := newAPI(c.endpoint)
+	if err != nil {
+		return c.setHealth(false, err.Error(), prev.Daemon)
+	}
+	ping, err := api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
 	// NOTE: a daemon older than the moby client's own minimum answers the
 	// ping but fails negotiation, so the version check comes before the
 	// error check: the reason must say "too old", not "not answering".
@@ -201,12 +228,18 @@ func (c *Client) Probe(ctx context.Context) Health {
 	if err != nil {
 		return c.setHealth(false, "Docker is not answering: "+errorMessage(err), prev.Daemon)
 	}
-	info, err := c.readDaemonInfo(ctx)
+	info, err := readDaemonInfo(ctx, api)
 	if err != nil {
 		// A daemon whose minimum API is newer than Berth's client
 		// rejects every versioned call: the reason names the version
 		// Berth spoke, next to Docker's message.
-		return c.setHealth(false, fmt.Sprintf("reading Docker's configuration (API %s): %s", c.api.ClientVersion(), errorMessage(err)), prev.Daemon)
+		return c.setHealth(false, fmt.Sprintf("reading Docker's configuration (API %s): %s", api.ClientVersion(), errorMessage(err)), prev.Daemon)
+	}
+	old := c.current.Swap(api)
+	if old != api {
+		// Calls still in flight on the old client finish on their own
+		// connections; idle ones are released.
+		_ = old.Close()
 	}
 	return c.setHealth(true, "", info)
 }
@@ -230,12 +263,12 @@ func apiVersionProblem(daemonAPI string) string {
 
 var apiVersionPattern = regexp.MustCompile(`^[0-9]+\.[0-9]+$`)
 
-func (c *Client) readDaemonInfo(ctx context.Context) (DaemonInfo, error) {
-	ver, err := c.api.ServerVersion(ctx, client.ServerVersionOptions{})
+func readDaemonInfo(ctx context.Context, api *client.Client) (DaemonInfo, error) {
+	ver, err := api.ServerVersion(ctx, client.ServerVersionOptions{})
 	if err != nil {
 		return DaemonInfo{}, err
 	}
-	res, err := c.api.Info(ctx, client.InfoOptions{})
+	res, err := api.Info(ctx, client.InfoOptions{})
 	if err != nil {
 		return DaemonInfo{}, err
 	}
@@ -244,7 +277,7 @@ func (c *Client) readDaemonInfo(ctx context.Context) (DaemonInfo, error) {
 		Version:              ver.Version,
 		APIVersion:           ver.APIVersion,
 		MinAPIVersion:        ver.MinAPIVersion,
-		NegotiatedAPIVersion: c.api.ClientVersion(),
+		NegotiatedAPIVersion: api.ClientVersion(),
 		CgroupDriver:         info.CgroupDriver,
 		CgroupVersion:        info.CgroupVersion,
 		DefaultRuntime:       info.DefaultRuntime,

@@ -12,7 +12,7 @@ import (
 func (c *Client) CreateContainer(ctx context.Context, name string, cfg *container.Config, hc *container.HostConfig) (string, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ContainerCreate(ctx, client.ContainerCreateOptions{Name: name, Config: cfg, HostConfig: hc})
+	res, err := c.api().ContainerCreate(ctx, client.ContainerCreateOptions{Name: name, Config: cfg, HostConfig: hc})
 	if err != nil {
 		return "", Classify(err)
 	}
@@ -23,7 +23,7 @@ func (c *Client) CreateContainer(ctx context.Context, name string, cfg *containe
 func (c *Client) StartContainer(ctx context.Context, id string) error {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	_, err := c.api.ContainerStart(ctx, id, client.ContainerStartOptions{})
+	_, err := c.api().ContainerStart(ctx, id, client.ContainerStartOptions{})
 	return Classify(err)
 }
 
@@ -34,7 +34,7 @@ func (c *Client) StopContainer(ctx context.Context, id string, grace time.Durati
 	ctx, cancel := context.WithTimeout(ctx, grace+c.timeout)
 	defer cancel()
 	secs := int(grace.Round(time.Second) / time.Second)
-	_, err := c.api.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &secs, Signal: signal})
+	_, err := c.api().ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &secs, Signal: signal})
 	return Classify(err)
 }
 
@@ -42,7 +42,7 @@ func (c *Client) StopContainer(ctx context.Context, id string, grace time.Durati
 func (c *Client) KillContainer(ctx context.Context, id, signal string) error {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	_, err := c.api.ContainerKill(ctx, id, client.ContainerKillOptions{Signal: signal})
+	_, err := c.api().ContainerKill(ctx, id, client.ContainerKillOptions{Signal: signal})
 	return Classify(err)
 }
 
@@ -51,7 +51,7 @@ func (c *Client) KillContainer(ctx context.Context, id, signal string) error {
 func (c *Client) RemoveContainer(ctx context.Context, id string) error {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	_, err := c.api.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	_, err := c.api().ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 	return Classify(err)
 }
 
@@ -59,7 +59,7 @@ func (c *Client) RemoveContainer(ctx context.Context, id string) error {
 func (c *Client) InspectContainer(ctx context.Context, id string) (container.InspectResponse, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	res, err := c.api().ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		return container.InspectResponse{}, Classify(err)
 	}
@@ -75,7 +75,7 @@ func (c *Client) ListContainers(ctx context.Context, labels ...string) ([]contai
 	for _, l := range labels {
 		f = f.Add("label", l)
 	}
-	res, err := c.api.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	res, err := c.api().ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
 	if err != nil {
 		return nil, Classify(err)
 	}
@@ -86,6 +86,6 @@ func (c *Client) ListContainers(ctx context.Context, labels ...string) ([]contai
 func (c *Client) UpdateContainerResources(ctx context.Context, id string, r *container.Resources) error {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	_, err := c.api.ContainerUpdate(ctx, id, client.ContainerUpdateOptions{Resources: r})
+	_, err := c.api().ContainerUpdate(ctx, id, client.ContainerUpdateOptions{Resources: r})
 	return Classify(err)
 }

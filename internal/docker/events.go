@@ -22,6 +22,6 @@ func (c *Client) ContainerEvents(ctx context.Context, since time.Time, labels ..
 	if !since.IsZero() {
 		opts.Since = strconv.FormatFloat(float64(since.UnixNano())/1e9, 'f', 9, 64)
 	}
-	res := c.api.Events(ctx, opts)
+	res := c.api().Events(ctx, opts)
 	return res.Messages, res.Err
 }

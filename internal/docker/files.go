@@ -18,7 +18,7 @@ import (
 func (c *Client) ReadFile(ctx context.Context, id, path string, max int64) ([]byte, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: path})
+	res, err := c.api().CopyFromContainer(ctx, id, client.CopyFromContainerOptions{SourcePath: path})
 	if err != nil {
 		return nil, Classify(err)
 	}

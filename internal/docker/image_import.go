@@ -16,7 +16,7 @@ import (
 func (c *Client) ImageID(ctx context.Context, ref string) (string, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ImageInspect(ctx, ref)
+	res, err := c.api().ImageInspect(ctx, ref)
 	if err != nil {
 		return "", Classify(err)
 	}
@@ -28,7 +28,7 @@ func (c *Client) ImageID(ctx context.Context, ref string) (string, error) {
 func (c *Client) ImageLayers(ctx context.Context, ref string) ([]string, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ImageInspect(ctx, ref)
+	res, err := c.api().ImageInspect(ctx, ref)
 	if err != nil {
 		return nil, Classify(err)
 	}
@@ -40,7 +40,7 @@ func (c *Client) ImageLayers(ctx context.Context, ref string) ([]string, error) 
 func (c *Client) ImportImage(ctx context.Context, rootfs io.Reader, ref string, changes []string) error {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ImageImport(ctx, client.ImageImportSource{Source: rootfs, SourceName: "-"}, ref, client.ImageImportOptions{Changes: changes})
+	res, err := c.api().ImageImport(ctx, client.ImageImportSource{Source: rootfs, SourceName: "-"}, ref, client.ImageImportOptions{Changes: changes})
 	if err != nil {
 		return Classify(err)
 	}

@@ -58,7 +58,7 @@ func (c *Client) PullImage(ctx context.Context, ref string, opts PullOptions) er
 		return classifyPullError(ref, opts.Registry, err)
 	}
 
-	resp, err := c.api.ImagePull(ctx, ref, client.ImagePullOptions{RegistryAuth: opts.RegistryAuth})
+	resp, err := c.api().ImagePull(ctx, ref, client.ImagePullOptions{RegistryAuth: opts.RegistryAuth})
 	if err != nil {
 		return pullErr(err)
 	}
@@ -209,7 +209,7 @@ func containsAny(s string, subs []string) bool {
 func (c *Client) InspectImage(ctx context.Context, ref string) (image.InspectResponse, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ImageInspect(ctx, ref)
+	res, err := c.api().ImageInspect(ctx, ref)
 	if err != nil {
 		return image.InspectResponse{}, Classify(err)
 	}
@@ -221,7 +221,7 @@ func (c *Client) InspectImage(ctx context.Context, ref string) (image.InspectRes
 func (c *Client) ListImages(ctx context.Context) ([]image.Summary, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ImageList(ctx, client.ImageListOptions{})
+	res, err := c.api().ImageList(ctx, client.ImageListOptions{})
 	if err != nil {
 		return nil, Classify(err)
 	}
@@ -232,7 +232,7 @@ func (c *Client) ListImages(ctx context.Context) ([]image.Summary, error) {
 func (c *Client) ImageHistory(ctx context.Context, id string) ([]image.HistoryResponseItem, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ImageHistory(ctx, id)
+	res, err := c.api().ImageHistory(ctx, id)
 	if err != nil {
 		return nil, Classify(err)
 	}
@@ -248,7 +248,7 @@ func (c *Client) RemoveImage(ctx context.Context, id string) error {
 	// force removes every reference at once (without it Docker refuses an
 	// image tagged in several repositories); Docker still refuses an image
 	// a running container uses.
-	_, err := c.api.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
+	_, err := c.api().ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	if err == nil {
 		return nil
 	}
@@ -263,7 +263,7 @@ func (c *Client) RemoveImage(ctx context.Context, id string) error {
 func (c *Client) ContainersUsingImage(ctx context.Context, id string) ([]string, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ContainerList(ctx, client.ContainerListOptions{
+	res, err := c.api().ContainerList(ctx, client.ContainerListOptions{
 		All:     true,
 		Filters: make(client.Filters).Add("ancestor", id),
 	})
@@ -295,7 +295,7 @@ type LayerContainer struct {
 func (c *Client) ListLayerContainers(ctx context.Context) ([]LayerContainer, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ContainerList(ctx, client.ContainerListOptions{All: true})
+	res, err := c.api().ContainerList(ctx, client.ContainerListOptions{All: true})
 	if err != nil {
 		return nil, Classify(err)
 	}
@@ -312,7 +312,7 @@ func (c *Client) ListLayerContainers(ctx context.Context) ([]LayerContainer, err
 func (c *Client) WritableLayerDir(ctx context.Context, id string) (string, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	res, err := c.api().ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		return "", Classify(err)
 	}
@@ -328,7 +328,7 @@ func (c *Client) WritableLayerDir(ctx context.Context, id string) (string, error
 func (c *Client) WritableLayerSize(ctx context.Context, id string) (int64, error) {
 	ctx, cancel := c.WithTimeout(ctx)
 	defer cancel()
-	res, err := c.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{Size: true})
+	res, err := c.api().ContainerInspect(ctx, id, client.ContainerInspectOptions{Size: true})
 	if err != nil {
 		return 0, Classify(err)
 	}

@@ -15,7 +15,9 @@ import (
 
 // FsUsage is the usage of the filesystem holding a path, as df reports it.
 type FsUsage struct {
-	Mountpoint     string
+	Mountpoint string
+	// Device is the mounted source ("/dev/vda1", "overlay").
+	Device         string
 	UsedBytes      uint64
 	CapacityBytes  uint64
 	AvailableBytes uint64
@@ -29,13 +31,14 @@ func Filesystem(path string) (FsUsage, error) {
 	if err := unix.Statfs(path, &st); err != nil {
 		return FsUsage{}, fmt.Errorf("statfs %s: %w", path, err)
 	}
-	mp, err := Mountpoint(path)
+	mp, dev, err := mountOf(path)
 	if err != nil {
 		return FsUsage{}, err
 	}
 	bsize := uint64(st.Bsize)
 	return FsUsage{
 		Mountpoint:     mp,
+		Device:         dev,
 		UsedBytes:      (st.Blocks - st.Bfree) * bsize,
 		CapacityBytes:  st.Blocks * bsize,
 		AvailableBytes: st.Bavail * bsize,
@@ -47,16 +50,23 @@ func Filesystem(path string) (FsUsage, error) {
 // Mountpoint returns the mount point of the filesystem holding path: the
 // longest mount point in /proc/self/mountinfo that is a prefix of path.
 func Mountpoint(path string) (string, error) {
+	mp, _, err := mountOf(path)
+	return mp, err
+}
+
+// mountOf returns the mount point and the mounted source of the
+// filesystem holding path.
+func mountOf(path string) (mountpoint, source string, err error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer f.Close()
-	best := "/"
+	best, bestSource := "/", ""
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -65,11 +75,18 @@ func Mountpoint(path string) (string, error) {
 			continue
 		}
 		mp := unescapeMountinfo(fields[4])
-		if (real == mp || strings.HasPrefix(real, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > len(best) {
-			best = mp
+		if (real == mp || strings.HasPrefix(real, strings.TrimSuffix(mp, "/")+"/")) && len(mp) >= len(best) {
+			best, bestSource = mp, ""
+			// After the optional fields: "-", the type, the source.
+			for i := 5; i+2 < len(fields); i++ {
+				if fields[i] == "-" {
+					bestSource = unescapeMountinfo(fields[i+2])
+					break
+				}
+			}
 		}
 	}
-	return best, sc.Err()
+	return best, bestSource, sc.Err()
 }
 
 // unescapeMountinfo undoes the octal escapes (\040 for space, …) the kernel

@@ -15,6 +15,7 @@ import (
 // TestServeReadsConfigFile: berth serve applies its configuration file, and
 // flags on the command line override it.
 func TestServeReadsConfigFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.toml")
 	// log-level is also given on the command line (the framework passes

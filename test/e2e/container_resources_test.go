@@ -43,6 +43,7 @@ func containerPid(t *testing.T, id string) int {
 }
 
 func TestResourcesLandInTheCgroup(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "res")
 	cfg := containerConfig("limited", "sleep 3600")
 	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{
@@ -94,6 +95,7 @@ func TestResourcesLandInTheCgroup(t *testing.T) {
 }
 
 func TestUpdateContainerResources(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p := newPod(t, berth, "resize")
 	cfg := containerConfig("c", "sleep 3600")
@@ -120,6 +122,7 @@ func TestUpdateContainerResources(t *testing.T) {
 }
 
 func TestOOMKillIsReported(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "oom")
 	cfg := containerConfig("hog", "head -c 200m /dev/zero | tail")
 	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20, MemorySwapLimitInBytes: 32 << 20}
@@ -131,6 +134,7 @@ func TestOOMKillIsReported(t *testing.T) {
 }
 
 func TestBindMounts(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "mounts")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "hello"), []byte("from the host"), 0o644); err != nil {
@@ -185,6 +189,7 @@ func sharedMount(t *testing.T, dir string) {
 }
 
 func TestMountPropagation(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "propagation")
 	dir := t.TempDir()
 	sharedMount(t, dir)

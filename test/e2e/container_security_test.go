@@ -39,6 +39,7 @@ const (
 )
 
 func TestCapabilities(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "sec-caps")
 	cfg := containerConfig("caps", "sleep 3600")
 	cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{
@@ -60,6 +61,7 @@ func TestCapabilities(t *testing.T) {
 }
 
 func TestPrivilegedWorksWithoutEveryCapability(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "sec-priv")
 	cfg := containerConfig("priv", "sleep 3600")
 	cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{Privileged: true}
@@ -103,6 +105,7 @@ func hostCapBnd(t *testing.T) uint64 {
 }
 
 func TestUsersAndGroups(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "sec-user")
 	cfg := containerConfig("ids", "sleep 3600")
 	cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{
@@ -141,6 +144,7 @@ func containsInt(list []int64, v int64) bool {
 }
 
 func TestReadonlyRootfsAndNoNewPrivs(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "sec-ro")
 	cfg := containerConfig("ro", "sleep 3600")
 	cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{ReadonlyRootfs: true, NoNewPrivs: true}
@@ -154,6 +158,7 @@ func TestReadonlyRootfsAndNoNewPrivs(t *testing.T) {
 }
 
 func TestMaskedAndReadonlyPaths(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "sec-mask")
 	cfg := containerConfig("mask", "sleep 3600")
 	cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{
@@ -170,6 +175,7 @@ func TestMaskedAndReadonlyPaths(t *testing.T) {
 }
 
 func TestSeccompProfiles(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "sec-seccomp")
 	profile := filepath.Join(t.TempDir(), "no-mkdir.json")
 	if err := os.WriteFile(profile, []byte(`{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}`), 0o644); err != nil {
@@ -206,6 +212,7 @@ func TestSeccompProfiles(t *testing.T) {
 }
 
 func TestSELinuxAndAppArmorOptionsReachDocker(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "sec-labels")
 	cfg := containerConfig("labels", "sleep 3600")
 	cfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{
@@ -222,6 +229,7 @@ func TestSELinuxAndAppArmorOptionsReachDocker(t *testing.T) {
 }
 
 func TestNamespaceSharing(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p := newPod(t, berth, "ns-share")
 	own := containerConfig("writer", "echo shared > /dev/shm/token; exec sleep 3600")

@@ -100,6 +100,7 @@ func dockerExec(t *testing.T, id string, args ...string) string {
 }
 
 func TestContainerLifecycle(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p := newPod(t, berth, "ctr-life")
 	cfg := containerConfig("main", "echo started; exec sleep 3600")
@@ -173,6 +174,7 @@ func TestContainerLifecycle(t *testing.T) {
 }
 
 func TestContainerExitReasons(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "ctr-exit")
 	ok := p.run(t, containerConfig("ok", "exit 0"))
 	fail := p.run(t, containerConfig("fail", "exit 3"))
@@ -196,6 +198,7 @@ func TestContainerExitReasons(t *testing.T) {
 }
 
 func TestContainerValidation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p := newPod(t, berth, "ctr-invalid")
 	for _, tc := range []struct {
@@ -257,6 +260,7 @@ func TestContainerValidation(t *testing.T) {
 }
 
 func TestConcurrentCreateWithTheSameNameMakesOneContainer(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p := newPod(t, berth, "ctr-dup")
 	cfg := containerConfig("same", "sleep 3600")
@@ -280,6 +284,7 @@ func TestConcurrentCreateWithTheSameNameMakesOneContainer(t *testing.T) {
 }
 
 func TestRemovePodSandboxRemovesItsContainers(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p := newPod(t, berth, "ctr-podrm")
 	id, err := berth.Runtime.CreateContainer(ctx, p.id, containerConfig("c", "sleep 3600"), p.cfg)
@@ -307,6 +312,7 @@ func TestRemovePodSandboxRemovesItsContainers(t *testing.T) {
 }
 
 func TestBerthRestartWhileContainersRun(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	b, _ := privateBerth(t, framework.CNIOptions{})
 	p := newPod(t, b, "ctr-restart")

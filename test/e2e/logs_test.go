@@ -46,6 +46,7 @@ func readCRILog(t *testing.T, paths ...string) []logLine {
 }
 
 func TestContainerLogsInCRIFormat(t *testing.T) {
+	t.Parallel()
 	p := newPod(t, berth, "logs")
 	long := strings.Repeat("x", 40000)
 	id := p.run(t, containerConfig("writer", `echo out-1; echo err-1 >&2; printf '`+long+`\n'; printf 'no newline at the end'`))
@@ -103,6 +104,7 @@ func TestContainerLogsInCRIFormat(t *testing.T) {
 // way kubelet does (rename, then ReopenContainerLog) many times and checks
 // every line arrives exactly once, in order.
 func TestLogRotationWithReopenContainerLog(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p := newPod(t, berth, "rotate")
 	const n = 3000
@@ -150,6 +152,7 @@ func TestLogRotationWithReopenContainerLog(t *testing.T) {
 // TestLogsSurviveBerthCrash kills Berth while a container writes and checks
 // the lines written meanwhile arrive once after the restart.
 func TestLogsSurviveBerthCrash(t *testing.T) {
+	t.Parallel()
 	b, _ := privateBerth(t, framework.CNIOptions{})
 	p := newPod(t, b, "logcrash")
 	const n = 4000

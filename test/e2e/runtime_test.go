@@ -23,6 +23,7 @@ import (
 )
 
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	v, err := berth.Runtime.Version(ctx, "v1")
 	if err != nil {
@@ -43,6 +44,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st, err := berth.Runtime.Status(ctx, true)
 	if err != nil {
@@ -84,6 +86,7 @@ func TestStatus(t *testing.T) {
 // runs against (the classic image store on Docker 20.10, the containerd
 // image store on current Docker).
 func TestStatusReportsTheDaemon(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st, err := berth.Runtime.Status(ctx, true)
 	if err != nil {
@@ -159,6 +162,7 @@ func TestStatusReportsTheDaemon(t *testing.T) {
 }
 
 func TestStatusNetworkNotReadyWithoutCNIConfig(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	b := framework.StartBerth(t, framework.Options{Args: []string{"--cni-conf-dir", t.TempDir()}})
 	st, err := b.Runtime.Status(ctx, false)
@@ -172,6 +176,7 @@ func TestStatusNetworkNotReadyWithoutCNIConfig(t *testing.T) {
 }
 
 func TestRuntimeConfigReportsDockerCgroupDriver(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	rc, err := berth.Runtime.RuntimeConfig(ctx)
 	if err != nil {
@@ -196,6 +201,7 @@ func TestRuntimeConfigReportsDockerCgroupDriver(t *testing.T) {
 }
 
 func TestUpdateRuntimeConfig(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	err := berth.Runtime.UpdateRuntimeConfig(ctx, &runtimeapi.RuntimeConfig{
 		NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: "10.244.7.0/24"}})
@@ -219,6 +225,7 @@ func TestUpdateRuntimeConfig(t *testing.T) {
 }
 
 func TestSocketPermissions(t *testing.T) {
+	t.Parallel()
 	b := framework.StartBerth(t, framework.Options{Args: []string{"--socket-group", "daemon"}})
 	fi, err := os.Stat(b.Socket)
 	if err != nil {
@@ -242,6 +249,7 @@ func TestSocketPermissions(t *testing.T) {
 }
 
 func TestSocketParentDirectoryCreated(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "a", "b")
 	b := framework.StartBerth(t, framework.Options{Args: []string{"--container-runtime-endpoint", "unix://" + dir + "/berth.sock"}, NoWait: true})
 	b.Socket = dir + "/berth.sock"
@@ -251,6 +259,7 @@ func TestSocketParentDirectoryCreated(t *testing.T) {
 }
 
 func TestStaleSocketIsReplaced(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "berth.sock")
 	// A socket file nobody listens on, as a crashed run leaves it.
@@ -270,6 +279,7 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 }
 
 func TestLiveSocketIsNotTakenOver(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Dir(berth.Socket)
 	second, err := framework.Start(framework.Options{Dir: dir, NoWait: true})
 	if err != nil {
@@ -289,6 +299,7 @@ func TestLiveSocketIsNotTakenOver(t *testing.T) {
 }
 
 func TestSocketPathThatIsNotASocketIsRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "berth.sock"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
@@ -306,6 +317,7 @@ func TestSocketPathThatIsNotASocketIsRefused(t *testing.T) {
 }
 
 func TestBadFlagsFailAtStartup(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -333,6 +345,7 @@ func TestBadFlagsFailAtStartup(t *testing.T) {
 }
 
 func TestCriDockerdRootDirectoryAlias(t *testing.T) {
+	t.Parallel()
 	root := filepath.Join(t.TempDir(), "legacy-root")
 	b := framework.StartBerth(t, framework.Options{Args: []string{"--cri-dockerd-root-directory", root}})
 	st, err := b.Runtime.Status(context.Background(), true)
@@ -416,6 +429,7 @@ func TestShutdownTimeoutBoundsDraining(t *testing.T) {
 }
 
 func TestStatusFollowsDockerRestart(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	d := framework.StartDockerd(t, "")
 	b := framework.StartBerth(t, framework.Options{Args: []string{"--docker-endpoint", d.Host}})
@@ -450,6 +464,7 @@ func TestStatusFollowsDockerRestart(t *testing.T) {
 }
 
 func TestDockerDownAtStartup(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	b, err := framework.Start(framework.Options{Dir: dir, NoWait: true,
 		Args: []string{"--docker-endpoint", "unix://" + filepath.Join(dir, "later.sock")}})
@@ -475,6 +490,7 @@ func TestDockerDownAtStartup(t *testing.T) {
 }
 
 func TestUnimplementedRPCsAnswerUnimplemented(t *testing.T) {
+	t.Parallel()
 	_, err := berth.RuntimeClient.CheckpointPod(context.Background(), &runtimeapi.CheckpointPodRequest{PodSandboxId: "x"})
 	wantCode(t, err, codes.Unimplemented, "")
 	// A method of a CRI version Berth does not serve (v1alpha2, as very
@@ -520,6 +536,7 @@ func wantCode(t *testing.T, err error, code codes.Code, msg string) {
 }
 
 func TestSystemdSocketActivation(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "activated.sock")
 	// systemd-socket-activate listens, and on the first connection execs

@@ -28,6 +28,7 @@ func privateBerth(t *testing.T, o framework.CNIOptions, args ...string) (*framew
 }
 
 func TestBerthRestartLosesNothing(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	b, _ := privateBerth(t, framework.CNIOptions{})
 	running := runPod(t, b, podConfig("survivor"))
@@ -76,6 +77,7 @@ func TestBerthRestartLosesNothing(t *testing.T) {
 }
 
 func TestPauseContainerGoneWhileBerthWasDown(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	b, n := privateBerth(t, framework.CNIOptions{})
 	id := runPod(t, b, podConfig("vanished"))
@@ -108,6 +110,7 @@ func TestPauseContainerGoneWhileBerthWasDown(t *testing.T) {
 }
 
 func TestCorruptCheckpointNeverBlocksStopAndRemove(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	b, _ := privateBerth(t, framework.CNIOptions{})
 	id := runPod(t, b, podConfig("corrupt"))
@@ -162,6 +165,7 @@ exit 0
 }
 
 func TestFailedRunPodSandboxLeavesNothing(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	o := framework.CNIOptions{ExtraPlugins: []map[string]any{{"type": "berth-fail"}}, BinDirs: failingPlugin(t)}
 	b, n := privateBerth(t, o)
@@ -202,6 +206,7 @@ func assertNothingLeft(t *testing.T, b *framework.Berth, n *framework.CNINetwork
 }
 
 func TestNetworkNotReadyRefusesPods(t *testing.T) {
+	t.Parallel()
 	b := framework.StartBerth(t, framework.Options{Args: []string{"--cni-conf-dir", t.TempDir()}})
 	cfg := podConfig("no-cni")
 	_, err := b.RuntimeClient.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: cfg})
@@ -210,6 +215,7 @@ func TestNetworkNotReadyRefusesPods(t *testing.T) {
 }
 
 func TestDualStackPod(t *testing.T) {
+	t.Parallel()
 	b, n := privateBerth(t, framework.CNIOptions{DualStack: true})
 	id := runPod(t, b, podConfig("dual"))
 	st := podStatus(t, b, id)
@@ -223,6 +229,7 @@ func TestDualStackPod(t *testing.T) {
 }
 
 func TestPauseReapsZombies(t *testing.T) {
+	t.Parallel()
 	id := runPod(t, berth, podConfig("reaper"))
 	pidStr, _ := docker(t, "inspect", "-f", "{{.State.Pid}}", id)
 	// A helper in the pod's PID namespace orphans a short sleep, which the
@@ -242,6 +249,7 @@ func TestPauseReapsZombies(t *testing.T) {
 }
 
 func TestAdoptsCriDockerdSandbox(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	// The pause image exists once any pod has run.
 	runPod(t, berth, podConfig("warmup"))
@@ -291,6 +299,7 @@ func TestAdoptsCriDockerdSandbox(t *testing.T) {
 }
 
 func TestDockerBridgeMode(t *testing.T) {
+	t.Parallel()
 	port := freePort(t)
 	b := framework.StartBerth(t, framework.Options{Args: []string{"--network-plugin="}})
 	cfg := podConfig("bridge")
@@ -318,6 +327,7 @@ func TestDockerBridgeMode(t *testing.T) {
 }
 
 func TestBandwidthAnnotationsShapeTraffic(t *testing.T) {
+	t.Parallel()
 	b, n := privateBerth(t, framework.CNIOptions{})
 	bad := podConfig("badbw")
 	bad.Annotations["kubernetes.io/egress-bandwidth"] = "fast"
@@ -350,6 +360,7 @@ func TestBandwidthAnnotationsShapeTraffic(t *testing.T) {
 // RunPodSandbox; after a restart, kubelet's retry must converge on one
 // sandbox, and removing it must leave nothing behind.
 func TestKillDuringRunPodSandbox(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	b, n := privateBerth(t, framework.CNIOptions{})
 	for i, delay := range []time.Duration{0, 50 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond} {
