@@ -81,7 +81,9 @@ func NewCNINetwork(tb testing.TB, o CNIOptions) *CNINetwork {
 	}
 	tb.Cleanup(func() {
 		// The bridge plugin leaves its bridge behind; remove it, and the
-		// (by then empty) host-local store.
+		// (by then empty) host-local store. A test that failed before
+		// its pods' CNI DEL ran leaves their iptables rules: remove them.
+		removeIPTablesRules(tb, net.Name)
 		_ = exec.Command("ip", "link", "del", net.Bridge).Run()
 		if leaked := net.AllocatedIPs(); len(leaked) > 0 && !tb.Failed() {
 			tb.Errorf("CNI network %s still has IPs allocated: %v", net.Name, leaked)
@@ -144,4 +146,51 @@ func (n *CNINetwork) AllocatedIPs() []string {
 		ips = append(ips, name)
 	}
 	return ips
+}
+
+// removeIPTablesRules deletes the iptables rules the CNI plugins added for
+// the pods of network name (their comments name it) and the per-pod chains
+// those rules jump to: what DEL would have removed, had it run.
+func removeIPTablesRules(tb testing.TB, name string) {
+	tag := `name: \"` + name + `\"`
+	for _, table := range []string{"nat", "filter"} {
+		out, err := exec.Command("iptables-save", "-t", table).Output()
+		if err != nil {
+			return
+		}
+		var dels, chains []string
+		seen := map[string]bool{}
+		for _, line := range strings.Split(string(out), "\n") {
+			if !strings.HasPrefix(line, "-A ") || !strings.Contains(line, tag) {
+				continue
+			}
+			dels = append(dels, "-D "+strings.TrimPrefix(line, "-A "))
+			f := strings.Fields(line)
+			for i := range f {
+				if f[i] == "-j" && i+1 < len(f) && strings.HasPrefix(f[i+1], "CNI-") && !strings.HasPrefix(f[i+1], "CNI-FORWARD") && !strings.HasPrefix(f[i+1], "CNI-HOSTPORT") && !seen[f[i+1]] {
+					seen[f[i+1]] = true
+					chains = append(chains, f[i+1])
+				}
+			}
+		}
+		if len(dels) == 0 {
+			continue
+		}
+		// The rules, then the per-pod chains (emptied first: a rule in one may
+		// carry no comment).
+		var in strings.Builder
+		fmt.Fprintf(&in, "*%s\n", table)
+		for _, d := range dels {
+			fmt.Fprintln(&in, d)
+		}
+		for _, c := range chains {
+			fmt.Fprintf(&in, "-F %s\n-X %s\n", c, c)
+		}
+		fmt.Fprintln(&in, "COMMIT")
+		cmd := exec.Command("iptables-restore", "--noflush")
+		cmd.Stdin = strings.NewReader(in.String())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			tb.Logf("removing the iptables rules of CNI network %s: %v: %s", name, err, out)
+		}
+	}
 }

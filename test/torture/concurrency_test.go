@@ -3,6 +3,8 @@ package torture
 import (
 	"fmt"
 	"math/rand/v2"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -175,7 +177,8 @@ func (n *node) cycle(r *Row, name string) error {
 	return r.Call("StopPodSandbox+RemovePodSandbox", n.removePod(id))
 }
 
-// figures are the berth's goroutines and file descriptors at a quiet time.
+// figures are the berth's goroutines and file descriptors at a quiet time,
+// not counting the cgroup files it keeps open for running containers.
 type figures struct {
 	goroutines int
 	fds        int
@@ -198,6 +201,9 @@ func (n *node) settle(t *testing.T, base *figures) figures {
 		}
 		fds, err := n.b.FDs()
 		if err != nil {
+			return err
+		}
+		if err := n.dropLiveCgroupFiles(fds); err != nil {
 			return err
 		}
 		cur = figures{goroutines: g, fds: len(fds), fdList: fds}
@@ -242,4 +248,39 @@ func (n *node) settle(t *testing.T, base *figures) figures {
 		n.r.Leak("berth did not come back to its baseline: %v; new fds %v\n%s", err, extra, n.b.GoroutineProfile())
 	}
 	return cur
+}
+
+// cgroupContainer finds a container id in a cgroup file's path.
+var cgroupContainer = regexp.MustCompile(`^/sys/fs/cgroup/.*/([0-9a-f]{64})(\.scope)?/[^/]+$`)
+
+// dropLiveCgroupFiles removes from fds the cgroup files of containers
+// running in the node's Docker. Berth keeps a running container's stats
+// files open (internal/stats.OpenFiles) and samples every pod it lists —
+// also those of the scenarios running beside this one on the same daemon,
+// which come and go on their own schedule. A cgroup file of a container
+// that is gone stays counted: that is a leak.
+func (n *node) dropLiveCgroupFiles(fds map[string]string) error {
+	var ids []string
+	for _, target := range fds {
+		if m := cgroupContainer.FindStringSubmatch(target); m != nil {
+			ids = append(ids, m[1])
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	out, err := dockerCLI(n.docker, "ps", "-q", "--no-trunc")
+	if err != nil {
+		return fmt.Errorf("docker ps: %v: %s", err, out)
+	}
+	running := map[string]bool{}
+	for _, id := range strings.Fields(out) {
+		running[id] = true
+	}
+	for fd, target := range fds {
+		if m := cgroupContainer.FindStringSubmatch(target); m != nil && running[m[1]] {
+			delete(fds, fd)
+		}
+	}
+	return nil
 }

@@ -1,8 +1,10 @@
 package torture
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,6 +67,8 @@ func dockerRestart(t *testing.T, r *Row, n *node, d *framework.Dockerd, live boo
 		pods = append(pods, p)
 	}
 
+	events := watchEvents(t, n)
+
 	d.Stop(t)
 	r.Fault(1)
 	// Not ready, and said so.
@@ -96,6 +100,9 @@ func dockerRestart(t *testing.T, r *Row, n *node, d *framework.Dockerd, live boo
 	r.Call("ListContainers during the outage", err)
 	_, err = n.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: p.id})
 	r.Call("PodSandboxStatus during the outage", err)
+	// Stats come from the cgroups, not from Docker.
+	_, err = n.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: p.container})
+	r.Call("ContainerStats during the outage", err)
 	cancel()
 
 	start := time.Now()
@@ -138,6 +145,38 @@ func dockerRestart(t *testing.T, r *Row, n *node, d *framework.Dockerd, live boo
 		return nil
 	})
 	r.Check(err == nil, "Berth's view after Docker came back: %v", err)
+	// Events: the containers and pods that died with the daemon are
+	// reported stopped (evented PLEG learns of it), and those that kept
+	// running under live-restore are not.
+	for _, p := range pods {
+		for _, id := range []string{p.id, p.container} {
+			if live {
+				r.Check(!events.seen(id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT), "%s kept running under live-restore, but a stop event was sent", id)
+			} else {
+				r.Check(events.wait(id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, time.Minute), "%s died with Docker, but no stop event was sent", id)
+			}
+		}
+	}
+	// Stats: the figures of what runs, none for what died.
+	c, cancel = ctx()
+	for _, p := range pods {
+		cs, err := n.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: p.container})
+		if r.Call("ContainerStats after the restart", err) != nil {
+			continue
+		}
+		mem := cs.GetStats().GetMemory().GetWorkingSetBytes().GetValue()
+		if live {
+			r.Check(mem > 0 && cs.GetStats().GetCpu() != nil, "container %s runs, but its stats have no figures: %v", p.container, cs.GetStats())
+		} else {
+			r.Check(mem == 0, "container %s died with Docker, but its stats show %d bytes in use", p.container, mem)
+		}
+	}
+	ps, err := n.rt.ListPodSandboxStats(c, &runtimeapi.ListPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{
+		LabelSelector: map[string]string{"berth-torture-node": n.id}}})
+	if r.Call("ListPodSandboxStats after the restart", err) == nil {
+		r.Check(len(ps.GetStats()) == len(pods), "%d pods have stats after the restart, want %d", len(ps.GetStats()), len(pods))
+	}
+	cancel()
 	r.Note("view right %v after Docker answered again", time.Since(start).Round(100*time.Millisecond))
 	items, err := n.pods()
 	if r.Call("ListPodSandbox", err) == nil {
@@ -186,4 +225,78 @@ func loadTestImage(t *testing.T, host string) {
 	if err := save.Wait(); err != nil {
 		t.Fatalf("docker save %s: %v", framework.TestImage, err)
 	}
+}
+
+// eventLog collects a berth's container events (GetContainerEvents, as
+// kubelet's evented PLEG reads them).
+type eventLog struct {
+	mu   sync.Mutex // guards got
+	got  map[string][]runtimeapi.ContainerEventType
+	cond *sync.Cond
+}
+
+// watchEvents subscribes to the node's events until t ends.
+func watchEvents(t *testing.T, n *node) *eventLog {
+	t.Helper()
+	l := &eventLog{got: map[string][]runtimeapi.ContainerEventType{}}
+	l.cond = sync.NewCond(&l.mu)
+	c, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stream, err := n.rt.GetContainerEvents(c, &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		t.Fatalf("GetContainerEvents: %v", err)
+	}
+	// Subscribed once the headers arrive.
+	if _, err := stream.Header(); err != nil {
+		t.Fatalf("GetContainerEvents: %v", err)
+	}
+	go func() {
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			l.mu.Lock()
+			l.got[ev.ContainerId] = append(l.got[ev.ContainerId], ev.ContainerEventType)
+			l.cond.Broadcast()
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+func (l *eventLog) seenLocked(id string, want runtimeapi.ContainerEventType) bool {
+	for _, t := range l.got[id] {
+		if t == want {
+			return true
+		}
+	}
+	return false
+}
+
+// seen reports whether an event of that type came for id.
+func (l *eventLog) seen(id string, want runtimeapi.ContainerEventType) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seenLocked(id, want)
+}
+
+// wait waits up to timeout for an event of that type for id.
+func (l *eventLog) wait(id string, want runtimeapi.ContainerEventType, timeout time.Duration) bool {
+	timer := time.AfterFunc(timeout, func() {
+		l.mu.Lock()
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	})
+	defer timer.Stop()
+	deadline := time.Now().Add(timeout)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for !l.seenLocked(id, want) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		l.cond.Wait()
+	}
+	return true
 }

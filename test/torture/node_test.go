@@ -46,6 +46,11 @@ type node struct {
 	// also when the berth talks to it through a proxy).
 	docker string
 	logDir string
+	// id labels the node's pods: the berths of scenarios running side by
+	// side share a Docker daemon, and each lists the others' pods too (it
+	// adopts every pod in Docker named as dockershim named them), so a
+	// scenario lists and removes only the pods carrying its node's id.
+	id string
 
 	conn *grpc.ClientConn
 	rt   runtimeapi.RuntimeServiceClient
@@ -79,8 +84,22 @@ func startNode(t *testing.T, r *Row, o nodeOptions) *node {
 	if o.Endpoint == "" {
 		o.Endpoint = o.Docker
 	}
-	n := &node{t: t, r: r, docker: o.Docker, logDir: t.TempDir()}
+	n := &node{t: t, r: r, docker: o.Docker, logDir: t.TempDir(), id: randomSuffix()}
 	n.net = framework.NewCNINetwork(t, o.CNI)
+	// Registered before the berth starts, so it runs once the berth has
+	// stopped (and before the network is removed): whatever a failed
+	// scenario left in Docker goes, so the next run starts clean. The
+	// scenario has counted it as a leak already.
+	t.Cleanup(func() {
+		if n.b == nil {
+			return
+		}
+		if ids, _ := dockerIDs(n.docker, "label=io.berth.root="+n.b.RootDir); len(ids) > 0 {
+			if out, err := dockerCLI(n.docker, append([]string{"rm", "-f", "-v"}, ids...)...); err != nil {
+				t.Logf("removing the containers the scenario left: %v: %s", err, out)
+			}
+		}
+	})
 	args := append(n.net.Args(o.CNI), "--docker-endpoint", o.Endpoint, "--metrics-address", "127.0.0.1:0")
 	n.b = framework.StartBerth(t, framework.Options{Args: append(args, o.Args...), Dir: o.Dir, NoRace: o.NoRace, NoWait: o.NoWait})
 	t.Cleanup(func() {
@@ -126,13 +145,13 @@ func ctx() (context.Context, context.CancelFunc) {
 }
 
 // podConfig is a sandbox config with a unique uid, labelled with the run
-// and the scenario.
+// and the node.
 func (n *node) podConfig(name string) *runtimeapi.PodSandboxConfig {
 	uid := "uid-" + randomSuffix()
 	return &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "berth-torture", Uid: uid},
 		Hostname:     name,
-		Labels:       map[string]string{"berth-torture-run": runID, "app": name},
+		Labels:       map[string]string{"berth-torture-run": runID, "berth-torture-node": n.id, "app": name},
 		Annotations:  map[string]string{"berth.test/annotation": name},
 		LogDirectory: filepath.Join(n.logDir, uid),
 		Linux:        &runtimeapi.LinuxPodSandboxConfig{},
@@ -206,19 +225,19 @@ func (n *node) containerStatus(id string) (*runtimeapi.ContainerStatus, error) {
 	return resp.Status, nil
 }
 
-// pods lists the pods of this run.
+// pods lists the pods of this node.
 func (n *node) pods() ([]*runtimeapi.PodSandbox, error) {
 	c, cancel := ctx()
 	defer cancel()
 	resp, err := n.rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{
-		Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"berth-torture-run": runID}}})
+		Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"berth-torture-run": runID, "berth-torture-node": n.id}}})
 	if err != nil {
 		return nil, err
 	}
 	return resp.Items, nil
 }
 
-// removeAll stops and removes every pod of this run the berth lists.
+// removeAll stops and removes every pod of this node the berth lists.
 func (n *node) removeAll() error {
 	items, err := n.pods()
 	if err != nil {
