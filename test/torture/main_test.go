@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/berth-cri/berth/test/framework"
 )
@@ -52,8 +53,10 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "torture: FAIL: building berth:", err)
 		return 1
 	}
+	start := time.Now()
 	code := m.Run()
 	printTable(os.Stdout)
+	fmt.Printf("torture: the suite took %v\n", time.Since(start).Round(time.Second))
 	if code == 0 && !allClean() {
 		code = 1
 	}

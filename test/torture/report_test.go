@@ -149,7 +149,8 @@ func (r *Row) counts() (faults, ops, expected, unexpected, leaks int, notes []st
 	return r.faults, r.ops, r.expected, r.unexpected, r.leaks, append([]string(nil), r.notes...)
 }
 
-// printTable writes the table of every scenario that ran.
+// printTable writes the table of every scenario that ran, and the totals.
+// Every line starts with "torture:", so it survives hack/test-summary.sh.
 func printTable(w io.Writer) {
 	rowsMu.Lock()
 	defer rowsMu.Unlock()
@@ -159,13 +160,20 @@ func printTable(w io.Writer) {
 	sorted := append([]*Row(nil), rows...)
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	fmt.Fprintf(w, "\ntorture: results at %s scale\n", scale.Name)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var buf strings.Builder
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SCENARIO\tFAULTS\tOPS\tERRORS EXPECTED\tERRORS UNEXPECTED\tLEAKS\tFIGURES")
+	var tf, to, te, tu, tl int
 	for _, r := range sorted {
 		f, o, e, u, l, notes := r.counts()
+		tf, to, te, tu, tl = tf+f, to+o, te+e, tu+u, tl+l
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Name, f, o, e, u, l, strings.Join(notes, "; "))
 	}
+	fmt.Fprintf(tw, "TOTAL\t%d\t%d\t%d\t%d\t%d\t\n", tf, to, te, tu, tl)
 	_ = tw.Flush()
+	for _, line := range strings.Split(strings.TrimRight(buf.String(), "\n"), "\n") {
+		fmt.Fprintln(w, "torture: "+strings.TrimRight(line, " "))
+	}
 }
 
 // allClean reports whether no row has an unexpected error or a leak.

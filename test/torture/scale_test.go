@@ -41,7 +41,7 @@ var scales = map[string]Scale{
 		DockerRestartPods: 2,
 		FaultRounds:       1,
 		Clients:           8, ClientDuration: 20 * time.Second,
-		Cycles: 30, WarmupCycles: 8, CycleWorkers: 3,
+		Cycles: 24, WarmupCycles: 6, CycleWorkers: 4,
 		GarbageConns: 20,
 	},
 	"full": {
