@@ -177,19 +177,25 @@ func (n *node) cycle(r *Row, name string) error {
 	return r.Call("StopPodSandbox+RemovePodSandbox", n.removePod(id))
 }
 
-// figures are the berth's goroutines and file descriptors at a quiet time,
-// not counting the cgroup files it keeps open for running containers.
+// figures are the berth's goroutines and file descriptors at a quiet time.
+// The cgroup files Berth keeps open for the stats of running containers
+// are counted apart: every berth on a daemon samples every pod it lists,
+// also those of the scenarios running beside this one, which come and go on
+// their own schedule. Those of containers that are gone are stale: Berth
+// must close them (within a sampling pass or two).
 type figures struct {
 	goroutines int
 	fds        int
 	fdList     map[string]string
+	stale      map[string]string // fd → cgroup file of a container that is gone
 }
 
 // settle waits until the berth is quiet and returns its figures. With a
 // baseline, it waits (up to a minute and a half: Docker's idle connections
 // close after 30 s) for the figures to come back to it — within a handful
 // of goroutines and two descriptors, for the idle Docker connections a
-// burst leaves — and counts a leak if they do not.
+// burst leaves — and counts a leak if they do not, or if cgroup files of
+// gone containers stay open.
 func (n *node) settle(t *testing.T, base *figures) figures {
 	t.Helper()
 	const goroutineSlack, fdSlack = 4, 2
@@ -203,10 +209,11 @@ func (n *node) settle(t *testing.T, base *figures) figures {
 		if err != nil {
 			return err
 		}
-		if err := n.dropLiveCgroupFiles(fds); err != nil {
+		stale, err := n.splitCgroupFiles(fds)
+		if err != nil {
 			return err
 		}
-		cur = figures{goroutines: g, fds: len(fds), fdList: fds}
+		cur = figures{goroutines: g, fds: len(fds), fdList: fds, stale: stale}
 		return nil
 	}
 	if base == nil {
@@ -247,40 +254,53 @@ func (n *node) settle(t *testing.T, base *figures) figures {
 		}
 		n.r.Leak("berth did not come back to its baseline: %v; new fds %v\n%s", err, extra, n.b.GoroutineProfile())
 	}
+	// Stale cgroup files: each must be closed a few sampling passes
+	// (internal/stats, 5 s) after its container went.
+	if len(cur.stale) > 0 {
+		first := cur.stale
+		time.Sleep(20 * time.Second)
+		if err := read(); err != nil {
+			n.r.Unexpected("reading the berth's figures: %v", err)
+			return cur
+		}
+		for fd, target := range cur.stale {
+			if first[fd] == target {
+				n.r.Leak("berth keeps %s open, of a container that is gone", target)
+			}
+		}
+	}
 	return cur
 }
 
 // cgroupContainer finds a container id in a cgroup file's path.
 var cgroupContainer = regexp.MustCompile(`^/sys/fs/cgroup/.*/([0-9a-f]{64})(\.scope)?/[^/]+$`)
 
-// dropLiveCgroupFiles removes from fds the cgroup files of containers
-// running in the node's Docker. Berth keeps a running container's stats
-// files open (internal/stats.OpenFiles) and samples every pod it lists —
-// also those of the scenarios running beside this one on the same daemon,
-// which come and go on their own schedule. A cgroup file of a container
-// that is gone stays counted: that is a leak.
-func (n *node) dropLiveCgroupFiles(fds map[string]string) error {
-	var ids []string
-	for _, target := range fds {
+// splitCgroupFiles removes from fds the cgroup files of containers and
+// returns those of containers not running in the node's Docker.
+func (n *node) splitCgroupFiles(fds map[string]string) (stale map[string]string, err error) {
+	cgroupFDs := map[string]string{} // fd → container id
+	for fd, target := range fds {
 		if m := cgroupContainer.FindStringSubmatch(target); m != nil {
-			ids = append(ids, m[1])
+			cgroupFDs[fd] = m[1]
 		}
 	}
-	if len(ids) == 0 {
-		return nil
+	if len(cgroupFDs) == 0 {
+		return nil, nil
 	}
 	out, err := dockerCLI(n.docker, "ps", "-q", "--no-trunc")
 	if err != nil {
-		return fmt.Errorf("docker ps: %v: %s", err, out)
+		return nil, fmt.Errorf("docker ps: %v: %s", err, out)
 	}
 	running := map[string]bool{}
 	for _, id := range strings.Fields(out) {
 		running[id] = true
 	}
-	for fd, target := range fds {
-		if m := cgroupContainer.FindStringSubmatch(target); m != nil && running[m[1]] {
-			delete(fds, fd)
+	stale = map[string]string{}
+	for fd, id := range cgroupFDs {
+		if !running[id] {
+			stale[fd] = fds[fd]
 		}
+		delete(fds, fd)
 	}
-	return nil
+	return stale, nil
 }
