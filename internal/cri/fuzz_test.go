@@ -221,9 +221,11 @@ func (d downBackend) Probe(context.Context) docker.Health { return d.Health() }
 func (downBackend) CreateContainer(context.Context, string, *container.Config, *container.HostConfig) (string, error) {
 	return "", errDown
 }
-func (downBackend) StartContainer(context.Context, string) error                      { return errDown }
-func (downBackend) StopContainer(context.Context, string, time.Duration, string) error { return errDown }
-func (downBackend) RemoveContainer(context.Context, string) error                     { return errDown }
+func (downBackend) StartContainer(context.Context, string) error { return errDown }
+func (downBackend) StopContainer(context.Context, string, time.Duration, string) error {
+	return errDown
+}
+func (downBackend) RemoveContainer(context.Context, string) error { return errDown }
 func (downBackend) InspectContainer(context.Context, string) (container.InspectResponse, error) {
 	return container.InspectResponse{}, errDown
 }
@@ -274,7 +276,7 @@ func (downBackend) ContainersUsingImage(context.Context, string) ([]string, erro
 func (downBackend) ListLayerContainers(context.Context) ([]docker.LayerContainer, error) {
 	return nil, errDown
 }
-func (downBackend) WritableLayerDir(context.Context, string) (string, error)  { return "", errDown }
+func (downBackend) WritableLayerDir(context.Context, string) (string, error) { return "", errDown }
 func (downBackend) WritableLayerSize(context.Context, string) (int64, error) { return 0, errDown }
 
 func (downBackend) Follow(string, string, string, func() bool) error { return errDown }
