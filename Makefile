@@ -144,5 +144,6 @@ clean:
 # inputs land in Go's cache (copy them into testdata/fuzz to keep them).
 FUZZTIME ?= 60s
 fuzz:
-	for f in FuzzRunPodSandbox FuzzCreateContainer FuzzImageReference FuzzRegistryAuth; do \
-		$(GO) test ./internal/dockerspec/ -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) || exit 1; done
+	for t in dockerspec:FuzzRunPodSandbox dockerspec:FuzzCreateContainer dockerspec:FuzzImageReference \
+		dockerspec:FuzzRegistryAuth cri:FuzzRequests logs:FuzzDecode; do \
+		$(GO) test ./internal/$${t%%:*}/ -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) || exit 1; done
