@@ -1,11 +1,16 @@
 package torture
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/user"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -280,4 +285,107 @@ func TestAccessMounts(t *testing.T) {
 		r.Unexpected("removing the pods: %v", err)
 	}
 	r.Leaks(n.leaks())
+}
+
+// TestAccessStreamingTokens checks the tokens of exec, attach and
+// port-forward URLs: each is 8 characters of base64url from crypto/rand
+// (48 bits, cri-streaming's request cache), no two alike over many
+// requests, and the streaming server answers 404 to tokens that were never
+// issued — random ones and near misses of real ones. That a token works
+// once is TestStreamingTokens (test/e2e); that it expires after a minute,
+// TestPendingTokens (internal/streaming).
+func TestAccessStreamingTokens(t *testing.T) {
+	t.Parallel()
+	r := newRow(t)
+	n := startNode(t, r, nodeOptions{})
+	pod := n.podConfig("tokens")
+	podID, err := n.runPod(pod)
+	if r.Call("RunPodSandbox", err) != nil {
+		t.Fatal(err)
+	}
+	ctrID, err := n.startContainer(podID, pod, containerConfig("app"))
+	if r.Call("CreateContainer+StartContainer", err) != nil {
+		t.Fatal(err)
+	}
+	const urls = 300
+	seen := map[string]bool{}
+	var base *url.URL
+	for i := range urls {
+		c, cancel := ctx()
+		var raw string
+		switch i % 3 {
+		case 0:
+			resp, err := n.rt.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctrID, Cmd: []string{"true"}, Stdout: true})
+			raw = resp.GetUrl()
+			r.Call("Exec", err)
+		case 1:
+			resp, err := n.rt.Attach(c, &runtimeapi.AttachRequest{ContainerId: ctrID, Stdout: true})
+			raw = resp.GetUrl()
+			r.Call("Attach", err)
+		case 2:
+			resp, err := n.rt.PortForward(c, &runtimeapi.PortForwardRequest{PodSandboxId: podID})
+			raw = resp.GetUrl()
+			r.Call("PortForward", err)
+		}
+		cancel()
+		u, err := url.Parse(raw)
+		if !r.Check(err == nil && raw != "", "a streaming URL %q: %v", raw, err) {
+			continue
+		}
+		base = u
+		host, _, _ := net.SplitHostPort(u.Host)
+		r.Check(net.ParseIP(host).IsLoopback(), "streaming URL %s is not on loopback", raw)
+		token := path.Base(u.Path)
+		_, decErr := base64.RawURLEncoding.DecodeString(token + strings.Repeat("A", (4-len(token)%4)%4))
+		r.Check(len(token) >= 8 && decErr == nil, "token %q: want at least 8 base64url characters (48 random bits)", token)
+		r.Check(!seen[token], "token %q was issued twice", token)
+		seen[token] = true
+	}
+	if base == nil {
+		t.Fatal("no streaming URL was issued")
+	}
+	// Guesses: random tokens, and real ones with one character changed.
+	var guesses []string
+	for range 20 {
+		guesses = append(guesses, randomToken())
+	}
+	for token := range seen {
+		if len(guesses) >= 60 {
+			break
+		}
+		b := []byte(token)
+		b[len(b)-1] ^= 1
+		if !seen[string(b)] {
+			guesses = append(guesses, string(b))
+		}
+	}
+	refused := 0
+	for _, g := range guesses {
+		for _, kind := range []string{"exec", "attach", "portforward"} {
+			r.Fault(1)
+			resp, err := http.Post(fmt.Sprintf("%s://%s/%s/%s", base.Scheme, base.Host, kind, g), "text/plain", nil)
+			if !r.Check(err == nil, "POST to the streaming server: %v", err) {
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNotFound {
+				r.Expected()
+				refused++
+			} else {
+				r.Unexpected("a guessed %s token %q: status %d, want 404", kind, g, resp.StatusCode)
+			}
+		}
+	}
+	r.Note("%d tokens issued, all distinct; %d guesses refused", len(seen), refused)
+	if err := n.removeAll(); err != nil {
+		r.Unexpected("removing the pods: %v", err)
+	}
+	r.Leaks(n.leaks())
+}
+
+// randomToken is 8 characters of base64url, as cri-streaming makes them.
+func randomToken() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }

@@ -19,8 +19,9 @@ import (
 
 // TestConcurrentClients has many clients, each on its own connection, do
 // mixed CRI calls against one berth for a while: writers run pods and
-// containers through their whole life, readers list, ask for statuses
-// (of objects others may be removing meanwhile) and images. No call may
+// containers through their whole life (with an exec and stats), readers
+// list, ask for stats, for statuses (of objects others may be removing
+// meanwhile) and images. No call may
 // fail other than as expected (NotFound for what another client removed),
 // every call must return (a call running into kubelet's timeout is a
 // hang), and afterwards the berth's goroutines and file descriptors are
@@ -86,8 +87,8 @@ type client struct {
 }
 
 // write runs one pod through its life: run, a container created and
-// started, statuses and lists, the container stopped and removed, the pod
-// stopped and removed.
+// started, an exec in it, its stats and the pod's, statuses and lists, the
+// container stopped and removed, the pod stopped and removed.
 func (c *client) write() {
 	r := c.r
 	c.seq++
@@ -122,6 +123,16 @@ func (c *client) write() {
 	if r.Call("ContainerStatus", err) == nil {
 		r.Check(cs.Status.State == runtimeapi.ContainerState_CONTAINER_RUNNING, "a started container is %v", cs.Status.State)
 	}
+	ex, err := c.rt.ExecSync(cx, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"echo", "exec", fmt.Sprint(c.seq)}, Timeout: 60})
+	if r.Call("ExecSync", err) == nil {
+		r.Check(ex.ExitCode == 0 && string(ex.Stdout) == fmt.Sprintf("exec %d\n", c.seq), "ExecSync: exit %d, stdout %q, stderr %q", ex.ExitCode, ex.Stdout, ex.Stderr)
+	}
+	stats, err := c.rt.ContainerStats(cx, &runtimeapi.ContainerStatsRequest{ContainerId: ctr})
+	if r.Call("ContainerStats", err) == nil {
+		r.Check(stats.GetStats().GetAttributes().GetId() == ctr, "ContainerStats of %s answered for %q", ctr, stats.GetStats().GetAttributes().GetId())
+	}
+	_, err = c.rt.PodSandboxStats(cx, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: pod})
+	r.Call("PodSandboxStats", err)
 	list, err := c.rt.ListContainers(cx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pod}})
 	if r.Call("ListContainers", err) == nil {
 		r.Check(len(list.Containers) == 1 && list.Containers[0].Id == ctr, "the pod's containers: %v", list.Containers)
@@ -132,8 +143,8 @@ func (c *client) write() {
 	r.Call("RemoveContainer", err)
 }
 
-// read lists and asks for statuses, of objects other clients may be
-// removing meanwhile (NotFound is then expected).
+// read lists, asks for stats of everything and for statuses of objects
+// other clients may be removing meanwhile (NotFound is then expected).
 func (c *client) read() {
 	r := c.r
 	cx, cancel := ctx()
@@ -152,6 +163,10 @@ func (c *client) read() {
 		_, err := c.rt.ContainerStatus(cx, &runtimeapi.ContainerStatusRequest{ContainerId: ct.Id})
 		r.Call("ContainerStatus", err, codes.NotFound)
 	}
+	_, err = c.rt.ListContainerStats(cx, &runtimeapi.ListContainerStatsRequest{})
+	r.Call("ListContainerStats", err)
+	_, err = c.rt.ListPodSandboxStats(cx, &runtimeapi.ListPodSandboxStatsRequest{})
+	r.Call("ListPodSandboxStats", err)
 	_, err = c.rt.Status(cx, &runtimeapi.StatusRequest{})
 	r.Call("Status", err)
 	_, err = c.rt.Version(cx, &runtimeapi.VersionRequest{})
