@@ -18,11 +18,13 @@ import (
 // with pods running, with and without Docker's live-restore. While Docker
 // is away Berth reports RuntimeReady false (and /healthz fails), answers
 // the calls that need Docker with Unavailable instead of hanging, and keeps
-// answering from its index; once Docker is back it reconnects by itself and
-// its view is right: with live-restore the pods and containers kept running
-// and are READY/RUNNING, without it they died with the daemon and are
-// NOTREADY/EXITED. New pods run afterwards, and nothing is left once the
-// pods are removed.
+// answering from its index (and stats from the cgroups); once Docker is
+// back it reconnects by itself and its view is right: with live-restore the
+// pods and containers kept running and are READY/RUNNING with figures in
+// their stats and no stop event, without it they died with the daemon and
+// are NOTREADY/EXITED, each with a stop event on GetContainerEvents and no
+// figures. New pods run afterwards, and nothing is left once the pods are
+// removed.
 func TestDockerRestart(t *testing.T) {
 	t.Parallel()
 	for _, live := range []bool{false, true} {
