@@ -1,6 +1,7 @@
 package torture
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"regexp"
@@ -93,53 +94,51 @@ func (c *client) write() {
 	r := c.r
 	c.seq++
 	cfg := c.n.podConfig(fmt.Sprintf("client-%d-%d", c.id, c.seq))
-	cx, cancel := ctx()
-	defer cancel()
-	run, err := c.rt.RunPodSandbox(cx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	var cc calls
+	defer cc.done()
+	run, err := c.rt.RunPodSandbox(cc.ctx(), &runtimeapi.RunPodSandboxRequest{Config: cfg})
 	if r.Call("RunPodSandbox", err) != nil {
 		return
 	}
 	pod := run.PodSandboxId
 	defer func() {
-		cx, cancel := ctx()
-		defer cancel()
-		_, err := c.rt.StopPodSandbox(cx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod})
+		_, err := c.rt.StopPodSandbox(cc.ctx(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod})
 		r.Call("StopPodSandbox", err)
-		_, err = c.rt.RemovePodSandbox(cx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod})
+		_, err = c.rt.RemovePodSandbox(cc.ctx(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod})
 		r.Call("RemovePodSandbox", err)
 	}()
-	created, err := c.rt.CreateContainer(cx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig("work"), SandboxConfig: cfg})
+	created, err := c.rt.CreateContainer(cc.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig("work"), SandboxConfig: cfg})
 	if r.Call("CreateContainer", err) != nil {
 		return
 	}
 	ctr := created.ContainerId
-	_, err = c.rt.StartContainer(cx, &runtimeapi.StartContainerRequest{ContainerId: ctr})
+	_, err = c.rt.StartContainer(cc.ctx(), &runtimeapi.StartContainerRequest{ContainerId: ctr})
 	r.Call("StartContainer", err)
-	st, err := c.rt.PodSandboxStatus(cx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod, Verbose: c.seq%2 == 0})
+	st, err := c.rt.PodSandboxStatus(cc.ctx(), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod, Verbose: c.seq%2 == 0})
 	if r.Call("PodSandboxStatus", err) == nil {
 		r.Check(st.Status.State == runtimeapi.PodSandboxState_SANDBOX_READY, "a running pod is %v", st.Status.State)
 	}
-	cs, err := c.rt.ContainerStatus(cx, &runtimeapi.ContainerStatusRequest{ContainerId: ctr})
+	cs, err := c.rt.ContainerStatus(cc.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: ctr})
 	if r.Call("ContainerStatus", err) == nil {
 		r.Check(cs.Status.State == runtimeapi.ContainerState_CONTAINER_RUNNING, "a started container is %v", cs.Status.State)
 	}
-	ex, err := c.rt.ExecSync(cx, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"echo", "exec", fmt.Sprint(c.seq)}, Timeout: 60})
+	ex, err := c.rt.ExecSync(cc.ctx(), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"echo", "exec", fmt.Sprint(c.seq)}, Timeout: 60})
 	if r.Call("ExecSync", err) == nil {
 		r.Check(ex.ExitCode == 0 && string(ex.Stdout) == fmt.Sprintf("exec %d\n", c.seq), "ExecSync: exit %d, stdout %q, stderr %q", ex.ExitCode, ex.Stdout, ex.Stderr)
 	}
-	stats, err := c.rt.ContainerStats(cx, &runtimeapi.ContainerStatsRequest{ContainerId: ctr})
+	stats, err := c.rt.ContainerStats(cc.ctx(), &runtimeapi.ContainerStatsRequest{ContainerId: ctr})
 	if r.Call("ContainerStats", err) == nil {
 		r.Check(stats.GetStats().GetAttributes().GetId() == ctr, "ContainerStats of %s answered for %q", ctr, stats.GetStats().GetAttributes().GetId())
 	}
-	_, err = c.rt.PodSandboxStats(cx, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: pod})
+	_, err = c.rt.PodSandboxStats(cc.ctx(), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: pod})
 	r.Call("PodSandboxStats", err)
-	list, err := c.rt.ListContainers(cx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pod}})
+	list, err := c.rt.ListContainers(cc.ctx(), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pod}})
 	if r.Call("ListContainers", err) == nil {
 		r.Check(len(list.Containers) == 1 && list.Containers[0].Id == ctr, "the pod's containers: %v", list.Containers)
 	}
-	_, err = c.rt.StopContainer(cx, &runtimeapi.StopContainerRequest{ContainerId: ctr, Timeout: 0})
+	_, err = c.rt.StopContainer(cc.ctx(), &runtimeapi.StopContainerRequest{ContainerId: ctr, Timeout: 0})
 	r.Call("StopContainer", err)
-	_, err = c.rt.RemoveContainer(cx, &runtimeapi.RemoveContainerRequest{ContainerId: ctr})
+	_, err = c.rt.RemoveContainer(cc.ctx(), &runtimeapi.RemoveContainerRequest{ContainerId: ctr})
 	r.Call("RemoveContainer", err)
 }
 
@@ -147,37 +146,53 @@ func (c *client) write() {
 // other clients may be removing meanwhile (NotFound is then expected).
 func (c *client) read() {
 	r := c.r
-	cx, cancel := ctx()
-	defer cancel()
-	pods, err := c.rt.ListPodSandbox(cx, &runtimeapi.ListPodSandboxRequest{})
+	var cc calls
+	defer cc.done()
+	pods, err := c.rt.ListPodSandbox(cc.ctx(), &runtimeapi.ListPodSandboxRequest{})
 	r.Call("ListPodSandbox", err)
-	ctrs, err := c.rt.ListContainers(cx, &runtimeapi.ListContainersRequest{})
+	ctrs, err := c.rt.ListContainers(cc.ctx(), &runtimeapi.ListContainersRequest{})
 	r.Call("ListContainers", err)
 	if len(pods.GetItems()) > 0 {
 		p := pods.Items[rand.IntN(len(pods.Items))]
-		_, err := c.rt.PodSandboxStatus(cx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: p.Id})
+		_, err := c.rt.PodSandboxStatus(cc.ctx(), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: p.Id})
 		r.Call("PodSandboxStatus", err, codes.NotFound)
 	}
 	if len(ctrs.GetContainers()) > 0 {
 		ct := ctrs.Containers[rand.IntN(len(ctrs.Containers))]
-		_, err := c.rt.ContainerStatus(cx, &runtimeapi.ContainerStatusRequest{ContainerId: ct.Id})
+		_, err := c.rt.ContainerStatus(cc.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: ct.Id})
 		r.Call("ContainerStatus", err, codes.NotFound)
 	}
-	_, err = c.rt.ListContainerStats(cx, &runtimeapi.ListContainerStatsRequest{})
+	_, err = c.rt.ListContainerStats(cc.ctx(), &runtimeapi.ListContainerStatsRequest{})
 	r.Call("ListContainerStats", err)
-	_, err = c.rt.ListPodSandboxStats(cx, &runtimeapi.ListPodSandboxStatsRequest{})
+	_, err = c.rt.ListPodSandboxStats(cc.ctx(), &runtimeapi.ListPodSandboxStatsRequest{})
 	r.Call("ListPodSandboxStats", err)
-	_, err = c.rt.Status(cx, &runtimeapi.StatusRequest{})
+	_, err = c.rt.Status(cc.ctx(), &runtimeapi.StatusRequest{})
 	r.Call("Status", err)
-	_, err = c.rt.Version(cx, &runtimeapi.VersionRequest{})
+	_, err = c.rt.Version(cc.ctx(), &runtimeapi.VersionRequest{})
 	r.Call("Version", err)
-	_, err = c.img.ImageStatus(cx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: framework.TestImage}})
+	_, err = c.img.ImageStatus(cc.ctx(), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: framework.TestImage}})
 	r.Call("ImageStatus", err)
-	_, err = c.img.ListImages(cx, &runtimeapi.ListImagesRequest{})
+	_, err = c.img.ListImages(cc.ctx(), &runtimeapi.ListImagesRequest{})
 	r.Call("ListImages", err)
-	_, err = c.img.ImageFsInfo(cx, &runtimeapi.ImageFsInfoRequest{})
+	_, err = c.img.ImageFsInfo(cc.ctx(), &runtimeapi.ImageFsInfoRequest{})
 	r.Call("ImageFsInfo", err)
 	time.Sleep(50 * time.Millisecond)
+}
+
+// calls gives each call its own deadline of kubelet's size, as kubelet
+// does: on a loaded node one slow call must not eat the next one's time.
+type calls struct{ cancels []context.CancelFunc }
+
+func (c *calls) ctx() context.Context {
+	cx, cancel := ctx()
+	c.cancels = append(c.cancels, cancel)
+	return cx
+}
+
+func (c *calls) done() {
+	for _, cancel := range c.cancels {
+		cancel()
+	}
 }
 
 // cycle runs one pod with a container through its whole life.
