@@ -2,6 +2,11 @@
 #   make run   set up this machine (Docker, CNI, test images) and serve CRI
 #   make test  set up, vet, and run every test against real Docker (the
 #              e2e suite on Debian's Docker 20.10 and on current Docker)
+# and the reliability suite (docs/reliability.md):
+#   make torture     full size: kill -9, Docker restarts, faults, 100
+#                    clients for 10 minutes, 1,000 pod cycles (an hour or so)
+#   make torture-ci  the same scenarios scaled down, berth under the race
+#                    detector (a few minutes; part of `make test`)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 GO ?= go
@@ -30,7 +35,17 @@ E2E_PARALLEL ?= 6
 # whole suite there too.
 E2E_CURRENT_RUN ?= Version|Status|RuntimeConfig|RuntimeHandler|Image|Pull|PodSandboxLifecycle|DockerBridge|HostNetwork|DNSConfig|Container|Mount|Resources|OOM|Capabilities|Privileged|UsersAndGroups|Readonly|Masked|Seccomp|SELinux|NamespaceSharing|Logs|LogRotation|Exec|Attach|PortForward|TestCheckpoint|CDI|UserNamespaces|SupplementalGroups|PodSecurityContext
 
-.PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current test-kubelet kubelet bench fuzz doctor-test test-migrate deb deb-test fmt clean
+# The reliability suite (test/torture): TORTURE_TIMEOUT bounds a full run;
+# TORTURE_PARALLEL is how many full-size scenarios run at once (one: each
+# alone keeps a two-core machine's Docker answering, so the figures are
+# Berth's), TORTURE_CI_PARALLEL how many scaled-down ones (they mostly wait
+# on Docker); TORTURE_RUN takes a -run pattern.
+TORTURE_TIMEOUT ?= 3h
+TORTURE_PARALLEL ?= 1
+TORTURE_CI_PARALLEL ?= 16
+TORTURE_RUN ?=
+
+.PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current test-kubelet kubelet bench fuzz doctor-test torture torture-ci test-migrate deb deb-test fmt clean
 
 all: build
 
@@ -98,6 +113,21 @@ test-kubelet: setup
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./bench/
 
+# The reliability suite at full size against the system Docker: Berth
+# killed while 50 pods come and go, Docker restarted with and without
+# live-restore, CNI, Docker and disk faults, 100 clients for 10 minutes,
+# RSS over 1,000 pod cycles, garbage on the socket, access checks. Prints
+# the table of faults, operations, errors and leaks (docs/reliability.md).
+torture: setup
+	TORTURE_SCALE=full BERTH_TEST_RACE=0 $(GO) test -count=1 -timeout $(TORTURE_TIMEOUT) -parallel $(TORTURE_PARALLEL) -v \
+		$(if $(TORTURE_RUN),-run '$(TORTURE_RUN)') ./test/torture/ 2>&1 | hack/test-summary.sh
+
+# The same scenarios scaled down for CI, with berth built with the race
+# detector (the memory scenario uses a plain build).
+torture-ci:
+	TORTURE_SCALE=ci BERTH_TEST_RACE=1 $(GO) test -count=1 -timeout 20m -parallel $(TORTURE_CI_PARALLEL) -v \
+		$(if $(TORTURE_RUN),-run '$(TORTURE_RUN)') ./test/torture/ 2>&1 | hack/test-summary.sh
+
 # berth doctor against real set-ups: kubelet files, CNI configurations,
 # private Docker daemons, socket holders (about a minute).
 doctor-test:
@@ -135,5 +165,6 @@ clean:
 # inputs land in Go's cache (copy them into testdata/fuzz to keep them).
 FUZZTIME ?= 60s
 fuzz:
-	for f in FuzzRunPodSandbox FuzzCreateContainer FuzzImageReference FuzzRegistryAuth; do \
-		$(GO) test ./internal/dockerspec/ -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) || exit 1; done
+	for t in dockerspec:FuzzRunPodSandbox dockerspec:FuzzCreateContainer dockerspec:FuzzImageReference \
+		dockerspec:FuzzRegistryAuth cri:FuzzRequests logs:FuzzDecode; do \
+		$(GO) test ./internal/$${t%%:*}/ -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) || exit 1; done

@@ -11,7 +11,7 @@ nice -n 10 hack/setup-docker-current.sh build >"$build_log" 2>&1 &
 build=$!
 trap 'kill "$build" 2>/dev/null || true; rm -f "$build_log"' EXIT
 
-make --no-print-directory vet unit deb-test e2e-system doctor-test
+make --no-print-directory vet unit deb-test e2e-system torture-ci doctor-test
 
 echo "test: waiting for the current Docker Engine build (hack/setup-docker-current.sh build)"
 if ! wait "$build"; then

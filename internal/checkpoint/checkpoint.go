@@ -166,15 +166,32 @@ func (s *Store) Load(id string) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	// O_NONBLOCK: opening a FIFO planted at p must fail, not hang.
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, os.ErrNotExist
+	}
+	if errors.Is(err, unix.ELOOP) {
+		// A symbolic link where the record belongs: never followed, and
+		// moved aside like any record that cannot be trusted, so Stop and
+		// Remove go on without it.
+		q := s.quarantine(p)
+		return nil, fmt.Errorf("%w %s (moved to %s): a symbolic link, not a record", ErrCorrupt, p, q)
+	}
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil, os.ErrNotExist
-		}
 		return nil, fmt.Errorf("reading checkpoint %s: %w", p, err)
 	}
 	f := os.NewFile(uintptr(fd), p)
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("reading checkpoint %s: %w", p, err)
+	} else if !fi.Mode().IsRegular() {
+		q := s.quarantine(p)
+		return nil, fmt.Errorf("%w %s (moved to %s): a %v, not a record", ErrCorrupt, p, q, fi.Mode().Type())
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return nil, fmt.Errorf("reading checkpoint %s: %w", p, err)
+	}
 	raw, err := readAll(f)
 	if err != nil {
 		return nil, fmt.Errorf("reading checkpoint %s: %w", p, err)
@@ -218,14 +235,17 @@ func (s *Store) quarantine(p string) string {
 	return q
 }
 
-// Delete removes a record; a missing one is not an error.
+// Delete removes a record, and the temporary file a crash during Save may
+// have left beside it; a missing one is not an error.
 func (s *Store) Delete(id string) error {
 	p, err := s.path(id)
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	for _, f := range []string{p, p + ".tmp"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
 	return syncDir(s.dir)
 }

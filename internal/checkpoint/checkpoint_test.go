@@ -7,10 +7,13 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestSaveLoadDelete(t *testing.T) {
-	s, err := Open(t.TempDir())
+	dir := t.TempDir()
+	s, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +42,20 @@ func TestSaveLoadDelete(t *testing.T) {
 	}
 	if _, err := s.Load("abc123"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Load after Delete = %v", err)
+	}
+	// A temporary file left by a crash during Save goes with the record.
+	if err := s.Save(&Sandbox{ID: "left"}); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "left.json.tmp")
+	if err := os.WriteFile(tmp, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete("left"); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("left after Delete: %v", entries)
 	}
 }
 
@@ -92,12 +109,28 @@ func TestSymlinksAreNotFollowed(t *testing.T) {
 	if data, _ := os.ReadFile(outside); string(data) != "keep" {
 		t.Errorf("wrote through a symlink: %q", data)
 	}
-	// Reading a record that is a symlink fails.
+	// A record that is a symlink is not followed: it is corrupt, and moved
+	// aside (the link, not what it points to) so Stop and Remove go on.
 	if err := os.Symlink(outside, filepath.Join(dir, "cp", "s2.json")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Load("s2"); err == nil {
-		t.Errorf("Load followed a symlink")
+	if _, err := s.Load("s2"); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Load of a symlink = %v, want ErrCorrupt", err)
+	}
+	if q, _ := filepath.Glob(filepath.Join(dir, "cp", "s2.json.corrupt-*")); len(q) != 1 {
+		t.Errorf("symlink not quarantined: %v", q)
+	} else if fi, err := os.Lstat(q[0]); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("quarantined %s is not the link itself: %v %v", q[0], fi, err)
+	}
+	if data, _ := os.ReadFile(outside); string(data) != "keep" {
+		t.Errorf("the link's target changed: %q", data)
+	}
+	// So is a FIFO, which must not block the reader.
+	if err := unix.Mkfifo(filepath.Join(dir, "cp", "s3.json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load("s3"); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Load of a FIFO = %v, want ErrCorrupt", err)
 	}
 	// A symlinked checkpoint directory is refused.
 	if err := os.Symlink(t.TempDir(), filepath.Join(dir, "link")); err != nil {

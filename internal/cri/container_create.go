@@ -65,10 +65,6 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 	if err != nil {
 		return "", err
 	}
-	hostPaths, err := prepareHostPaths(cfg.GetMounts())
-	if err != nil {
-		return "", err
-	}
 	opts := dockerspec.ContainerOptions{
 		RootDir:           s.cfg.RootDir,
 		APIVersion:        h.Daemon.NegotiatedAPIVersion,
@@ -78,7 +74,6 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 		HostDevices:       s.host.Devices,
 		AppArmor:          s.host.AppArmor,
 		ReadFile:          os.ReadFile,
-		HostPaths:         hostPaths,
 		LogMaxSize:        s.cfg.DockerLogMaxSize,
 		LogMaxFile:        strconv.Itoa(s.cfg.DockerLogMaxFile),
 		RecursiveReadOnly: h.Daemon.RecursiveReadOnly(sb.RuntimeHandler),
@@ -90,6 +85,14 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 		if opts.CDIDevices, err = s.cdiDevices(ctx, h.Daemon); err != nil {
 			return "", err
 		}
+	}
+	// The request is translated once before anything is created on the
+	// host: a refused request must not leave host directories behind.
+	if _, err := dockerspec.ContainerSpec(sb, cfg, opts); err != nil {
+		return "", err
+	}
+	if opts.HostPaths, err = prepareHostPaths(cfg.GetMounts()); err != nil {
+		return "", err
 	}
 	spec, err := dockerspec.ContainerSpec(sb, cfg, opts)
 	if err != nil {

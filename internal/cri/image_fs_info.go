@@ -28,7 +28,9 @@ func (s *Service) ImageFsInfo(ctx context.Context, _ *runtimeapi.ImageFsInfoRequ
 	dir := imageStorageDir(h.Daemon)
 	fsu, err := stats.Filesystem(dir)
 	if err != nil {
-		return nil, fmt.Errorf("image filesystem: %w", err)
+		// Docker's data root cannot be read from here (another mount
+		// namespace, gone): a server-side failure, not the caller's.
+		return nil, fmt.Errorf("%w: image filesystem: %v", errdefs.ErrInternal, err)
 	}
 	resp := &runtimeapi.ImageFsInfoResponse{
 		ImageFilesystems: []*runtimeapi.FilesystemUsage{{

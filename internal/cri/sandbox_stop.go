@@ -123,7 +123,13 @@ func (s *Service) teardownNetwork(ctx context.Context, sb *store.Sandbox) error 
 	}
 	cp.Network.State = checkpoint.StateDown
 	if err := s.checkpoints.Save(cp); err != nil {
-		return fmt.Errorf("%w: writing the sandbox checkpoint: %v", errdefs.ErrInternal, err)
+		// The network is down all the same. Failing here (a full disk
+		// under --root-dir) would keep kubelet from ever stopping or
+		// removing the pod; the record still says "up", so a later
+		// Stop or Remove runs DEL once more, which CNI plugins must
+		// accept.
+		logging.FromContext(ctx).Warn("could not record that the pod network is down; CNI DEL will run again on the next stop or remove",
+			"sandbox", sb.ID, "error", err)
 	}
 	return nil
 }

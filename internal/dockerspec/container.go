@@ -585,6 +585,17 @@ func applyMounts(hc *container.HostConfig, mounts []*runtimeapi.Mount, o Contain
 			return fmt.Errorf("%s.recursive_read_only: %v: %w", field, o.RecursiveReadOnly, errdefs.ErrFailedPrecondition)
 		}
 		if !mountAPI || m.GetSelinuxRelabel() {
+			// NOTE: a bind string is "host:container:options", split on
+			// ':' by Docker. A colon in either path would shift the
+			// fields (a path ending in ":z" would turn into a relabel
+			// option), so it is refused here rather than left to
+			// Docker's parser.
+			if strings.Contains(src, ":") {
+				return errdefs.InvalidArgument(field+".host_path", "%q (resolved: %q) contains ':', which a Docker bind cannot express", m.GetHostPath(), src)
+			}
+			if strings.Contains(m.GetContainerPath(), ":") {
+				return errdefs.InvalidArgument(field+".container_path", "%q contains ':', which a Docker bind cannot express", m.GetContainerPath())
+			}
 			if m.GetRecursiveReadOnly() {
 				return fmt.Errorf("%s.recursive_read_only: cannot be combined with selinux_relabel: Docker relabels only legacy binds, which cannot be recursively read-only: %w", field, errdefs.ErrFailedPrecondition)
 			}

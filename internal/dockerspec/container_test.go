@@ -200,6 +200,22 @@ func TestContainerSpec(t *testing.T) {
 				t.Errorf("binds %v", s.HostConfig.Binds)
 			}
 		}},
+		{name: "a colon in a bind's host path", mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/host/a:z"}}
+		}, errText: "config.mounts[0].host_path"},
+		{name: "a colon in a resolved host path", mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/link"}}
+		}, opts: func(o *ContainerOptions) { o.HostPaths = map[string]string{"/link": "/etc:/x"} }, errText: "config.mounts[0].host_path"},
+		{name: "a colon in a bind's container path", mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a:ro", HostPath: "/host/a"}}
+		}, errText: "config.mounts[0].container_path"},
+		{name: "a colon is fine through the mount API", opts: func(o *ContainerOptions) { o.APIVersion = "1.44" }, mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a:b", HostPath: "/host/a:b"}}
+		}, check: func(t *testing.T, s *CreateSpec) {
+			if m := s.HostConfig.Mounts; len(m) != 1 || m[0].Source != "/host/a:b" || m[0].Target != "/a:b" {
+				t.Errorf("mounts %+v", m)
+			}
+		}},
 		{name: "recursive read-only on old Docker", mod: func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/r", HostPath: "/host/r", Readonly: true, RecursiveReadOnly: true}}
 		}, errText: "config.mounts[0].recursive_read_only: not on this Docker"},

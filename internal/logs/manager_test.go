@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berth-cri/berth/internal/errdefs"
 )
 
@@ -777,5 +779,57 @@ func TestCrashResumeAcrossAGap(t *testing.T) {
 		if !tl.has(w) {
 			t.Errorf("no log record saying %q", w)
 		}
+	}
+}
+
+// A symbolic link or a FIFO planted where a container's position file goes
+// is neither followed nor waited on: the position is ignored (forwarding
+// starts over by matching the CRI file) and the next save replaces the
+// planted file, not what a link points to.
+func TestPlantedPositionFiles(t *testing.T) {
+	for _, kind := range []string{"symlink", "fifo"} {
+		t.Run(kind, func(t *testing.T) {
+			d, criPath, stateDir := setup(t)
+			seqLines(d, 0, 10)
+			if err := os.MkdirAll(stateDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			outside := filepath.Join(t.TempDir(), "victim")
+			if err := os.WriteFile(outside, []byte("keep"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			planted := filepath.Join(stateDir, d.id+".json")
+			var err error
+			if kind == "symlink" {
+				err = os.Symlink(outside, planted)
+			} else {
+				err = unix.Mkfifo(planted, 0o600)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, planted+".tmp"); err != nil {
+				t.Fatal(err)
+			}
+			m := testManager(t, stateDir, nil)
+			followed := make(chan error, 1)
+			go func() { followed <- m.Follow(d.id, d.path, criPath, running) }()
+			select {
+			case err := <-followed:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Follow hangs on the planted position file")
+			}
+			eventually(t, "lines", func() bool { return countLines(t, criPath) == 10 })
+			m.Close()
+			if data, _ := os.ReadFile(outside); string(data) != "keep" {
+				t.Errorf("wrote through a planted link: %q", data)
+			}
+			if fi, err := os.Lstat(planted); err != nil || !fi.Mode().IsRegular() {
+				t.Errorf("the position file is %v (%v) after a save, want a regular file", fi, err)
+			}
+		})
 	}
 }

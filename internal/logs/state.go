@@ -96,7 +96,8 @@ func (s *stateStore) path(id string) string { return filepath.Join(s.dir, id+".j
 // version) is reported and treated as absent: recovery then falls back to
 // matching the CRI file's tail.
 func (s *stateStore) load(id string) (*position, error) {
-	fd, err := unix.Open(s.path(id), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	// O_NONBLOCK: opening a FIFO planted there must fail, not hang.
+	fd, err := unix.Open(s.path(id), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil
 	}
@@ -105,6 +106,14 @@ func (s *stateStore) load(id string) (*position, error) {
 	}
 	f := os.NewFile(uintptr(fd), s.path(id))
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("reading log position of %s: %w", id, err)
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("log position of %s is a %v, not a file", id, fi.Mode().Type())
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return nil, fmt.Errorf("reading log position of %s: %w", id, err)
+	}
 	var p position
 	if err := json.NewDecoder(f).Decode(&p); err != nil {
 		return nil, fmt.Errorf("log position of %s is unreadable: %v", id, err)
@@ -150,10 +159,13 @@ func (s *stateStore) save(id string, p *position) error {
 	return nil
 }
 
+// remove deletes id's position file, and the temporary file a crash
+// during save may have left beside it.
 func (s *stateStore) remove(id string) error {
-	err := os.Remove(s.path(id))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	for _, f := range []string{s.path(id), s.path(id) + ".tmp"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
-	return err
+	return nil
 }

@@ -30,9 +30,8 @@ import (
 const RequestTimeout = 2 * time.Minute
 
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	buildMu sync.Mutex          // guards builds
+	builds  = map[bool]*build{} // by race detector on
 
 	tempMu   sync.Mutex // guards tempDirs
 	tempDirs []string   // directories the framework made; Cleanup removes them
@@ -74,32 +73,46 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
+type build struct {
+	path string
+	err  error
+}
+
 // Binary builds cmd/berth once per test process (with the race detector when
 // BERTH_TEST_RACE=1) and returns its path. BERTH_TEST_BINARY overrides it.
 func Binary() (string, error) {
-	buildOnce.Do(func() {
-		if p := os.Getenv("BERTH_TEST_BINARY"); p != "" {
-			binPath = p
-			return
-		}
-		dir, err := tempDir("berth-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "berth")
-		args := []string{"build", "-o", binPath}
-		if os.Getenv("BERTH_TEST_RACE") == "1" {
-			args = append(args, "-race")
-		}
-		args = append(args, "./cmd/berth")
-		cmd := exec.Command("go", args...)
-		cmd.Dir = RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	return binPath, buildErr
+	return binary(os.Getenv("BERTH_TEST_RACE") == "1")
+}
+
+// binary builds cmd/berth with or without the race detector, once each.
+func binary(race bool) (string, error) {
+	if p := os.Getenv("BERTH_TEST_BINARY"); p != "" {
+		return p, nil
+	}
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if b, ok := builds[race]; ok {
+		return b.path, b.err
+	}
+	b := &build{}
+	builds[race] = b
+	dir, err := tempDir("berth-bin-")
+	if err != nil {
+		b.err = err
+		return "", err
+	}
+	b.path = filepath.Join(dir, "berth")
+	args := []string{"build", "-o", b.path}
+	if race {
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/berth")
+	cmd := exec.Command("go", args...)
+	cmd.Dir = RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.err = fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return b.path, b.err
 }
 
 // DockerHost is the Docker endpoint the suites run against:
@@ -119,6 +132,7 @@ type Berth struct {
 	Args     []string
 	Wrapper  []string
 
+	bin     string
 	cmd     *exec.Cmd
 	log     *lockedBuffer
 	exited  chan struct{}
@@ -145,6 +159,9 @@ type Options struct {
 	// Wrapper is a command berth runs under (e.g. systemd-socket-activate);
 	// the berth binary and its arguments are appended to it.
 	Wrapper []string
+	// NoRace runs a build without the race detector even when
+	// BERTH_TEST_RACE=1: for figures (RSS) the detector would distort.
+	NoRace bool
 }
 
 // StartBerth starts berth serve against DockerHost() on a private socket and
@@ -169,6 +186,9 @@ func StartBerth(tb testing.TB, opts Options) *Berth {
 // Start is StartBerth for callers without a testing.TB; call Stop when done.
 func Start(opts Options) (*Berth, error) {
 	bin, err := Binary()
+	if opts.NoRace {
+		bin, err = binary(false)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +205,7 @@ func Start(opts Options) (*Berth, error) {
 		log:     &lockedBuffer{},
 		exited:  make(chan struct{}),
 		Wrapper: opts.Wrapper,
+		bin:     bin,
 	}
 	b.Endpoint = "unix://" + b.Socket
 	b.Args = append([]string{"serve",
@@ -193,7 +214,7 @@ func Start(opts Options) (*Berth, error) {
 		"--docker-endpoint", DockerHost(),
 		"--log-level", "debug",
 	}, opts.Args...)
-	if err := b.start(bin); err != nil {
+	if err := b.start(); err != nil {
 		return nil, err
 	}
 	if opts.NoWait {
@@ -206,8 +227,8 @@ func Start(opts Options) (*Berth, error) {
 	return b, nil
 }
 
-func (b *Berth) start(bin string) error {
-	argv := append(append(append([]string{}, b.Wrapper...), bin), b.Args...)
+func (b *Berth) start() error {
+	argv := append(append(append([]string{}, b.Wrapper...), b.bin), b.Args...)
 	b.cmd = exec.Command(argv[0], argv[1:]...)
 	b.cmd.Stdout = b.log
 	b.cmd.Stderr = b.log
@@ -226,12 +247,8 @@ func (b *Berth) start(bin string) error {
 // Restart starts the same berth again (after Stop or Kill), reusing the
 // socket and root dir, and reconnects the clients.
 func (b *Berth) Restart() error {
-	bin, err := Binary()
-	if err != nil {
-		return err
-	}
 	b.closeClients()
-	if err := b.start(bin); err != nil {
+	if err := b.start(); err != nil {
 		return err
 	}
 	return b.connect()
@@ -259,7 +276,7 @@ func (b *Berth) connect() error {
 	if err := b.WaitForSocket(30 * time.Second); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), RequestTimeout)
 	defer cancel()
 	conn, err := grpc.NewClient("unix://"+b.Socket,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -270,19 +287,29 @@ func (b *Berth) connect() error {
 	b.Conn = conn
 	b.RuntimeClient = runtimeapi.NewRuntimeServiceClient(conn)
 	b.ImageClient = runtimeapi.NewImageServiceClient(conn)
-	// The cri-client checks Version when it connects, which needs Docker:
-	// wait for that before building it.
-	for {
-		_, err := b.RuntimeClient.Version(ctx, &runtimeapi.VersionRequest{})
-		if err == nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("berth never answered Version: %w", err)
-		case <-b.exited:
-			return fmt.Errorf("berth exited: %v", b.exitErr)
-		case <-time.After(100 * time.Millisecond):
+	// The cri-clients check Version and ImageFsInfo when they connect,
+	// which need Docker and (ImageFsInfo) the state recovered from it;
+	// recovery can outlast the readiness gate's wait on a loaded machine
+	// with many containers: wait for both before building them.
+	for _, call := range []struct {
+		name string
+		fn   func() error
+	}{
+		{"Version", func() error { _, err := b.RuntimeClient.Version(ctx, &runtimeapi.VersionRequest{}); return err }},
+		{"ImageFsInfo", func() error { _, err := b.ImageClient.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{}); return err }},
+	} {
+		for {
+			err := call.fn()
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("berth never answered %s: %w", call.name, err)
+			case <-b.exited:
+				return fmt.Errorf("berth exited: %v", b.exitErr)
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 	}
 	if b.Runtime, err = remote.NewRemoteRuntimeServiceBuilder().

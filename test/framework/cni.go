@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -48,18 +49,17 @@ func NewCNINetwork(tb testing.TB, o CNIOptions) *CNINetwork {
 	var rnd [3]byte
 	_, _ = rand.Read(rnd[:])
 	suffix := hex.EncodeToString(rnd[:])
-	n, _ := rand.Int(rand.Reader, big.NewInt(250))
-	m, _ := rand.Int(rand.Reader, big.NewInt(250))
+	n, m := freeSubnet()
 	net := &CNINetwork{
 		Name:     "berth-e2e-" + suffix,
 		Bridge:   "be" + suffix,
-		Subnet:   fmt.Sprintf("10.%d.%d.0/24", 100+n.Int64()%100, m.Int64()),
+		Subnet:   fmt.Sprintf("10.%d.%d.0/24", 100+n, m),
 		ConfDir:  tb.TempDir(),
 		CacheDir: tb.TempDir(),
 	}
 	ranges := []any{[]any{map[string]any{"subnet": net.Subnet}}}
 	if o.DualStack {
-		net.Subnet6 = fmt.Sprintf("fd00:%x:%x::/64", n.Int64(), m.Int64())
+		net.Subnet6 = fmt.Sprintf("fd00:%x:%x::/64", n, m)
 		ranges = append(ranges, []any{map[string]any{"subnet": net.Subnet6}})
 	}
 	plugins := []map[string]any{
@@ -81,7 +81,9 @@ func NewCNINetwork(tb testing.TB, o CNIOptions) *CNINetwork {
 	}
 	tb.Cleanup(func() {
 		// The bridge plugin leaves its bridge behind; remove it, and the
-		// (by then empty) host-local store.
+		// (by then empty) host-local store. A test that failed before
+		// its pods' CNI DEL ran leaves their iptables rules: remove them.
+		removeIPTablesRules(tb, net.Name)
 		_ = exec.Command("ip", "link", "del", net.Bridge).Run()
 		if leaked := net.AllocatedIPs(); len(leaked) > 0 && !tb.Failed() {
 			tb.Errorf("CNI network %s still has IPs allocated: %v", net.Name, leaked)
@@ -89,6 +91,35 @@ func NewCNINetwork(tb testing.TB, o CNIOptions) *CNINetwork {
 		_ = os.RemoveAll(filepath.Join("/var/lib/cni/networks", net.Name))
 	})
 	return net
+}
+
+var (
+	subnetsMu   sync.Mutex            // guards subnetsUsed
+	subnetsUsed = map[[2]int64]bool{} // picked by this process
+)
+
+// freeSubnet picks 10.(100+n).m.0/24 at random among those this process
+// has not used and no route on the host covers (networks of other test
+// runs on the machine, once their bridge has its address). Two networks
+// with one subnet would share routes and masquerading rules and break each
+// other's pods.
+func freeSubnet() (n, m int64) {
+	subnetsMu.Lock()
+	defer subnetsMu.Unlock()
+	for range 100 {
+		a, _ := rand.Int(rand.Reader, big.NewInt(100))
+		b, _ := rand.Int(rand.Reader, big.NewInt(250))
+		n, m = a.Int64(), b.Int64()
+		if subnetsUsed[[2]int64{n, m}] {
+			continue
+		}
+		out, err := exec.Command("ip", "-4", "route", "show", "match", fmt.Sprintf("10.%d.%d.1", 100+n, m)).Output()
+		if err == nil && !strings.Contains(string(out), fmt.Sprintf("10.%d.%d.0/24", 100+n, m)) {
+			break
+		}
+	}
+	subnetsUsed[[2]int64{n, m}] = true
+	return n, m
 }
 
 // Args are the berth serve flags that select this network.
@@ -115,4 +146,51 @@ func (n *CNINetwork) AllocatedIPs() []string {
 		ips = append(ips, name)
 	}
 	return ips
+}
+
+// removeIPTablesRules deletes the iptables rules the CNI plugins added for
+// the pods of network name (their comments name it) and the per-pod chains
+// those rules jump to: what DEL would have removed, had it run.
+func removeIPTablesRules(tb testing.TB, name string) {
+	tag := `name: \"` + name + `\"`
+	for _, table := range []string{"nat", "filter"} {
+		out, err := exec.Command("iptables-save", "-t", table).Output()
+		if err != nil {
+			return
+		}
+		var dels, chains []string
+		seen := map[string]bool{}
+		for _, line := range strings.Split(string(out), "\n") {
+			if !strings.HasPrefix(line, "-A ") || !strings.Contains(line, tag) {
+				continue
+			}
+			dels = append(dels, "-D "+strings.TrimPrefix(line, "-A "))
+			f := strings.Fields(line)
+			for i := range f {
+				if f[i] == "-j" && i+1 < len(f) && strings.HasPrefix(f[i+1], "CNI-") && !strings.HasPrefix(f[i+1], "CNI-FORWARD") && !strings.HasPrefix(f[i+1], "CNI-HOSTPORT") && !seen[f[i+1]] {
+					seen[f[i+1]] = true
+					chains = append(chains, f[i+1])
+				}
+			}
+		}
+		if len(dels) == 0 {
+			continue
+		}
+		// The rules, then the per-pod chains (emptied first: a rule in one may
+		// carry no comment).
+		var in strings.Builder
+		fmt.Fprintf(&in, "*%s\n", table)
+		for _, d := range dels {
+			fmt.Fprintln(&in, d)
+		}
+		for _, c := range chains {
+			fmt.Fprintf(&in, "-F %s\n-X %s\n", c, c)
+		}
+		fmt.Fprintln(&in, "COMMIT")
+		cmd := exec.Command("iptables-restore", "--noflush")
+		cmd.Stdin = strings.NewReader(in.String())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			tb.Logf("removing the iptables rules of CNI network %s: %v: %s", name, err, out)
+		}
+	}
 }

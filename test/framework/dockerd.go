@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -130,6 +131,8 @@ func StartDockerd(tb testing.TB, binary string, extraArgs ...string) *Dockerd {
 	}, extraArgs...)
 	tb.Cleanup(func() {
 		d.Stop(tb)
+		// A daemon with --live-restore leaves its data root mounted.
+		unmountUnder(dir)
 		_ = exec.Command("ip", "link", "del", d.Bridge).Run()
 		if err := os.RemoveAll(dir); err != nil {
 			tb.Logf("removing %s: %v", dir, err)
@@ -223,5 +226,24 @@ func (d *Dockerd) LoadImage(tb testing.TB, ref string) {
 	out, err := io.ReadAll(loaded)
 	if err != nil || bytes.Contains(out, []byte(`"errorDetail"`)) {
 		tb.Fatalf("loading %s into the private dockerd: %v %s", ref, err, out)
+	}
+}
+
+// unmountUnder detaches every mount at or below dir, deepest first.
+func unmountUnder(dir string) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			points = append(points, f[4])
+		}
+	}
+	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	for _, p := range points {
+		_ = syscall.Unmount(p, syscall.MNT_DETACH)
 	}
 }

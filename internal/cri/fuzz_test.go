@@ -1,0 +1,317 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/api/types/image"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berth-cri/berth/internal/checkpoint"
+	"github.com/berth-cri/berth/internal/config"
+	"github.com/berth-cri/berth/internal/docker"
+	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/network"
+	"github.com/berth-cri/berth/internal/store"
+	"github.com/berth-cri/berth/internal/streaming"
+)
+
+// FuzzRequests decodes arbitrary bytes as one of the CRI requests (the
+// first byte picks which) and sends it through the Service's handler, as
+// the gRPC server would, with an index holding one ready pod and one
+// running container (the seeds name them, so mutations reach past the id
+// lookups) and a Docker, CNI and streaming back end that is down: whatever
+// a handler does before it needs them — validation, id resolution,
+// translation — runs on the fuzzed request. It must never panic; it may
+// succeed, or fail with a client-error code naming the field it refuses,
+// or with Unavailable (the back end is down) or DeadlineExceeded.
+// internal/dockerspec's targets fuzz RunPodSandbox's and CreateContainer's
+// translation in depth.
+func FuzzRequests(f *testing.F) {
+	rpcs := fuzzRPCs()
+	for i, r := range rpcs {
+		for _, seed := range r.seeds {
+			b, err := proto.Marshal(seed)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(uint8(i), b)
+		}
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
+		r := rpcs[int(which)%len(rpcs)]
+		req := r.seeds[0].ProtoReflect().New().Interface()
+		if proto.Unmarshal(data, req) != nil {
+			return
+		}
+		s := fuzzService(t, dir)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		err := r.call(s, ctx, req)
+		checkHandlerError(t, r.name, err)
+	})
+}
+
+// refusalField is how a refusal starts: the request field it is about.
+var refusalField = regexp.MustCompile(`^[a-z_]+(\.[A-Za-z_]+|\[\d+\]|\[[^\]]*\])*[: ]`)
+
+func checkHandlerError(t *testing.T, rpc string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	switch code := errdefs.Code(err); code {
+	case codes.InvalidArgument:
+		if !refusalField.MatchString(err.Error()) {
+			t.Fatalf("%s: a refusal that does not name the field: %q", rpc, err.Error())
+		}
+	case codes.NotFound, codes.FailedPrecondition, codes.AlreadyExists, codes.OutOfRange,
+		codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Unimplemented:
+	default:
+		t.Fatalf("%s: an error with code %v: %v", rpc, code, err)
+	}
+}
+
+// fuzzRPC is one unary CRI method: how to call it, and requests to start
+// mutating from.
+type fuzzRPC struct {
+	name  string
+	seeds []proto.Message
+	call  func(s *Service, ctx context.Context, req proto.Message) error
+}
+
+func rpc[Req proto.Message, Resp any](name string, fn func(*Service, context.Context, Req) (Resp, error), seeds ...Req) fuzzRPC {
+	r := fuzzRPC{name: name, call: func(s *Service, ctx context.Context, req proto.Message) error {
+		_, err := fn(s, ctx, req.(Req))
+		return err
+	}}
+	for _, sd := range seeds {
+		r.seeds = append(r.seeds, sd)
+	}
+	return r
+}
+
+const (
+	fuzzPod       = "5a5d1b0c9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b"
+	fuzzContainer = "c0ffee0c9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b"
+)
+
+func fuzzRPCs() []fuzzRPC {
+	pod := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"},
+		LogDirectory: "/var/log/pods/ns_p_u",
+		Linux:        &runtimeapi.LinuxPodSandboxConfig{CgroupParent: "/kubepods/podu"},
+	}
+	ctr := &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "c"},
+		Image:    &runtimeapi.ImageSpec{Image: "busybox:latest"},
+		Command:  []string{"sleep", "1"},
+		LogPath:  "c/0.log",
+		Mounts:   []*runtimeapi.Mount{{HostPath: "/tmp/x", ContainerPath: "/x"}},
+	}
+	res := &runtimeapi.LinuxContainerResources{CpuShares: 512, MemoryLimitInBytes: 64 << 20, CpusetCpus: "0", Unified: map[string]string{"memory.high": "max"}}
+	image := &runtimeapi.ImageSpec{Image: "registry.example/team/app@sha256:" + fuzzPod}
+	return []fuzzRPC{
+		rpc("Version", (*Service).Version, &runtimeapi.VersionRequest{Version: "v1"}),
+		rpc("Status", (*Service).Status, &runtimeapi.StatusRequest{Verbose: true}),
+		rpc("RuntimeConfig", (*Service).RuntimeConfig, &runtimeapi.RuntimeConfigRequest{}),
+		rpc("UpdateRuntimeConfig", (*Service).UpdateRuntimeConfig, &runtimeapi.UpdateRuntimeConfigRequest{
+			RuntimeConfig: &runtimeapi.RuntimeConfig{NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: "10.0.0.0/24,fd00::/64"}}}),
+		rpc("RunPodSandbox", (*Service).RunPodSandbox, &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: "runc"}),
+		rpc("StopPodSandbox", (*Service).StopPodSandbox, &runtimeapi.StopPodSandboxRequest{PodSandboxId: fuzzPod}),
+		rpc("RemovePodSandbox", (*Service).RemovePodSandbox, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: fuzzPod[:12]}),
+		rpc("PodSandboxStatus", (*Service).PodSandboxStatus, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: fuzzPod, Verbose: true}),
+		rpc("ListPodSandbox", (*Service).ListPodSandbox, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+			Id: fuzzPod[:5], State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}, LabelSelector: map[string]string{"app": "x"}}}),
+		rpc("UpdatePodSandboxResources", (*Service).UpdatePodSandboxResources, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: fuzzPod, Resources: &runtimeapi.LinuxContainerResources{CpuShares: 2}}),
+		rpc("CreateContainer", (*Service).CreateContainer, &runtimeapi.CreateContainerRequest{PodSandboxId: fuzzPod, Config: ctr, SandboxConfig: pod}),
+		rpc("StartContainer", (*Service).StartContainer, &runtimeapi.StartContainerRequest{ContainerId: fuzzContainer}),
+		rpc("StopContainer", (*Service).StopContainer, &runtimeapi.StopContainerRequest{ContainerId: fuzzContainer, Timeout: 3}),
+		rpc("RemoveContainer", (*Service).RemoveContainer, &runtimeapi.RemoveContainerRequest{ContainerId: fuzzContainer[:12]}),
+		rpc("ListContainers", (*Service).ListContainers, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
+			Id: fuzzContainer[:4], PodSandboxId: fuzzPod, State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}}}),
+		rpc("ContainerStatus", (*Service).ContainerStatus, &runtimeapi.ContainerStatusRequest{ContainerId: fuzzContainer, Verbose: true}),
+		rpc("UpdateContainerResources", (*Service).UpdateContainerResources, &runtimeapi.UpdateContainerResourcesRequest{
+			ContainerId: fuzzContainer, Linux: res, Annotations: map[string]string{"a": "b"}}),
+		rpc("ReopenContainerLog", (*Service).ReopenContainerLog, &runtimeapi.ReopenContainerLogRequest{ContainerId: fuzzContainer}),
+		rpc("ExecSync", (*Service).ExecSync, &runtimeapi.ExecSyncRequest{ContainerId: fuzzContainer, Cmd: []string{"true"}, Timeout: 1}),
+		rpc("Exec", (*Service).Exec, &runtimeapi.ExecRequest{ContainerId: fuzzContainer, Cmd: []string{"sh"}, Stdin: true, Stdout: true, Tty: true}),
+		rpc("Attach", (*Service).Attach, &runtimeapi.AttachRequest{ContainerId: fuzzContainer, Stdout: true, Stderr: true}),
+		rpc("PortForward", (*Service).PortForward, &runtimeapi.PortForwardRequest{PodSandboxId: fuzzPod, Port: []int32{80, 443}}),
+		rpc("ContainerStats", (*Service).ContainerStats, &runtimeapi.ContainerStatsRequest{ContainerId: fuzzContainer}),
+		rpc("ListContainerStats", (*Service).ListContainerStats, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{
+			Id: fuzzContainer, PodSandboxId: fuzzPod[:3], LabelSelector: map[string]string{"a": "b"}}}),
+		rpc("PodSandboxStats", (*Service).PodSandboxStats, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: fuzzPod}),
+		rpc("ListPodSandboxStats", (*Service).ListPodSandboxStats, &runtimeapi.ListPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{Id: fuzzPod}}),
+		rpc("ListMetricDescriptors", (*Service).ListMetricDescriptors, &runtimeapi.ListMetricDescriptorsRequest{}),
+		rpc("ListPodSandboxMetrics", (*Service).ListPodSandboxMetrics, &runtimeapi.ListPodSandboxMetricsRequest{}),
+		rpc("ListImages", (*Service).ListImages, &runtimeapi.ListImagesRequest{Filter: &runtimeapi.ImageFilter{Image: image}}),
+		rpc("ImageStatus", (*Service).ImageStatus, &runtimeapi.ImageStatusRequest{Image: image, Verbose: true}),
+		rpc("PullImage", (*Service).PullImage, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox"},
+			Auth: &runtimeapi.AuthConfig{Username: "u", Password: "p", ServerAddress: "registry.example"}, SandboxConfig: pod}),
+		rpc("RemoveImage", (*Service).RemoveImage, &runtimeapi.RemoveImageRequest{Image: image}),
+		rpc("ImageFsInfo", (*Service).ImageFsInfo, &runtimeapi.ImageFsInfoRequest{}),
+	}
+}
+
+// fuzzService is a Service whose index holds one ready pod (owned, on a
+// CNI network, with a checkpoint-less record) and one running container in
+// it, and whose back ends are down.
+func fuzzService(t testing.TB, dir string) *Service {
+	t.Helper()
+	cfg := config.Default()
+	cfg.RootDir = dir
+	cps, err := checkpoint.Open(dir + "/sandboxes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New()
+	st.PutSandbox(&store.Sandbox{
+		ID: fuzzPod, Name: "k8s_POD_p_ns_u_0",
+		Metadata:    &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"},
+		Labels:      map[string]string{"app": "x"},
+		Annotations: map[string]string{},
+		Namespaces:  &runtimeapi.NamespaceOption{},
+		Running:     true, Pid: 1 << 30, NetworkReady: true, IPs: []string{"10.0.0.2"}, Owned: true,
+		CgroupParent: "/kubepods/podu",
+	})
+	st.PutContainer(&store.Container{
+		ID: fuzzContainer, Name: "k8s_c_p_ns_u_0", SandboxID: fuzzPod,
+		Metadata: &runtimeapi.ContainerMetadata{Name: "c"},
+		Labels:   map[string]string{"a": "b"}, Annotations: map[string]string{},
+		Image: &runtimeapi.ImageSpec{Image: "busybox:latest"}, ImageID: "sha256:" + fuzzPod,
+		LogPath: "/var/log/pods/ns_p_u/c/0.log",
+		State:   runtimeapi.ContainerState_CONTAINER_RUNNING, StartedAt: 1, Pid: 1 << 30, Owned: true,
+	})
+	down := downBackend{dockerRoot: dir}
+	return New(Deps{
+		Config: cfg, Daemon: down, Docker: down, Network: down, Checkpoints: cps, Store: st,
+		Logs: down, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Images: down, Layers: down, Streams: down, Exec: down,
+	})
+}
+
+// downBackend is Docker, CNI, the log forwarder and the streaming server,
+// each answering Unavailable: the handlers get as far as they can without
+// them.
+type downBackend struct {
+	// dockerRoot is the data root the daemon reports.
+	dockerRoot string
+}
+
+var errDown = fmt.Errorf("fuzzing: the back end is down: %w", errdefs.ErrUnavailable)
+
+func (d downBackend) Health() docker.Health {
+	return docker.Health{Ready: true, Daemon: docker.DaemonInfo{
+		Version: "20.10.24", APIVersion: "1.41", CgroupDriver: "cgroupfs", Runtimes: []string{"runc"},
+		RootDir: d.dockerRoot, StorageDriver: "overlay2",
+	}}
+}
+func (d downBackend) Probe(context.Context) docker.Health { return d.Health() }
+func (downBackend) CreateContainer(context.Context, string, *container.Config, *container.HostConfig) (string, error) {
+	return "", errDown
+}
+func (downBackend) StartContainer(context.Context, string) error { return errDown }
+func (downBackend) StopContainer(context.Context, string, time.Duration, string) error {
+	return errDown
+}
+func (downBackend) RemoveContainer(context.Context, string) error { return errDown }
+func (downBackend) InspectContainer(context.Context, string) (container.InspectResponse, error) {
+	return container.InspectResponse{}, errDown
+}
+func (downBackend) ListContainers(context.Context, ...string) ([]container.Summary, error) {
+	return nil, errDown
+}
+func (downBackend) UpdateContainerResources(context.Context, string, *container.Resources) error {
+	return errDown
+}
+func (downBackend) ReadFile(context.Context, string, string, int64) ([]byte, error) {
+	return nil, errDown
+}
+func (downBackend) CDIDevices(context.Context) ([]string, error) { return nil, errDown }
+func (downBackend) StatPath(context.Context, string, string) (container.PathStat, error) {
+	return container.PathStat{}, errDown
+}
+func (downBackend) CheckpointContainer(context.Context, string, string, string) error {
+	return errDown
+}
+func (downBackend) StartContainerFromCheckpoint(context.Context, string, string) error {
+	return errDown
+}
+func (downBackend) ContainerChanges(context.Context, string) ([]container.FilesystemChange, error) {
+	return nil, errDown
+}
+func (downBackend) CopyFromContainer(context.Context, string, string) (io.ReadCloser, error) {
+	return nil, errDown
+}
+func (downBackend) CopyToContainer(context.Context, string, string, io.Reader) error { return errDown }
+func (downBackend) PauseContainer(context.Context, string) error                     { return errDown }
+func (downBackend) UnpauseContainer(context.Context, string) error                   { return errDown }
+func (downBackend) ContainerEvents(context.Context, time.Time, ...string) (<-chan events.Message, <-chan error) {
+	errs := make(chan error, 1)
+	errs <- errDown
+	return nil, errs
+}
+func (downBackend) ImageID(context.Context, string) (string, error)       { return "", errDown }
+func (downBackend) ImageLayers(context.Context, string) ([]string, error) { return nil, errDown }
+func (downBackend) ImportImage(context.Context, io.Reader, string, []string) error {
+	return errDown
+}
+
+func (downBackend) Ready() (bool, string) { return true, "" }
+func (downBackend) UsesCNI() bool         { return true }
+func (downBackend) Prepare(network.PodNetwork) (*network.Attachment, error) {
+	return nil, errDown
+}
+func (downBackend) Add(context.Context, string, *network.Attachment) error { return errDown }
+func (downBackend) Del(context.Context, string, *network.Attachment, string) error {
+	return errDown
+}
+func (downBackend) Check(context.Context, string, *network.Attachment) error { return errDown }
+func (downBackend) CachedIPs(string) []string                                { return nil }
+
+func (downBackend) PullImage(context.Context, string, docker.PullOptions) error { return errDown }
+func (downBackend) InspectImage(context.Context, string) (image.InspectResponse, error) {
+	return image.InspectResponse{}, errDown
+}
+func (downBackend) ListImages(context.Context) ([]image.Summary, error) { return nil, errDown }
+func (downBackend) ImageHistory(context.Context, string) ([]image.HistoryResponseItem, error) {
+	return nil, errDown
+}
+func (downBackend) RemoveImage(context.Context, string) error { return errDown }
+func (downBackend) ContainersUsingImage(context.Context, string) ([]string, error) {
+	return nil, errDown
+}
+func (downBackend) ListLayerContainers(context.Context) ([]docker.LayerContainer, error) {
+	return nil, errDown
+}
+func (downBackend) WritableLayerDir(context.Context, string) (string, error) { return "", errDown }
+func (downBackend) WritableLayerSize(context.Context, string) (int64, error) { return 0, errDown }
+
+func (downBackend) Follow(string, string, string, func() bool) error { return errDown }
+func (downBackend) Exited(string)                                    {}
+func (downBackend) Reopen(string) error                              { return errDown }
+func (downBackend) Forget(string)                                    {}
+
+func (downBackend) GetExec(*runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
+	return nil, errDown
+}
+func (downBackend) GetAttach(*runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
+	return nil, errDown
+}
+func (downBackend) GetPortForward(*runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
+	return nil, errDown
+}
+func (downBackend) RunExec(context.Context, string, streaming.ExecOptions) (streaming.ExecResult, error) {
+	return streaming.ExecResult{}, errDown
+}
