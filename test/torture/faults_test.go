@@ -157,8 +157,10 @@ func TestFaultDockerHangs(t *testing.T) {
 	r := newRow(t)
 	proxy := framework.StartDockerProxy(t)
 	// Berth bounds a detached RunPodSandbox by twice this: room for a
-	// pause container's start on a loaded two-core machine.
-	const requestTimeout = 20 * time.Second
+	// pause container's start on a loaded two-core machine (a shared
+	// daemon there was seen taking over 40 s), and still well inside the
+	// client's callTimeout for the creates that hang until Berth gives up.
+	const requestTimeout = 30 * time.Second
 	n := startNode(t, r, nodeOptions{Endpoint: proxy.Host, Args: []string{"--runtime-request-timeout", requestTimeout.String()}})
 
 	var running []string
