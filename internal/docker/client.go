@@ -46,8 +46,11 @@ type Client struct {
 	endpoint string
 	// probeMu serialises Probe: one reconnection at a time.
 	probeMu sync.Mutex
-	timeout time.Duration
-	log     *slog.Logger
+	// slowPings counts the consecutive pings of an up daemon that timed
+	// out; guarded by probeMu.
+	slowPings int
+	timeout   time.Duration
+	log       *slog.Logger
 
 	mu        sync.Mutex // guards health and listeners
 	health    Health
@@ -199,6 +202,10 @@ func (c *Client) Run(ctx context.Context) {
 	}
 }
 
+// slowPingsTolerated is how many consecutive pings of an up daemon may time
+// out before Berth takes it as down.
+const slowPingsTolerated = 1
+
 // Probe pings the daemon now and updates Health. After an outage (or on the
 // first contact) it renegotiates the API version and rereads the daemon's
 // info, since the daemon may have been upgraded or reconfigured meanwhile.
@@ -211,6 +218,16 @@ func (c *Client) Probe(ctx context.Context) Health {
 	prev := c.Health()
 	if prev.Ready {
 		ping, err := c.api().Ping(ctx, client.PingOptions{})
+		if err != nil && errors.Is(err, context.DeadlineExceeded) && c.slowPings < slowPingsTolerated {
+			// A daemon that is up but overloaded answers late: turning
+			// one late ping into Unavailable for every call would make
+			// slowness an outage. A refused connection (Docker stopped)
+			// is not tolerated.
+			c.slowPings++
+			c.log.Warn("Docker did not answer a ping in time; still taking it as up", "limit", min(c.timeout, 10*time.Second), "consecutive", c.slowPings)
+			return prev
+		}
+		c.slowPings = 0
 		if err != nil {
 			return c.setHealth(false, "Docker is not answering: "+errorMessage(err), prev.Daemon)
 		}
