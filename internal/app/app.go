@@ -141,6 +141,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		grpc.ChainStreamInterceptor(chain.Stream()),
 		grpc.MaxRecvMsgSize(maxMsgSize),
 		grpc.MaxSendMsgSize(maxMsgSize),
+		grpc.ForceServerCodecV2(service.Codec()),
 	)
 	runtimeapi.RegisterRuntimeServiceServer(server, service)
 	runtimeapi.RegisterImageServiceServer(server, service)

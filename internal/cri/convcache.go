@@ -3,6 +3,8 @@ package cri
 import (
 	"sync"
 
+	"google.golang.org/protobuf/proto"
+
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/dockerspec"
@@ -26,11 +28,13 @@ type convCache struct {
 type sandboxConv struct {
 	rec *store.Sandbox
 	msg *runtimeapi.PodSandbox
+	enc []byte // msg's wire form, made by the first list that sends it
 }
 
 type containerConv struct {
 	rec *store.Container
 	msg *runtimeapi.Container
+	enc []byte
 }
 
 func newConvCache() *convCache {
@@ -78,4 +82,51 @@ func (c *convCache) prune(st *store.Store) {
 			delete(c.containers, id)
 		}
 	}
+}
+
+// encodedSandboxes returns the wire form of each item, or false when one of
+// them is not a message this cache made (then the caller encodes them).
+func (c *convCache) encodedSandboxes(items []*runtimeapi.PodSandbox) ([][]byte, bool) {
+	out := make([][]byte, len(items))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, m := range items {
+		e, ok := c.sandboxes[m.GetId()]
+		if !ok || e.msg != m {
+			return nil, false
+		}
+		if e.enc == nil {
+			b, err := proto.Marshal(m)
+			if err != nil {
+				return nil, false
+			}
+			e.enc = b
+			c.sandboxes[m.GetId()] = e
+		}
+		out[i] = e.enc
+	}
+	return out, true
+}
+
+// encodedContainers is encodedSandboxes for containers.
+func (c *convCache) encodedContainers(items []*runtimeapi.Container) ([][]byte, bool) {
+	out := make([][]byte, len(items))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, m := range items {
+		e, ok := c.containers[m.GetId()]
+		if !ok || e.msg != m {
+			return nil, false
+		}
+		if e.enc == nil {
+			b, err := proto.Marshal(m)
+			if err != nil {
+				return nil, false
+			}
+			e.enc = b
+			c.containers[m.GetId()] = e
+		}
+		out[i] = e.enc
+	}
+	return out, true
 }
