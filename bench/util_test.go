@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -50,4 +51,28 @@ func reportCPU(b *testing.B, cpu time.Duration, calls int) {
 	if calls > 0 {
 		b.ReportMetric(float64(cpu.Microseconds())/float64(calls)/1000, "berth-cpu-ms")
 	}
+}
+
+// reportFloor reports the median latency of the same list call matching no
+// record: the round trip through both gRPC stacks and the kernel that every
+// CRI call pays, which the list's own cost comes on top of.
+func reportFloor(b *testing.B, floor []time.Duration) {
+	b.ReportMetric(float64(median(floor).Microseconds())/1000, "floor-ms")
+}
+
+// reportDecode reports what decoding resp costs the client, measured in
+// this process: part of every list's latency that no server can remove.
+func reportDecode(b *testing.B, resp proto.Message) {
+	data, err := proto.Marshal(resp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const rounds = 200
+	start := time.Now()
+	for range rounds {
+		if err := proto.Unmarshal(data, resp.ProtoReflect().New().Interface()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(time.Since(start).Microseconds())/rounds/1000, "client-decode-ms")
 }

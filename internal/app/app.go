@@ -38,6 +38,12 @@ import (
 // garbage request cannot make Berth allocate without bound.
 const maxMsgSize = 16 << 20
 
+// The CRI server's transport sizes, chosen in docs/performance.md.
+const (
+	writeBufferSize = 256 << 10
+	flowWindow      = 1 << 20
+)
+
 // Run serves CRI until ctx is cancelled (SIGTERM/SIGINT), then drains
 // in-flight calls for at most cfg.ShutdownTimeout and returns nil.
 func Run(ctx context.Context, cfg config.Config) error {
@@ -141,6 +147,16 @@ func Run(ctx context.Context, cfg config.Config) error {
 		grpc.ChainStreamInterceptor(chain.Stream()),
 		grpc.MaxRecvMsgSize(maxMsgSize),
 		grpc.MaxSendMsgSize(maxMsgSize),
+		grpc.ForceServerCodecV2(service.Codec()),
+		// A list of 100 containers is about 35 KB: a write buffer that
+		// holds a large list sends it in one write rather than two. gRPC
+		// shares write buffers between connections, so idle ones keep none.
+		grpc.WriteBufferSize(writeBufferSize),
+		// Fixed flow-control windows turn off gRPC's bandwidth estimator,
+		// whose ping costs every call a write and a read; a local socket
+		// has no bandwidth to estimate.
+		grpc.InitialWindowSize(flowWindow),
+		grpc.InitialConnWindowSize(flowWindow),
 	)
 	runtimeapi.RegisterRuntimeServiceServer(server, service)
 	runtimeapi.RegisterImageServiceServer(server, service)
