@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/berth-cri/berth/internal/safefile"
 )
 
 // Version is the current format of a sandbox record.
@@ -95,15 +95,8 @@ var validID = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,128}$`)
 // Open returns a Store for dir, creating it (mode 0700) if needed. dir must
 // not be a symlink: Berth never follows one out of its root directory.
 func Open(dir string) (*Store, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("checkpoint directory %s is not a directory (symlinks are refused)", dir)
+	if err := safefile.PrivateDir(dir); err != nil {
+		return nil, fmt.Errorf("checkpoint directory: %w", err)
 	}
 	return &Store{dir: dir}, nil
 }
@@ -131,31 +124,10 @@ func (s *Store) Save(rec *Sandbox) error {
 	if err != nil {
 		return err
 	}
-	tmp := p + ".tmp"
-	// O_NOFOLLOW|O_EXCL: never write through a symlink planted in the
-	// directory. A temp file left by a crash is removed first.
-	_ = unix.Unlink(tmp)
-	fd, err := unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return fmt.Errorf("writing checkpoint %s: %w", tmp, err)
-	}
-	f := os.NewFile(uintptr(fd), tmp)
-	_, werr := f.Write(env)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("writing checkpoint %s: %w", tmp, werr)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		_ = os.Remove(tmp)
+	if err := safefile.Write(p, env, true); err != nil {
 		return fmt.Errorf("writing checkpoint %s: %w", p, err)
 	}
-	return syncDir(s.dir)
+	return nil
 }
 
 // Load reads a record. A record that fails to decode or to match its
@@ -166,32 +138,21 @@ func (s *Store) Load(id string) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	// O_NONBLOCK: opening a FIFO planted at p must fail, not hang.
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
+	f, err := safefile.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
 		return nil, os.ErrNotExist
 	}
-	if errors.Is(err, unix.ELOOP) {
-		// A symbolic link where the record belongs: never followed, and
-		// moved aside like any record that cannot be trusted, so Stop and
-		// Remove go on without it.
+	if errors.Is(err, safefile.ErrNotRegular) {
+		// A symbolic link or a FIFO where the record belongs: never
+		// followed or read, and moved aside like any record that cannot
+		// be trusted, so Stop and Remove go on without it.
 		q := s.quarantine(p)
-		return nil, fmt.Errorf("%w %s (moved to %s): a symbolic link, not a record", ErrCorrupt, p, q)
+		return nil, fmt.Errorf("%w (moved to %s): %v", ErrCorrupt, q, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading checkpoint %s: %w", p, err)
 	}
-	f := os.NewFile(uintptr(fd), p)
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, fmt.Errorf("reading checkpoint %s: %w", p, err)
-	} else if !fi.Mode().IsRegular() {
-		q := s.quarantine(p)
-		return nil, fmt.Errorf("%w %s (moved to %s): a %v, not a record", ErrCorrupt, p, q, fi.Mode().Type())
-	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		return nil, fmt.Errorf("reading checkpoint %s: %w", p, err)
-	}
 	raw, err := readAll(f)
 	if err != nil {
 		return nil, fmt.Errorf("reading checkpoint %s: %w", p, err)
@@ -242,12 +203,10 @@ func (s *Store) Delete(id string) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range []string{p, p + ".tmp"} {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
+	if err := safefile.Remove(p); err != nil {
+		return err
 	}
-	return syncDir(s.dir)
+	return safefile.SyncDir(s.dir)
 }
 
 // IDs lists the sandbox ids that have a record.
@@ -265,15 +224,6 @@ func (s *Store) IDs() ([]string, error) {
 		ids = append(ids, strings.TrimSuffix(name, ".json"))
 	}
 	return ids, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func readAll(f *os.File) ([]byte, error) {

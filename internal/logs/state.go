@@ -8,9 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/safefile"
 )
 
 // stateVersion is the format of a position file.
@@ -76,15 +75,8 @@ type stateStore struct {
 }
 
 func openStateStore(dir string) (*stateStore, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("log state directory %s is not a directory (symlinks are refused)", dir)
+	if err := safefile.PrivateDir(dir); err != nil {
+		return nil, fmt.Errorf("log state directory: %w", err)
 	}
 	return &stateStore{dir: dir}, nil
 }
@@ -96,24 +88,14 @@ func (s *stateStore) path(id string) string { return filepath.Join(s.dir, id+".j
 // version) is reported and treated as absent: recovery then falls back to
 // matching the CRI file's tail.
 func (s *stateStore) load(id string) (*position, error) {
-	// O_NONBLOCK: opening a FIFO planted there must fail, not hang.
-	fd, err := unix.Open(s.path(id), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
+	f, err := safefile.Open(s.path(id))
+	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading log position of %s: %w", id, err)
 	}
-	f := os.NewFile(uintptr(fd), s.path(id))
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, fmt.Errorf("reading log position of %s: %w", id, err)
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("log position of %s is a %v, not a file", id, fi.Mode().Type())
-	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		return nil, fmt.Errorf("reading log position of %s: %w", id, err)
-	}
 	var p position
 	if err := json.NewDecoder(f).Decode(&p); err != nil {
 		return nil, fmt.Errorf("log position of %s is unreadable: %v", id, err)
@@ -135,26 +117,8 @@ func (s *stateStore) save(id string, p *position) error {
 	if err != nil {
 		return err
 	}
-	final := s.path(id)
-	tmp := final + ".tmp"
-	// O_EXCL|O_NOFOLLOW: never write through a link planted in the
-	// directory; a temporary file left by a crash is removed first.
-	_ = unix.Unlink(tmp)
-	fd, err := unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
+	if err := safefile.Write(s.path(id), data, false); err != nil {
 		return fmt.Errorf("saving log position of %s: %w", id, err)
-	}
-	f := os.NewFile(uintptr(fd), tmp)
-	_, werr := f.Write(data)
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, final)
-	}
-	if werr != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("saving log position of %s: %w", id, werr)
 	}
 	return nil
 }
@@ -162,10 +126,5 @@ func (s *stateStore) save(id string, p *position) error {
 // remove deletes id's position file, and the temporary file a crash
 // during save may have left beside it.
 func (s *stateStore) remove(id string) error {
-	for _, f := range []string{s.path(id), s.path(id) + ".tmp"} {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-	}
-	return nil
+	return safefile.Remove(s.path(id))
 }
