@@ -157,6 +157,36 @@ func BenchmarkContainerIndex100(b *testing.B) {
 		}
 		reportDecode(b, &runtimeapi.ListContainersResponse{Containers: items})
 	})
+	// Relist is what kubelet's PLEG does every second: ListPodSandbox, then
+	// ListContainers at once (kuberuntime's GetPods), after an idle gap
+	// (here Docker's list). The relist-ms figure is the pair.
+	b.Run("Relist", func(b *testing.B) {
+		var pairs, lists, raw []time.Duration
+		for i := 0; i < b.N; i++ {
+			start := time.Now()
+			res, err := dc.ContainerList(ctx, client.ContainerListOptions{All: true,
+				Filters: client.Filters{}.Add("label", "berth-bench=1")})
+			raw = append(raw, time.Since(start))
+			if err != nil || len(res.Items) < pods*(perPod+1) {
+				b.Fatalf("docker ps: %d, %v", len(res.Items), err)
+			}
+			start = time.Now()
+			sandboxes, err := br.Runtime.ListPodSandbox(ctx, nil)
+			if err != nil || len(sandboxes) < pods {
+				b.Fatalf("ListPodSandbox: %d, %v", len(sandboxes), err)
+			}
+			listStart := time.Now()
+			items, err := br.Runtime.ListContainers(ctx, nil)
+			lists = append(lists, time.Since(listStart))
+			pairs = append(pairs, time.Since(start))
+			if err != nil || len(items) < pods*perPod {
+				b.Fatalf("ListContainers: %d, %v", len(items), err)
+			}
+		}
+		b.ReportMetric(float64(median(pairs).Microseconds())/1000, "relist-ms")
+		b.ReportMetric(float64(median(lists).Microseconds())/1000, "berth-ms")
+		b.ReportMetric(float64(median(raw).Microseconds())/1000, "docker-ms")
+	})
 	b.Run("ContainerStatus", func(b *testing.B) {
 		var berth, raw []time.Duration
 		for i := 0; i < b.N; i++ {
