@@ -44,17 +44,24 @@ type Client struct {
 	// version (moby's client reads it unlocked once negotiated).
 	current  atomic.Pointer[client.Client]
 	endpoint string
-	// probeMu serialises Probe: one reconnection at a time.
-	probeMu sync.Mutex
 	// slowPings counts the consecutive pings of an up daemon that timed
-	// out; guarded by probeMu.
+	// out; only the probe in flight (there is one at a time) uses it.
 	slowPings int
 	timeout   time.Duration
 	log       *slog.Logger
 
-	mu        sync.Mutex // guards health and listeners
+	mu        sync.Mutex // guards health, listeners and probing
 	health    Health
 	listeners []func(Health)
+	// probing is the probe in flight, which every Probe caller meanwhile
+	// shares; nil when none is.
+	probing *probeCall
+}
+
+// probeCall is one probe of the daemon; h is set before done is closed.
+type probeCall struct {
+	done chan struct{}
+	h    Health
 }
 
 // Health is the last known state of the daemon connection.
@@ -202,6 +209,9 @@ func (c *Client) Run(ctx context.Context) {
 	}
 }
 
+// pingTimeout bounds one ping.
+func (c *Client) pingTimeout() time.Duration { return min(c.timeout, 10*time.Second) }
+
 // slowPingsTolerated is how many consecutive pings of an up daemon may time
 // out before Berth takes it as down.
 const slowPingsTolerated = 1
@@ -209,22 +219,51 @@ const slowPingsTolerated = 1
 // Probe pings the daemon now and updates Health. After an outage (or on the
 // first contact) it renegotiates the API version and rereads the daemon's
 // info, since the daemon may have been upgraded or reconfigured meanwhile.
+//
+// Callers arriving while a probe is in flight share its result rather than
+// queueing probes of their own: on a busy node kubelet's Status calls, the
+// health loop and calls that found Docker away all probe at once. The probe
+// runs to the end of its own time limits whatever its callers do, so a
+// caller that gives up (its ctx ends; it then gets the last known health)
+// never turns into a verdict on Docker.
 func (c *Client) Probe(ctx context.Context) Health {
-	ctx, cancel := context.WithTimeout(ctx, min(c.timeout, 10*time.Second))
-	defer cancel()
-	c.probeMu.Lock()
-	defer c.probeMu.Unlock()
+	c.mu.Lock()
+	p := c.probing
+	if p == nil {
+		p = &probeCall{done: make(chan struct{})}
+		c.probing = p
+		go func() {
+			h := c.probe(context.WithoutCancel(ctx))
+			c.mu.Lock()
+			p.h = h
+			c.probing = nil
+			c.mu.Unlock()
+			close(p.done)
+		}()
+	}
+	c.mu.Unlock()
+	select {
+	case <-p.done:
+		return p.h
+	case <-ctx.Done():
+		return c.Health()
+	}
+}
 
+// probe is one probe; its time limits start when it does.
+func (c *Client) probe(ctx context.Context) Health {
+	pingCtx, cancel := context.WithTimeout(ctx, c.pingTimeout())
+	defer cancel()
 	prev := c.Health()
 	if prev.Ready {
-		ping, err := c.api().Ping(ctx, client.PingOptions{})
+		ping, err := c.api().Ping(pingCtx, client.PingOptions{})
 		if err != nil && errors.Is(err, context.DeadlineExceeded) && c.slowPings < slowPingsTolerated {
 			// A daemon that is up but overloaded answers late: turning
 			// one late ping into Unavailable for every call would make
 			// slowness an outage. A refused connection (Docker stopped)
 			// is not tolerated.
 			c.slowPings++
-			c.log.Warn("Docker did not answer a ping in time; still taking it as up", "limit", min(c.timeout, 10*time.Second), "consecutive", c.slowPings)
+			c.log.Warn("Docker did not answer a ping in time; still taking it as up", "limit", c.pingTimeout(), "consecutive", c.slowPings)
 			return prev
 		}
 		c.slowPings = 0
@@ -242,7 +281,7 @@ func (c *Client) Probe(ctx context.Context) Health {
 	if err != nil {
 		return c.setHealth(false, err.Error(), prev.Daemon)
 	}
-	ping, err := api.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
+	ping, err := api.Ping(pingCtx, client.PingOptions{NegotiateAPIVersion: true})
 	// NOTE: a daemon older than the moby client's own minimum answers the
 	// ping but fails negotiation, so the version check comes before the
 	// error check: the reason must say "too old", not "not answering".
@@ -252,7 +291,12 @@ func (c *Client) Probe(ctx context.Context) Health {
 	if err != nil {
 		return c.setHealth(false, "Docker is not answering: "+errorMessage(err), prev.Daemon)
 	}
-	info, err := readDaemonInfo(ctx, api)
+	// Docker answered: reading its configuration gets the longer limit of
+	// any call, since an overloaded daemon is slow at this (it counts its
+	// containers and images) long before it is slow to answer a ping.
+	infoCtx, cancelInfo := context.WithTimeout(ctx, c.timeout)
+	defer cancelInfo()
+	info, err := readDaemonInfo(infoCtx, api)
 	if err != nil {
 		// A daemon whose minimum API is newer than Berth's client
 		// rejects every versioned call: the reason names the version
