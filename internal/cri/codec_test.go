@@ -114,3 +114,16 @@ func benchCodec(b *testing.B, s *Service, codec encoding.CodecV2) {
 		data.Free()
 	}
 }
+
+// TestCodecResponsesHaveOneField guards the codec's assumption: the two
+// list responses it assembles hold their records in field 1 and nothing
+// else. A cri-api upgrade that adds a field fails here instead of the codec
+// silently dropping it.
+func TestCodecResponsesHaveOneField(t *testing.T) {
+	for _, m := range []proto.Message{&runtimeapi.ListPodSandboxResponse{}, &runtimeapi.ListContainersResponse{}} {
+		fields := m.ProtoReflect().Descriptor().Fields()
+		if fields.Len() != 1 || fields.Get(0).Number() != 1 || !fields.Get(0).IsList() {
+			t.Errorf("%s has fields %v: the list codec (codec.go) writes only repeated field 1", m.ProtoReflect().Descriptor().FullName(), fields)
+		}
+	}
+}
