@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -153,14 +152,7 @@ func TestContainerLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	var streamed []string
-	for {
-		resp, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, resp := range recvAll(t, stream.Recv) {
 		for _, c := range resp.GetContainers() {
 			streamed = append(streamed, c.GetId())
 		}

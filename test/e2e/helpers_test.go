@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"strings"
 	"sync"
@@ -138,3 +140,20 @@ func parallel(n int, fn func(i int)) {
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// recvAll reads a server stream to its end (recv is the stream's Recv),
+// failing t on any error but the end.
+func recvAll[R any](t *testing.T, recv func() (R, error)) []R {
+	t.Helper()
+	var out []R
+	for {
+		r, err := recv()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+}

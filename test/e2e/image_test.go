@@ -6,9 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,14 +106,7 @@ func TestListImagesAndImageStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	streamed := map[string]bool{}
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, resp := range recvAll(t, stream.Recv) {
 		if len(resp.Images) == 0 {
 			t.Errorf("StreamImages sent an empty batch")
 		}

@@ -300,7 +300,7 @@ func TestAdoptsCriDockerdSandbox(t *testing.T) {
 
 func TestDockerBridgeMode(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := framework.FreePort(t)
 	b := framework.StartBerth(t, framework.Options{Args: []string{"--network-plugin="}})
 	cfg := podConfig("bridge")
 	cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 8080, HostPort: int32(port)}}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -168,7 +167,7 @@ func TestPodsReachEachOtherByIP(t *testing.T) {
 
 func TestHostPortIsReachableOnLoopback(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := framework.FreePort(t)
 	cfg := podConfig("hostport")
 	cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 8080, HostPort: int32(port)}}
 	id := runPod(t, berth, cfg)
@@ -398,14 +397,7 @@ func TestListPodSandboxFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	var streamed []string
-	for {
-		resp, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, resp := range recvAll(t, stream.Recv) {
 		for _, it := range resp.PodSandboxes {
 			if it.Id == idA || it.Id == idB {
 				streamed = append(streamed, it.Id)
@@ -452,15 +444,4 @@ func TestUpdatePodSandboxResources(t *testing.T) {
 	}
 	_, err = berth.RuntimeClient.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: "nope-nope"})
 	wantCode(t, err, codes.NotFound, "nope-nope")
-}
-
-// freePort returns a TCP port nothing listens on now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

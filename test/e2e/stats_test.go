@@ -320,11 +320,7 @@ func TestStatsFilters(t *testing.T) {
 				t.Fatal(err)
 			}
 			var streamed []*runtimeapi.ContainerStats
-			for {
-				resp, err := stream.Recv()
-				if err != nil {
-					break
-				}
+			for _, resp := range recvAll(t, stream.Recv) {
 				streamed = append(streamed, resp.ContainerStats...)
 			}
 			if g := idsOf(streamed); strings.Join(g, ",") != strings.Join(c.want, ",") {
@@ -367,11 +363,7 @@ func TestStatsFilters(t *testing.T) {
 				t.Fatal(err)
 			}
 			var streamed []*runtimeapi.PodSandboxStats
-			for {
-				resp, err := stream.Recv()
-				if err != nil {
-					break
-				}
+			for _, resp := range recvAll(t, stream.Recv) {
 				streamed = append(streamed, resp.PodSandboxStats...)
 			}
 			if g := podIDs(streamed); strings.Join(g, ",") != strings.Join(c.want, ",") {
@@ -494,11 +486,7 @@ func TestPodSandboxMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	found := false
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			break
-		}
+	for _, resp := range recvAll(t, stream.Recv) {
 		for _, m := range resp.PodSandboxMetrics {
 			found = found || m.PodSandboxId == p.id
 		}

@@ -87,18 +87,7 @@ func checkRunningPods(t *testing.T, e *env) {
 }
 
 func checkRestart(t *testing.T, e *env) {
-	var cs *corev1.ContainerStatus
-	e.eventually(t, 3*time.Minute, "restart pod running again after its exit", func() error {
-		_, s, err := e.containerStatus(podRestart, "flaky")
-		if err != nil {
-			return err
-		}
-		if s.RestartCount < 1 || s.State.Running == nil || !s.Ready {
-			return fmt.Errorf("restartCount %d, state %s, ready %t", s.RestartCount, describeState(s.State), s.Ready)
-		}
-		cs = s
-		return nil
-	})
+	cs := e.restartedAndReady(t, 3*time.Minute, "restart pod running again after its exit", podRestart, "flaky")
 	if cs.RestartCount != 1 {
 		t.Errorf("restartCount = %d, want 1 (the container exits once)", cs.RestartCount)
 	}
@@ -113,18 +102,7 @@ func checkRestart(t *testing.T, e *env) {
 }
 
 func checkLiveness(t *testing.T, e *env) {
-	var cs *corev1.ContainerStatus
-	e.eventually(t, 2*time.Minute, "liveness pod restarted once by its probe", func() error {
-		_, s, err := e.containerStatus(podLiveness, "probed")
-		if err != nil {
-			return err
-		}
-		if s.RestartCount < 1 || s.State.Running == nil || !s.Ready {
-			return fmt.Errorf("restartCount %d, state %s, ready %t", s.RestartCount, describeState(s.State), s.Ready)
-		}
-		cs = s
-		return nil
-	})
+	cs := e.restartedAndReady(t, 2*time.Minute, "liveness pod restarted once by its probe", podLiveness, "probed")
 	last := cs.LastTerminationState.Terminated
 	if last == nil || last.ExitCode != 137 {
 		t.Errorf("lastState = %+v, want terminated by SIGKILL after the grace period (exit 137)", cs.LastTerminationState)
@@ -810,4 +788,23 @@ func checkHostRestored(t *testing.T, e *env) {
 	if m, err := g.leftMounts(); err != nil || len(m) > 0 {
 		t.Errorf("mounts left: %v %v", m, err)
 	}
+}
+
+// restartedAndReady waits until the container has restarted at least once
+// and is running and ready again, and returns its status.
+func (e *env) restartedAndReady(t *testing.T, timeout time.Duration, what, pod, container string) *corev1.ContainerStatus {
+	t.Helper()
+	var cs *corev1.ContainerStatus
+	e.eventually(t, timeout, what, func() error {
+		_, s, err := e.containerStatus(pod, container)
+		if err != nil {
+			return err
+		}
+		if s.RestartCount < 1 || s.State.Running == nil || !s.Ready {
+			return fmt.Errorf("restartCount %d, state %s, ready %t", s.RestartCount, describeState(s.State), s.Ready)
+		}
+		cs = s
+		return nil
+	})
+	return cs
 }

@@ -1,10 +1,8 @@
 package kubelet
 
 import (
-	"bytes"
 	"fmt"
 	"maps"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,8 +14,6 @@ import (
 
 	kubeletconfig "k8s.io/kubelet/config/v1beta1"
 	"sigs.k8s.io/yaml"
-
-	"github.com/berth-cri/berth/test/framework"
 )
 
 // kubeletOptions are what a run varies in kubelet's configuration.
@@ -117,22 +113,6 @@ type kubeletProcess struct {
 	exited  chan struct{}
 }
 
-// kubeletBinary is BERTH_TEST_KUBELET, else what hack/build-kubelet.sh
-// builds (or has cached).
-func kubeletBinary(t *testing.T) string {
-	if p := os.Getenv("BERTH_TEST_KUBELET"); p != "" {
-		return p
-	}
-	cmd := exec.Command(filepath.Join(framework.RepoRoot(), "hack", "build-kubelet.sh"))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("hack/build-kubelet.sh: %v\n%s", err, stderr.String())
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // startKubelet writes the configuration into dir and starts kubelet; it is
 // stopped when t ends (StopKubelet stops it earlier).
 func startKubelet(t *testing.T, bin, dir string, o kubeletOptions) *kubeletProcess {
@@ -223,15 +203,4 @@ func (k *kubeletProcess) tail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// freePort returns a TCP port free on 127.0.0.1 right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

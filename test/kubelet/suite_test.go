@@ -104,7 +104,7 @@ var (
 // see another test's containers in the shared daemon).
 func TestKubelet(t *testing.T) {
 	lockHost(t)
-	bin := kubeletBinary(t)
+	bin := framework.BuiltTool(t, "BERTH_TEST_KUBELET", "build-kubelet.sh")
 	out, _ := exec.Command(bin, "--version").CombinedOutput()
 	fmt.Printf("kubelet: %s (%s)\n", strings.TrimSpace(string(out)), bin)
 
@@ -216,7 +216,7 @@ func setUp(t *testing.T, m mode, bin string, d *framework.Dockerd, dc *client.Cl
 	})
 	e.guard = guardHost(t, "/berth-kubelet-"+suffix, dir)
 	e.net = framework.NewCNINetwork(t, framework.CNIOptions{})
-	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", framework.FreePort(t))
 	e.berthMetrics = "http://" + metricsAddr + "/metrics"
 	e.berth = framework.StartBerth(t, framework.Options{
 		// Info, not the framework's debug: kubelet polls Berth several
@@ -232,7 +232,7 @@ func setUp(t *testing.T, m mode, bin string, d *framework.Dockerd, dc *client.Cl
 			t.Fatal(err)
 		}
 	}
-	e.pods = podSet{HostDir: e.hostDir, HostPort: freePort(t)}
+	e.pods = podSet{HostDir: e.hostDir, HostPort: framework.FreePort(t)}
 	for _, p := range e.pods.pods() {
 		if err := writeManifest(manifests, p); err != nil {
 			t.Fatal(err)
@@ -241,7 +241,7 @@ func setUp(t *testing.T, m mode, bin string, d *framework.Dockerd, dc *client.Cl
 	e.opts = kubeletOptions{
 		NodeName:        e.nodeName,
 		RuntimeEndpoint: e.berth.Endpoint,
-		Port:            freePort(t),
+		Port:            framework.FreePort(t),
 		CgroupRoot:      e.guard.cgroupRoot,
 		StaticPodPath:   manifests,
 		PodLogsDir:      filepath.Join(dir, "pod-logs"),

@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -42,7 +41,7 @@ type cluster struct {
 // startCluster starts etcd and kube-apiserver; both stop when t ends.
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
-	apiserver := kubeAPIServer(t)
+	apiserver := framework.BuiltTool(t, "BERTH_KUBE_APISERVER", "build-kube-apiserver.sh")
 	etcd, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Fatalf("etcd is not installed (apt install etcd-server, or run hack/setup-migrate.sh): %v", err)
@@ -63,7 +62,7 @@ func startCluster(t *testing.T) *cluster {
 	saPub, _ := x509.MarshalPKIXPublicKey(&sa.PublicKey)
 	writePEM(t, filepath.Join(dir, "sa.pub"), "PUBLIC KEY", saPub)
 
-	clientPort, peerPort, apiPort := freePort(t), freePort(t), freePort(t)
+	clientPort, peerPort, apiPort := framework.FreePort(t), framework.FreePort(t), framework.FreePort(t)
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
 	startProcess(t, "etcd", etcd,
@@ -125,22 +124,6 @@ current-context: test
 		t.Fatal(err)
 	}
 	return c
-}
-
-// kubeAPIServer returns the kube-apiserver binary: BERTH_KUBE_APISERVER,
-// else the one hack/build-kube-apiserver.sh builds (and caches).
-func kubeAPIServer(t *testing.T) string {
-	if p := os.Getenv("BERTH_KUBE_APISERVER"); p != "" {
-		return p
-	}
-	cmd := exec.Command(filepath.Join(framework.RepoRoot(), "hack", "build-kube-apiserver.sh"))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("building kube-apiserver: %v\n%s", err, stderr.String())
-	}
-	return strings.TrimSpace(string(out))
 }
 
 func waitReadyz(t *testing.T, server, dir string, exited <-chan struct{}) {
@@ -209,16 +192,6 @@ func startProcess(t *testing.T, name, bin string, args ...string) <-chan struct{
 		}
 	})
 	return exited
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 type keyPair struct {
