@@ -84,8 +84,8 @@ type wrapper struct {
 	// mountDir holds the id-mapped root filesystems (--mount-dir).
 	mountDir string
 	runc     string
-	args []string
-	inv  invocation
+	args     []string
+	inv      invocation
 }
 
 // exec replaces the wrapper with runc.
