@@ -106,6 +106,11 @@ type DaemonInfo struct {
 	// read-only mounts (their OCI features list "rro"; reported from API
 	// 1.44).
 	RROMountRuntimes []string `json:"rroMountRuntimes,omitempty"`
+	// UsernsWrapper says why Berth's OCI runtime wrapper (runtime
+	// berth-userns) cannot run pods with user namespaces of their own on
+	// this daemon, from what the runtime reports in its OCI features; ""
+	// when it can.
+	UsernsWrapper string `json:"usernsWrapper,omitempty"`
 	KernelVersion    string   `json:"kernelVersion"`
 	OperatingSystem  string   `json:"operatingSystem"`
 	NCPU             int      `json:"ncpu"`
@@ -356,6 +361,7 @@ func readDaemonInfo(ctx context.Context, api *client.Client) (DaemonInfo, error)
 		CDISpecDirs:          info.CDISpecDirs,
 		Experimental:         info.ExperimentalBuild,
 		RROMountRuntimes:     rroRuntimes(info.Runtimes),
+		UsernsWrapper:        usernsWrapperStatus(info.Runtimes),
 		KernelVersion:        info.KernelVersion,
 		OperatingSystem:      info.OperatingSystem,
 		NCPU:                 info.NCPU,
