@@ -110,11 +110,11 @@ type DaemonInfo struct {
 	// berth-userns) cannot run pods with user namespaces of their own on
 	// this daemon, from what the runtime reports in its OCI features; ""
 	// when it can.
-	UsernsWrapper string `json:"usernsWrapper,omitempty"`
-	KernelVersion    string   `json:"kernelVersion"`
-	OperatingSystem  string   `json:"operatingSystem"`
-	NCPU             int      `json:"ncpu"`
-	MemTotal         int64    `json:"memTotal"`
+	UsernsWrapper   string `json:"usernsWrapper,omitempty"`
+	KernelVersion   string `json:"kernelVersion"`
+	OperatingSystem string `json:"operatingSystem"`
+	NCPU            int    `json:"ncpu"`
+	MemTotal        int64  `json:"memTotal"`
 }
 
 // APIAtLeast reports whether the negotiated API version is v or newer.
