@@ -181,6 +181,41 @@ func TestUserNamespacesThroughTheWrapper(t *testing.T) {
 		t.Errorf("both pods run in user namespace %s", a)
 	}
 
+	// The wrapper fails closed: a container whose user namespace it
+	// cannot apply does not run at all (its command would leave a mark).
+	t.Run("fails closed", func(t *testing.T) {
+		marks := t.TempDir()
+		plainPause, err := dockerAt(t, d.Host, "run", "-d", "--network", "none", framework.TestImage, "sleep", "3600")
+		if err != nil {
+			t.Fatalf("docker run: %v: %s", err, plainPause)
+		}
+		t.Cleanup(func() { _, _ = dockerAt(t, d.Host, "rm", "-f", plainPause) })
+		for _, tc := range []struct {
+			name string
+			args []string
+			msg  string
+		}{
+			{"bad mapping", []string{"--annotation", "io.berth.userns.uids=0:1", "--annotation", "io.berth.userns.gids=0:1:1", "--annotation", "io.berth.userns.role=sandbox"},
+				"annotation io.berth.userns.uids"},
+			{"container outside a pod", []string{"--annotation", "io.berth.userns.uids=0:1073741824:65536", "--annotation", "io.berth.userns.gids=0:1073741824:65536", "--annotation", "io.berth.userns.role=container", "--network", "none"},
+				"does not join its pause container's network namespace"},
+			{"container joining a pod in the host's user namespace", []string{"--annotation", "io.berth.userns.uids=0:1073741824:65536", "--annotation", "io.berth.userns.gids=0:1073741824:65536", "--annotation", "io.berth.userns.role=container", "--network", "container:" + plainPause},
+				"has uid_map [0 0 4294967295], not the pod's [0 1073741824 65536]"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				mark := "/m/" + strings.ReplaceAll(tc.name, " ", "-")
+				args := append([]string{"run", "--rm", "--runtime", "berth-userns", "-v", marks + ":/m"}, tc.args...)
+				out, err := dockerAt(t, d.Host, append(args, framework.TestImage, "touch", mark)...)
+				if err == nil || !strings.Contains(out, "berth oci-runtime: ") || !strings.Contains(out, tc.msg) {
+					t.Errorf("docker run = %v: %s, want the wrapper's refusal %q", err, out, tc.msg)
+				}
+				if _, err := os.Stat(filepath.Join(marks, filepath.Base(mark))); err == nil {
+					t.Errorf("the container ran")
+				}
+			})
+		}
+	})
+
 	// What the wrapper mounted goes with the container.
 	if err := b.Runtime.StopContainer(ctx, idA, 10); err != nil {
 		t.Fatal(err)
@@ -265,4 +300,37 @@ func fileOwner(fi os.FileInfo) [2]uint32 {
 		return [2]uint32{^uint32(0), ^uint32(0)}
 	}
 	return [2]uint32{st.Uid, st.Gid}
+}
+
+// TestUserNamespacesNeedTheWrapper: a runtime registered as berth-userns
+// that is not Berth's wrapper (here runc itself, which would ignore the
+// annotations and run the pod in the host's user namespace) is not used.
+func TestUserNamespacesNeedTheWrapper(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := facts(t, "")
+	res, err := dockerClient(t, "").Info(ctx, client.InfoOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runc, err := exec.LookPath(res.Info.Runtimes[res.Info.DefaultRuntime].Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, b := berthOnPrivateDocker(t, "--add-runtime", "berth-userns="+runc)
+	st, err := b.Runtime.Status(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range st.RuntimeHandlers {
+		if h.GetFeatures().GetUserNamespaces() {
+			t.Errorf("handler %q reports user_namespaces with runc registered as berth-userns", h.Name)
+		}
+	}
+	why := fmt.Sprintf("the runtime berth-userns (%s) is not Berth's OCI runtime wrapper", runc)
+	if !f.atLeast("1.43") {
+		why = "Berth's runtime wrapper needs Docker 24 (API 1.43) or newer"
+	}
+	_, err = b.RuntimeClient.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: usernsPod("userns-runc", runtimeapi.NamespaceMode_POD, usernsRangeC, usernsPodSize)})
+	wantCode(t, err, codes.FailedPrecondition, why)
 }
