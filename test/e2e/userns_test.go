@@ -216,6 +216,21 @@ func TestUserNamespacesThroughTheWrapper(t *testing.T) {
 		}
 	})
 
+	// Nothing lives in Berth's memory: killed and restarted, it runs
+	// another container in the pod's user namespace.
+	if err := b.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	second := usernsContainer(runtimeapi.NamespaceMode_POD)
+	second.Metadata.Name = "after-restart"
+	idA2 := createAndStart(t, b, podA, cfgA, second)
+	if a, a2 := exec(idA, "readlink /proc/self/ns/user"), exec(idA2, "readlink /proc/self/ns/user"); a != a2 {
+		t.Errorf("after a Berth restart a container of the pod runs in user namespace %s, not the pod's %s", a2, a)
+	}
+
 	// What the wrapper mounted goes with the container.
 	if err := b.Runtime.StopContainer(ctx, idA, 10); err != nil {
 		t.Fatal(err)
