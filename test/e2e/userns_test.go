@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
-	"github.com/moby/moby/client"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -27,32 +25,11 @@ const (
 )
 
 // berthWithUsernsWrapper starts a private daemon of the suite's engine
-// with Berth's OCI runtime wrapper registered as berth-userns (a script
-// running `berth oci-runtime` in front of the suite daemon's default
-// runc), loads the test image, and starts a Berth on it.
+// with Berth's OCI runtime wrapper registered as berth-userns, loads the
+// test image, and starts a Berth on it.
 func berthWithUsernsWrapper(t *testing.T) (*framework.Dockerd, *framework.Berth) {
 	t.Helper()
-	bin, err := framework.Binary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := dockerClient(t, "").Info(context.Background(), client.InfoOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runc := res.Info.Runtimes[res.Info.DefaultRuntime].Path
-	if runc == "" {
-		t.Fatalf("the suite's daemon reports no path for its default runtime %q", res.Info.DefaultRuntime)
-	}
-	if runc, err = exec.LookPath(runc); err != nil {
-		t.Fatal(err)
-	}
-	script := filepath.Join(t.TempDir(), "berth-userns")
-	body := fmt.Sprintf("#!/bin/sh\nexec %s oci-runtime --runc %s \"$@\"\n", bin, runc)
-	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return berthOnPrivateDocker(t, "--add-runtime", "berth-userns="+script)
+	return berthOnPrivateDocker(t, framework.UsernsWrapperArgs(t)...)
 }
 
 // usernsPodIn runs a pod with kubelet's form of a user namespace (mode
@@ -324,11 +301,7 @@ func TestUserNamespacesNeedTheWrapper(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := facts(t, "")
-	res, err := dockerClient(t, "").Info(ctx, client.InfoOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runc, err := exec.LookPath(res.Info.Runtimes[res.Info.DefaultRuntime].Path)
+	runc, err := framework.EngineRunc()
 	if err != nil {
 		t.Fatal(err)
 	}
