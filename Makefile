@@ -53,7 +53,8 @@ E2E_CURRENT_TESTS := \
 	OOMKillIsReported Capabilities PrivilegedWorksWithoutEveryCapability \
 	UsersAndGroups ReadonlyRootfsAndNoNewPrivs MaskedAndReadonlyPaths \
 	SeccompProfiles SELinuxAndAppArmorOptionsReachDocker NamespaceSharing \
-	SupplementalGroupsPolicy UserNamespaces CDIDevices BerthRestartWhileContainersRun \
+	SupplementalGroupsPolicy UserNamespaces UserNamespacesThroughTheWrapper UserNamespacesRefusedAsTheCRISays UserNamespacesNeedTheWrapper \
+	CDIDevices BerthRestartWhileContainersRun \
 	ContainerLogsInCRIFormat LogRotationWithReopenContainerLog LogsSurviveBerthCrash \
 	ExecSync ExecStreams Attach PortForward \
 	CheckpointContainerNeedsDockersCheckpointAPI CheckpointAndRestorePodFiles \

@@ -31,6 +31,6 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCommand(), newVersionCommand(), newConfigCommand(),
-		newDoctorCommand(), newMigrateCommand())
+		newDoctorCommand(), newMigrateCommand(), newOCIRuntimeCommand())
 	return root
 }

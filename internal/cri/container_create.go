@@ -80,6 +80,7 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 		ImageMounts:       h.Daemon.ImageMounts(),
 		CDI:               h.Daemon.CDI(),
 		UsernsRemap:       h.Daemon.UsernsRemap(),
+		Userns:            h.Daemon.UserNamespaces(),
 	}
 	if len(cfg.GetCDIDevices()) > 0 && opts.CDI == nil {
 		if opts.CDIDevices, err = s.cdiDevices(ctx, h.Daemon); err != nil {

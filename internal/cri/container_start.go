@@ -2,12 +2,16 @@ package cri
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
+	"github.com/berth-cri/berth/internal/store"
 )
 
 // StartContainer starts a created container and begins forwarding its
@@ -43,6 +47,11 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 		return nil, fmt.Errorf("starting container %s: %w", shortID(c.ID), startErr)
 	}
 	c, _ = s.store.Container(c.ID)
+	if err := s.checkContainerUserns(c); err != nil {
+		_ = s.docker.StopContainer(ctx, c.ID, 0, "")
+		s.refreshContainerByID(ctx, c.ID)
+		return nil, err
+	}
 	if err := s.applyExtraCgroups(c); err != nil {
 		_ = s.docker.StopContainer(ctx, c.ID, 0, "")
 		s.refreshContainerByID(ctx, c.ID)
@@ -50,4 +59,25 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	}
 	logging.FromContext(ctx).Info("container started", "id", shortID(c.ID))
 	return &runtimeapi.StartContainerResponse{}, nil
+}
+
+// checkContainerUserns fails when a container of a pod with a user
+// namespace of its own does not run in its pause container's: a runtime
+// wrapper that failed open (its own checks make runc fail first) is
+// caught here, and the container is stopped.
+func (s *Service) checkContainerUserns(c *store.Container) error {
+	sb, ok := s.store.Sandbox(c.SandboxID)
+	if !ok || !dockerspec.PodUserns(sb.Namespaces) || c.Pid == 0 || sb.Pid == 0 {
+		return nil
+	}
+	own, err1 := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", c.Pid))
+	pod, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", sb.Pid))
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("%w: reading the user namespaces of container %s and its pod: %v", errdefs.ErrInternal, shortID(c.ID), err)
+	}
+	if own != pod {
+		return fmt.Errorf("%w: container %s runs in user namespace %s, not its pod's %s: the runtime did not apply the pod's user namespace; stopped it",
+			errdefs.ErrInternal, shortID(c.ID), own, pod)
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/docker"
+	"github.com/berth-cri/berth/internal/idmap"
 	"github.com/berth-cri/berth/internal/version"
 )
 
@@ -51,14 +52,17 @@ func runtimeHandlers(d docker.DaemonInfo) []*runtimeapi.RuntimeHandler {
 // when Berth really implements it on the connected daemon: kubelet must
 // never assume a feature that would be silently dropped.
 //
-// NOTE: user_namespaces stays false even on a daemon with userns-remap:
-// the feature means what kubelet implements, a user namespace per pod
-// with the ID mappings kubelet picks and id-mapped volume mounts, and
-// Docker has one mapping for every container and no id-mapped mounts.
+// NOTE: user_namespaces means what kubelet implements: a user namespace
+// per pod with the ID mappings kubelet picks, and id-mapped volumes.
+// Berth's OCI runtime wrapper (runtime berth-userns) gives that to the
+// pods of the default handler (and of the wrapper's own name), when
+// Docker reports the wrapper with a kernel and runc that can
+// (DaemonInfo.UserNamespaces). A daemon with userns-remap cannot: it has
+// one mapping for every container.
 func handlerFeatures(d docker.DaemonInfo, handler string) *runtimeapi.RuntimeHandlerFeatures {
 	return &runtimeapi.RuntimeHandlerFeatures{
 		RecursiveReadOnlyMounts: d.RecursiveReadOnly(handler) == nil,
-		UserNamespaces:          false,
+		UserNamespaces:          (handler == "" || handler == idmap.RuntimeName) && d.UserNamespaces() == nil,
 	}
 }
 

@@ -77,6 +77,7 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		Runtimes:     h.Daemon.Runtimes,
 		OOM:          s.oom,
 		UsernsRemap:  h.Daemon.UsernsRemap(),
+		Userns:       h.Daemon.UserNamespaces(),
 		AppArmor:     s.host.AppArmor,
 		ReadFile:     os.ReadFile,
 	})
@@ -151,7 +152,7 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		return "", fmt.Errorf("%w: the pause container exited right after it started (state %q)", errdefs.ErrInternal, inspect.State.Status)
 	}
 	if ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); dockerspec.PodUserns(ns) {
-		if err := checkUserns(ns.GetUsernsOptions(), sb.Pid); err != nil {
+		if err := checkUserns(ns.GetUsernsOptions(), sb.Pid, h.Daemon.UsernsRemap()); err != nil {
 			return "", err
 		}
 	}
@@ -209,8 +210,10 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 }
 
 // checkUserns fails unless the pause container's user namespace has the
-// ID mappings the pod asked for.
-func checkUserns(u *runtimeapi.UserNamespace, pid int) error {
+// ID mappings the pod asked for: on a remapping daemon, that the pod asked
+// for the daemon's; through Berth's runtime wrapper, that the wrapper
+// applied them (were it to fail open, the pod would not start).
+func checkUserns(u *runtimeapi.UserNamespace, pid int, remap bool) error {
 	uids, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid))
 	if err != nil {
 		return fmt.Errorf("%w: reading the pause container's uid_map: %v", errdefs.ErrInternal, err)
@@ -218,6 +221,9 @@ func checkUserns(u *runtimeapi.UserNamespace, pid int) error {
 	gids, err := os.ReadFile(fmt.Sprintf("/proc/%d/gid_map", pid))
 	if err != nil {
 		return fmt.Errorf("%w: reading the pause container's gid_map: %v", errdefs.ErrInternal, err)
+	}
+	if !remap {
+		return dockerspec.CheckWrapperMappings(u, uids, gids)
 	}
 	return dockerspec.CheckUsernsMappings(u, uids, gids)
 }

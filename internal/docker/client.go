@@ -106,10 +106,15 @@ type DaemonInfo struct {
 	// read-only mounts (their OCI features list "rro"; reported from API
 	// 1.44).
 	RROMountRuntimes []string `json:"rroMountRuntimes,omitempty"`
-	KernelVersion    string   `json:"kernelVersion"`
-	OperatingSystem  string   `json:"operatingSystem"`
-	NCPU             int      `json:"ncpu"`
-	MemTotal         int64    `json:"memTotal"`
+	// UsernsWrapper says why Berth's OCI runtime wrapper (runtime
+	// berth-userns) cannot run pods with user namespaces of their own on
+	// this daemon, from what the runtime reports in its OCI features; ""
+	// when it can.
+	UsernsWrapper   string `json:"usernsWrapper,omitempty"`
+	KernelVersion   string `json:"kernelVersion"`
+	OperatingSystem string `json:"operatingSystem"`
+	NCPU            int    `json:"ncpu"`
+	MemTotal        int64  `json:"memTotal"`
 }
 
 // APIAtLeast reports whether the negotiated API version is v or newer.
@@ -356,6 +361,7 @@ func readDaemonInfo(ctx context.Context, api *client.Client) (DaemonInfo, error)
 		CDISpecDirs:          info.CDISpecDirs,
 		Experimental:         info.ExperimentalBuild,
 		RROMountRuntimes:     rroRuntimes(info.Runtimes),
+		UsernsWrapper:        usernsWrapperStatus(info.Runtimes),
 		KernelVersion:        info.KernelVersion,
 		OperatingSystem:      info.OperatingSystem,
 		NCPU:                 info.NCPU,

@@ -10,6 +10,8 @@ import (
 
 	"github.com/moby/moby/api/types/system"
 	"github.com/moby/moby/client"
+
+	"github.com/berth-cri/berth/internal/idmap"
 )
 
 // API versions that bring a feature Berth offers only where the daemon
@@ -27,6 +29,10 @@ const (
 	// APIDiscoveredDevices: the daemon's info lists the CDI devices it
 	// knows (Docker 28.3).
 	APIDiscoveredDevices = "1.50"
+	// APIAnnotations: HostConfig.Annotations, which Docker copies into
+	// the OCI spec (Docker 24); Berth's runtime wrapper reads its
+	// instructions there.
+	APIAnnotations = "1.43"
 )
 
 // ociFeaturesKey is the runtime status entry where Docker (API 1.44 and
@@ -121,6 +127,61 @@ func (c *Client) CDIDevices(ctx context.Context) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// usernsWrapperStatus says why the runtime idmap.RuntimeName cannot run
+// pods with user namespaces of their own, from the OCI features Docker
+// reports for it ("" when it can): it must be Berth's wrapper (which adds
+// its marker to runc's features), on a kernel that id-maps overlay layers
+// (the wrapper's probe), in front of a runc that makes id-mapped mounts
+// (runc 1.2 and newer).
+func usernsWrapperStatus(runtimes map[string]system.RuntimeWithStatus) string {
+	rt, ok := runtimes[idmap.RuntimeName]
+	if !ok {
+		return fmt.Sprintf("Docker has no runtime named %s (Berth's OCI runtime wrapper, `berth oci-runtime`, registered in daemon.json \"runtimes\")", idmap.RuntimeName)
+	}
+	raw, ok := rt.Status[ociFeaturesKey]
+	if !ok {
+		return fmt.Sprintf("Docker does not report the OCI features of its runtime %s (Docker 25, API 1.44, and newer do), so Berth cannot tell that it is Berth's wrapper", idmap.RuntimeName)
+	}
+	var f struct {
+		Linux struct {
+			MountExtensions struct {
+				IDMap struct {
+					Enabled *bool `json:"enabled"`
+				} `json:"idmap"`
+			} `json:"mountExtensions"`
+		} `json:"linux"`
+		Annotations map[string]string `json:"annotations"`
+	}
+	if err := json.Unmarshal([]byte(raw), &f); err != nil {
+		return fmt.Sprintf("the OCI features of the runtime %s do not parse: %v", idmap.RuntimeName, err)
+	}
+	if f.Annotations[idmap.FeatureWrapper] == "" {
+		return fmt.Sprintf("the runtime %s (%s) is not Berth's OCI runtime wrapper (`berth oci-runtime`): its features lack %s", idmap.RuntimeName, rt.Path, idmap.FeatureWrapper)
+	}
+	if v := f.Annotations[idmap.FeatureIDMappedRootfs]; v != "true" {
+		return fmt.Sprintf("this kernel cannot id-map a container's root filesystem as Berth's wrapper does (overlay layers id-mapped with mount_setattr, Linux 6.8 or newer): %s", strings.TrimPrefix(v, "false: "))
+	}
+	if e := f.Linux.MountExtensions.IDMap.Enabled; e == nil || !*e {
+		return fmt.Sprintf("the runc behind the runtime %s cannot make id-mapped mounts (runc 1.2 and newer can)", idmap.RuntimeName)
+	}
+	return ""
+}
+
+// UserNamespaces says why a pod cannot have a user namespace of its own
+// with the ID mappings kubelet picks, or nil when it can: Berth's OCI
+// runtime wrapper runs such pods.
+func (d DaemonInfo) UserNamespaces() error {
+	switch {
+	case d.UsernsRemap():
+		return fmt.Errorf("Docker runs every container in its own user namespace (dockerd --userns-remap), inside which a pod's cannot be made")
+	case !d.APIAtLeast(APIAnnotations):
+		return fmt.Errorf("Berth's runtime wrapper needs Docker 24 (API %s) or newer, which passes annotations to the runtime; this Docker speaks API %s", APIAnnotations, d.NegotiatedAPIVersion)
+	case d.UsernsWrapper != "":
+		return fmt.Errorf("%s", d.UsernsWrapper)
+	}
+	return nil
 }
 
 // UsernsRemap is true when the daemon runs containers in a user namespace

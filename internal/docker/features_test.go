@@ -80,3 +80,43 @@ func TestFeatureSupport(t *testing.T) {
 		t.Error("UsernsRemap true without userns")
 	}
 }
+
+func TestUsernsWrapperStatus(t *testing.T) {
+	const good = `{"linux":{"mountExtensions":{"idmap":{"enabled":true}}},"annotations":{"io.berth.userns.wrapper":"1","io.berth.userns.idmapped-rootfs":"true"}}`
+	for _, tc := range []struct {
+		name     string
+		runtimes map[string]system.RuntimeWithStatus
+		want     string
+	}{
+		{"wrapper", map[string]system.RuntimeWithStatus{"berth-userns": {Status: map[string]string{ociFeaturesKey: good}}}, ""},
+		{"none registered", map[string]system.RuntimeWithStatus{"runc": {}}, "Docker has no runtime named berth-userns"},
+		{"no features (Docker < 25)", map[string]system.RuntimeWithStatus{"berth-userns": {}}, "does not report the OCI features"},
+		{"plain runc under the name", map[string]system.RuntimeWithStatus{"berth-userns": {Runtime: system.Runtime{Path: "/usr/bin/runc"}, Status: map[string]string{ociFeaturesKey: `{"linux":{"mountExtensions":{"idmap":{"enabled":true}}}}`}}},
+			"(/usr/bin/runc) is not Berth's OCI runtime wrapper"},
+		{"kernel cannot", map[string]system.RuntimeWithStatus{"berth-userns": {Status: map[string]string{ociFeaturesKey: strings.Replace(good, `"true"`, `"false: lowerdir+: invalid argument"`, 1)}}},
+			"cannot id-map a container's root filesystem as Berth's wrapper does (overlay layers id-mapped with mount_setattr, Linux 6.8 or newer): lowerdir+: invalid argument"},
+		{"runc 1.1", map[string]system.RuntimeWithStatus{"berth-userns": {Status: map[string]string{ociFeaturesKey: strings.Replace(good, `"mountExtensions":{"idmap":{"enabled":true}}`, `"x":1`, 1)}}},
+			"cannot make id-mapped mounts (runc 1.2 and newer can)"},
+		{"garbage", map[string]system.RuntimeWithStatus{"berth-userns": {Status: map[string]string{ociFeaturesKey: `{`}}}, "do not parse"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := usernsWrapperStatus(tc.runtimes)
+			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+				t.Errorf("status = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	ok := DaemonInfo{NegotiatedAPIVersion: "1.56"}
+	if err := ok.UserNamespaces(); err != nil {
+		t.Errorf("UserNamespaces = %v", err)
+	}
+	for _, d := range []DaemonInfo{
+		{NegotiatedAPIVersion: "1.42"},
+		{NegotiatedAPIVersion: "1.56", SecurityOptions: []string{"name=userns"}},
+		{NegotiatedAPIVersion: "1.56", UsernsWrapper: "no"},
+	} {
+		if d.UserNamespaces() == nil {
+			t.Errorf("UserNamespaces nil for %+v", d)
+		}
+	}
+}

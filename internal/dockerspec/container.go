@@ -70,6 +70,9 @@ type ContainerOptions struct {
 	// UsernsRemap is true when the daemon puts containers in a user
 	// namespace of its own (dockerd --userns-remap).
 	UsernsRemap bool
+	// Userns says why Berth's runtime wrapper cannot give pods user
+	// namespaces of their own on this daemon; nil when it can.
+	Userns error
 }
 
 // containerMeta is the JSON in LabelContainerMeta: what a container's
@@ -185,9 +188,6 @@ func validateMount(field string, m *runtimeapi.Mount) error {
 			return errdefs.InvalidArgument(field+".image_sub_path", "is only for image volumes (image is not set)")
 		}
 	}
-	if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
-		return fmt.Errorf("%s.uidMappings: id-mapped mounts are not supported: Docker's API cannot make one: %w", field, errdefs.ErrFailedPrecondition)
-	}
 	if len(m.GetMountOptions()) > 0 {
 		return fmt.Errorf("%s.mount_options: %s: Docker's API cannot pass mount options such as noexec, nodev or nosuid to a bind mount "+
 			"(its local volume driver applies them only to read-only binds): %w", field, strings.Join(m.GetMountOptions(), ","), errdefs.ErrFailedPrecondition)
@@ -291,7 +291,7 @@ func ContainerSpec(sb *store.Sandbox, c *runtimeapi.ContainerConfig, o Container
 	if err := applyCDI(hc, c.GetCDIDevices(), o); err != nil {
 		return nil, err
 	}
-	if err := applyUserns(hc, sb, sc.GetNamespaceOptions(), o); err != nil {
+	if err := applyUserns(hc, sb, sc.GetNamespaceOptions(), c.GetMounts(), o); err != nil {
 		return nil, err
 	}
 	return &CreateSpec{Name: ContainerName(sb.Metadata, c.GetMetadata()), Config: cfg, HostConfig: hc}, nil
@@ -353,30 +353,6 @@ func applyCDI(hc *container.HostConfig, devices []*runtimeapi.CDIDevice, o Conta
 		}
 	}
 	hc.DeviceRequests = append(hc.DeviceRequests, container.DeviceRequest{Driver: "cdi", DeviceIDs: ids})
-	return nil
-}
-
-// applyUserns puts the container in its pod's user namespace. Docker has
-// user namespaces only as a daemon-wide remapping (dockerd
-// --userns-remap), with one ID mapping for every container: a pod gets it
-// with userns_options POD (checked against the pod's mappings when the
-// pod started), and everything else runs in the host's.
-func applyUserns(hc *container.HostConfig, sb *store.Sandbox, ns *runtimeapi.NamespaceOption, o ContainerOptions) error {
-	const field = "config.linux.security_context.namespace_options.userns_options.mode"
-	pod, own := PodUserns(sb.Namespaces), PodUserns(ns)
-	if own != pod {
-		return errdefs.InvalidArgument(field, "%s differs from the pod's %s: a container runs in its pod's user namespace", usernsName(own), usernsName(pod))
-	}
-	switch {
-	case own && !o.UsernsRemap:
-		return fmt.Errorf("%s: POD: %s: %w", field, NoUsernsReason, errdefs.ErrFailedPrecondition)
-	case own:
-		// Joining the pause container's network namespace puts the
-		// container in the pause container's user namespace too: Docker
-		// does that.
-	case o.UsernsRemap:
-		hc.UsernsMode = "host"
-	}
 	return nil
 }
 

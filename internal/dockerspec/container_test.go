@@ -2,6 +2,7 @@ package dockerspec
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -271,7 +272,35 @@ func TestContainerSpec(t *testing.T) {
 				t.Errorf("userns %q network %q", s.HostConfig.UsernsMode, s.HostConfig.NetworkMode)
 			}
 		}},
-		{name: "pod user namespace without remapping", pod: podUserns, mod: containerUserns, errText: "config.linux.security_context.namespace_options.userns_options.mode: POD: Docker has user namespaces only"},
+		{name: "pod user namespace without remapping or wrapper", opts: noWrapper, pod: podUserns, mod: containerUserns, errText: "config.linux.security_context.namespace_options.userns_options.mode: POD: Docker has user namespaces only as a daemon-wide remapping (dockerd --userns-remap), which this Docker does not use, and Berth's runtime wrapper cannot run it: no berth-userns"},
+		{name: "pod user namespace through the wrapper", pod: wrapperPod, mod: func(c *runtimeapi.ContainerConfig) {
+			containerUserns(c)
+			c.Mounts = []*runtimeapi.Mount{
+				{ContainerPath: "/plain", HostPath: "/h"},
+				{ContainerPath: "/mapped/", HostPath: "/h", UidMappings: podMappings(), GidMappings: podMappings()},
+			}
+		}, check: func(t *testing.T, s *CreateSpec) {
+			want := map[string]string{
+				"io.berth.userns.uids": "0:100000:65536", "io.berth.userns.gids": "0:100000:65536",
+				"io.berth.userns.role": "container", "io.berth.userns.idmapped-mounts": `["/mapped"]`,
+			}
+			if s.HostConfig.Runtime != "berth-userns" || !maps.Equal(s.HostConfig.Annotations, want) || s.HostConfig.UsernsMode != "" {
+				t.Errorf("runtime %q annotations %v userns %q", s.HostConfig.Runtime, s.HostConfig.Annotations, s.HostConfig.UsernsMode)
+			}
+		}},
+		{name: "pod user namespace through the wrapper with another handler", pod: func(sb *store.Sandbox) { wrapperPod(sb); sb.RuntimeHandler = "kata" }, mod: containerUserns,
+			errText: `runtime_handler: "kata": a pod with a user namespace of its own runs through Berth's runtime berth-userns`},
+		{name: "id-mapped mount with other mappings", pod: wrapperPod, mod: func(c *runtimeapi.ContainerConfig) {
+			containerUserns(c)
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/h", UidMappings: []*runtimeapi.IDMapping{{HostId: 1000, Length: 1}}, GidMappings: podMappings()}}
+		}, errText: "config.mounts[0].uidMappings: a mount can be id-mapped only with its pod's mappings (uids 0:100000:65536, gids 0:100000:65536)"},
+		{name: "id-mapped image volume", pod: wrapperPod, mod: func(c *runtimeapi.ContainerConfig) {
+			containerUserns(c)
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", Image: &runtimeapi.ImageSpec{Image: "img"}, UidMappings: podMappings(), GidMappings: podMappings()}}
+		}, opts: func(o *ContainerOptions) { o.ImageMounts = nil }, errText: "config.mounts[0].uidMappings: an image volume cannot be id-mapped"},
+		{name: "id-mapped mount without a user namespace", mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/h", UidMappings: podMappings(), GidMappings: podMappings()}}
+		}, errText: "config.mounts[0].uidMappings: id-mapped mounts need a pod with a user namespace of its own"},
 		{name: "container user namespace differs from the pod's", opts: func(o *ContainerOptions) { o.UsernsRemap = true }, pod: podUserns, errText: "config.linux.security_context.namespace_options.userns_options.mode"},
 		{name: "apparmor profile without apparmor", mod: func(c *runtimeapi.ContainerConfig) {
 			c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "localhost/k8s-nginx"}
@@ -316,6 +345,18 @@ func TestContainerSpec(t *testing.T) {
 	}
 }
 
+func noWrapper(o *ContainerOptions) { o.Userns = errors.New("no berth-userns") }
+
+func podMappings() []*runtimeapi.IDMapping {
+	return []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 100000, Length: 65536}}
+}
+
+// wrapperPod is a pod whose user namespace Berth's runtime wrapper makes.
+func wrapperPod(sb *store.Sandbox) {
+	sb.RuntimeHandler = ""
+	sb.Namespaces.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: podMappings(), Gids: podMappings()}
+}
+
 func podUserns(sb *store.Sandbox) {
 	sb.Namespaces.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}
 }
@@ -347,9 +388,6 @@ func TestValidateContainerConfigNamesTheField(t *testing.T) {
 		{func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/h", MountOptions: []string{"noexec"}}}
 		}, "config.mounts[0].mount_options"},
-		{func(c *runtimeapi.ContainerConfig) {
-			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/h", UidMappings: []*runtimeapi.IDMapping{{HostId: 1000, Length: 1}}}}
-		}, "config.mounts[0].uidMappings"},
 		{func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/h", RecursiveReadOnly: true}}
 		}, "config.mounts[0].recursive_read_only"},

@@ -14,6 +14,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/idmap"
 	"github.com/berth-cri/berth/internal/store"
 )
 
@@ -42,6 +43,9 @@ type SandboxOptions struct {
 	// UsernsRemap is true when the daemon puts containers in a user
 	// namespace of its own (dockerd --userns-remap).
 	UsernsRemap bool
+	// Userns says why Berth's runtime wrapper cannot give pods user
+	// namespaces of their own on this daemon; nil when it can.
+	Userns error
 	// AppArmor is true when the kernel has AppArmor.
 	AppArmor bool
 	// ReadFile reads a Localhost seccomp profile.
@@ -145,16 +149,23 @@ func SandboxSpec(c *runtimeapi.PodSandboxConfig, handler string, o SandboxOption
 	if ns.GetPid() == runtimeapi.NamespaceMode_NODE {
 		hc.PidMode = "host"
 	}
-	// Docker's user namespaces are daemon-wide: a pod asking for its own
-	// gets the daemon's (its mappings are checked once the pause
-	// container runs); every other pod runs in the host's.
+	// A pod asking for a user namespace of its own gets it from Berth's
+	// OCI runtime wrapper, with kubelet's mappings; on a daemon that
+	// remaps every container (dockerd --userns-remap) it gets the
+	// daemon's instead (its mappings are checked once the pause
+	// container runs). Every other pod runs in the host's.
 	const usernsField = "config.linux.security_context.namespace_options.userns_options.mode"
 	switch podUserns := PodUserns(ns); {
-	case podUserns && !o.UsernsRemap:
-		return nil, fmt.Errorf("%s: POD: %s; run the pod with hostUsers: true: %w", usernsField, NoUsernsReason, errdefs.ErrFailedPrecondition)
 	case podUserns && hostNet:
 		return nil, fmt.Errorf("%s: POD: Docker cannot run a container in a user namespace with the host's network: %w", usernsField, errdefs.ErrFailedPrecondition)
-	case !podUserns && o.UsernsRemap:
+	case podUserns && o.UsernsRemap:
+	case podUserns && o.Userns != nil:
+		return nil, fmt.Errorf("%s: POD: %s, and Berth's runtime wrapper cannot run it: %v; run the pod with hostUsers: true: %w", usernsField, NoUsernsReason, o.Userns, errdefs.ErrFailedPrecondition)
+	case podUserns:
+		if err := useUsernsRuntime(hc, handler, ns.GetUsernsOptions(), idmap.RoleSandbox, nil); err != nil {
+			return nil, err
+		}
+	case o.UsernsRemap:
 		hc.UsernsMode = "host"
 	}
 

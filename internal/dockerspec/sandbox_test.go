@@ -2,6 +2,8 @@ package dockerspec
 
 import (
 	"encoding/json"
+	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -123,7 +125,26 @@ func TestSandboxSpec(t *testing.T) {
 				t.Errorf("userns %q", s.HostConfig.UsernsMode)
 			}
 		}},
-		{name: "pod user namespace without remapping", mod: sandboxUserns(runtimeapi.NamespaceMode_POD), errText: "userns_options.mode: POD: Docker has user namespaces only as a daemon-wide remapping"},
+		{name: "pod user namespace without remapping or wrapper", opts: func(o *SandboxOptions) { o.Userns = errors.New("no berth-userns") }, mod: sandboxUserns(runtimeapi.NamespaceMode_POD),
+			errText: "userns_options.mode: POD: Docker has user namespaces only as a daemon-wide remapping (dockerd --userns-remap), which this Docker does not use, and Berth's runtime wrapper cannot run it: no berth-userns; run the pod with hostUsers: true"},
+		{name: "pod user namespace through the wrapper", mod: sandboxUserns(runtimeapi.NamespaceMode_POD), check: func(t *testing.T, s *CreateSpec) {
+			want := map[string]string{"io.berth.userns.uids": "0:100000:65536", "io.berth.userns.gids": "0:100000:65536", "io.berth.userns.role": "sandbox"}
+			if s.HostConfig.Runtime != "berth-userns" || !maps.Equal(s.HostConfig.Annotations, want) || s.HostConfig.UsernsMode != "" {
+				t.Errorf("runtime %q annotations %v userns %q", s.HostConfig.Runtime, s.HostConfig.Annotations, s.HostConfig.UsernsMode)
+			}
+		}},
+		{name: "pod user namespace through the wrapper by name", handler: "berth-userns", opts: func(o *SandboxOptions) { o.Runtimes = []string{"berth-userns"} }, mod: sandboxUserns(runtimeapi.NamespaceMode_POD), check: func(t *testing.T, s *CreateSpec) {
+			if s.HostConfig.Runtime != "berth-userns" {
+				t.Errorf("runtime %q", s.HostConfig.Runtime)
+			}
+		}},
+		{name: "pod user namespace with another handler", handler: "kata", mod: sandboxUserns(runtimeapi.NamespaceMode_POD),
+			errText: `runtime_handler: "kata": a pod with a user namespace of its own runs through Berth's runtime berth-userns`},
+		{name: "no user namespace, no wrapper", mod: sandboxUserns(runtimeapi.NamespaceMode_NODE), check: func(t *testing.T, s *CreateSpec) {
+			if s.HostConfig.Runtime != "" || len(s.HostConfig.Annotations) != 0 {
+				t.Errorf("runtime %q annotations %v", s.HostConfig.Runtime, s.HostConfig.Annotations)
+			}
+		}},
 		{name: "pod user namespace with the host's network", opts: func(o *SandboxOptions) { o.UsernsRemap = true }, mod: func(c *runtimeapi.PodSandboxConfig) {
 			sandboxUserns(runtimeapi.NamespaceMode_POD)(c)
 			c.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE

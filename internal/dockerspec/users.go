@@ -97,6 +97,28 @@ func CheckUsernsMappings(u *runtimeapi.UserNamespace, uidMap, gidMap []byte) err
 	return nil
 }
 
+// CheckWrapperMappings fails unless the pause container's user namespace
+// (the contents of its uid_map and gid_map) has exactly the pod's
+// mappings, which Berth's runtime wrapper was to apply. Anything else is a
+// runtime that did not, and the pod must not run.
+func CheckWrapperMappings(u *runtimeapi.UserNamespace, uidMap, gidMap []byte) error {
+	for _, c := range []struct {
+		name string
+		want []*runtimeapi.IDMapping
+		got  []byte
+	}{{"uid_map", u.GetUids(), uidMap}, {"gid_map", u.GetGids(), gidMap}} {
+		want := make([]idRange, 0, len(c.want))
+		for _, m := range c.want {
+			want = append(want, idRange{m.GetContainerId(), m.GetHostId(), m.GetLength()})
+		}
+		if got := parseIDMap(c.got); !slices.Equal(got, want) {
+			return fmt.Errorf("%w: the pause container's %s is %s, not the pod's %s: Docker's runtime did not give it the pod's user namespace",
+				errdefs.ErrInternal, c.name, formatIDRanges(got), formatIDRanges(want))
+		}
+	}
+	return nil
+}
+
 // idRange is one line of a uid_map or gid_map.
 type idRange struct{ inside, outside, length uint32 }
 

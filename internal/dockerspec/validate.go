@@ -75,21 +75,8 @@ func ValidatePodSandboxConfig(c *runtimeapi.PodSandboxConfig) error {
 			"%v is not supported for a pod: use POD or NODE", ns.GetIpc())
 	}
 	if u := ns.GetUsernsOptions(); u != nil {
-		const field = "config.linux.security_context.namespace_options.userns_options"
-		switch u.GetMode() {
-		case runtimeapi.NamespaceMode_NODE, runtimeapi.NamespaceMode_POD:
-		default:
-			return errdefs.InvalidArgument(field+".mode", "%v is not supported for a pod: use POD or NODE", u.GetMode())
-		}
-		for i, m := range u.GetUids() {
-			if m.GetLength() == 0 {
-				return errdefs.InvalidArgument(fmt.Sprintf("%s.uids[%d].length", field, i), "must not be 0")
-			}
-		}
-		for i, m := range u.GetGids() {
-			if m.GetLength() == 0 {
-				return errdefs.InvalidArgument(fmt.Sprintf("%s.gids[%d].length", field, i), "must not be 0")
-			}
+		if err := validatePodUserns(u); err != nil {
+			return err
 		}
 	}
 	for k := range c.GetLinux().GetSysctls() {

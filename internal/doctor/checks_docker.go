@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-cri/berth/internal/config"
 	"github.com/berth-cri/berth/internal/docker"
+	"github.com/berth-cri/berth/internal/idmap"
 )
 
 // checkDocker: Docker answers, and speaks an API Berth supports.
@@ -260,4 +261,28 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// usernsFix is how to give Docker Berth's runtime wrapper.
+const usernsFix = `register Berth's runtime wrapper in daemon.json, "runtimes": {"berth-userns": {"path": "/usr/bin/berth", "runtimeArgs": ["oci-runtime", "--runc", "/usr/bin/runc"]}} (runc 1.2 or newer; Docker 25 or newer; Linux 6.8 or newer), and restart Docker`
+
+// checkUserNamespaces: whether pods with hostUsers: false can run, through
+// Berth's OCI runtime wrapper (Docker runtime berth-userns). Without the
+// wrapper they are refused, which is a choice, not a fault; a wrapper that
+// is registered but cannot run them is.
+func checkUserNamespaces(_ context.Context, e *env) []Finding {
+	const name = "user-namespaces"
+	if !e.health.Ready {
+		return dockerDown(name)
+	}
+	d := e.health.Daemon
+	err := d.UserNamespaces()
+	switch {
+	case err == nil:
+		return []Finding{pass(name, "pods with hostUsers: false run in user namespaces of their own, through Berth's runtime wrapper (Docker runtime "+idmap.RuntimeName+")")}
+	case slices.Contains(d.Runtimes, idmap.RuntimeName):
+		return []Finding{warn(name, "Docker has the runtime "+idmap.RuntimeName+", but pods with hostUsers: false cannot run: "+err.Error(), usernsFix)}
+	default:
+		return []Finding{pass(name, "pods with hostUsers: false are refused (optional feature): "+err.Error())}
+	}
 }

@@ -163,6 +163,7 @@ var checks = []check{
 	checkDockerSocketUsers,
 	checkDockerSocketMounts,
 	checkDaemonSettings,
+	checkUserNamespaces,
 	checkLeftovers,
 }
 

@@ -2,9 +2,12 @@ package doctor
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/berth-cri/berth/internal/docker"
 )
 
 func TestMountsSocket(t *testing.T) {
@@ -49,5 +52,26 @@ func TestReportOutput(t *testing.T) {
 	}
 	if Pass.ExitCode() != 0 || Warn.ExitCode() != 1 || Fail.ExitCode() != 2 {
 		t.Error("exit codes")
+	}
+}
+
+func TestCheckUserNamespaces(t *testing.T) {
+	wrapper := docker.DaemonInfo{NegotiatedAPIVersion: "1.56", Runtimes: []string{"berth-userns"}}
+	for _, tc := range []struct {
+		name   string
+		daemon docker.DaemonInfo
+		status Status
+		detail string
+	}{
+		{"wrapper", wrapper, Pass, "run in user namespaces of their own"},
+		{"none", docker.DaemonInfo{NegotiatedAPIVersion: "1.56", UsernsWrapper: "Docker has no runtime named berth-userns"}, Pass, "are refused (optional feature): Docker has no runtime named berth-userns"},
+		{"broken wrapper", docker.DaemonInfo{NegotiatedAPIVersion: "1.56", Runtimes: []string{"berth-userns"}, UsernsWrapper: "not Berth's"}, Warn, "cannot run: not Berth's"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := checkUserNamespaces(context.Background(), &env{health: docker.Health{Ready: true, Daemon: tc.daemon}})
+			if len(f) != 1 || f[0].Status != tc.status || !strings.Contains(f[0].Detail, tc.detail) {
+				t.Errorf("findings = %+v", f)
+			}
+		})
 	}
 }

@@ -99,7 +99,7 @@ func TestStatusReportsTheFeaturesDockerHas(t *testing.T) {
 			t.Errorf("handler %q: recursive_read_only_mounts = %v, want %v (API %s, kernel %s, runtimes with rro %v)", h.Name, got, want, f.api, f.kernel, f.rroRuntimes)
 		}
 		if h.GetFeatures().GetUserNamespaces() {
-			t.Errorf("handler %q: user_namespaces = true; Docker cannot give each pod its own mapping", h.Name)
+			t.Errorf("handler %q: user_namespaces = true on a daemon without Berth's runtime wrapper (berth-userns)", h.Name)
 		}
 	}
 	// The engines tested here: Debian's 20.10 cannot, current Docker on
