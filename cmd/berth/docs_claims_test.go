@@ -40,6 +40,24 @@ func TestMakefileCurrentEngineTestsExist(t *testing.T) {
 	}
 }
 
+// TestMakeFuzzRunsEveryFuzzTarget: README says `make fuzz` runs every fuzz
+// target; the Makefile names them one by one as <package>:<target>.
+func TestMakeFuzzRunsEveryFuzzTarget(t *testing.T) {
+	mk := strings.Join(readDoc(t, "Makefile").lines, "\n")
+	decl := regexp.MustCompile(`(?m)^func (Fuzz[A-Za-z0-9_]*)\(`)
+	walkRepo(t, "internal", func(path string, data []byte) {
+		if !strings.HasSuffix(path, "_test.go") {
+			return
+		}
+		pkg := strings.TrimPrefix(filepath.ToSlash(filepath.Dir(path)), "internal/")
+		for _, m := range decl.FindAllSubmatch(data, -1) {
+			if name := pkg + ":" + string(m[1]); !strings.Contains(mk, name) {
+				t.Errorf("%s has %s, but the Makefile's fuzz target does not run it (add %s to its list)", path, m[1], name)
+			}
+		}
+	})
+}
+
 // TestCRICoverageMatchesCurrentEngineTests: docs/cri-coverage.md marks the
 // e2e tests that run on Docker 20.10 only with *(20.10)*; every other e2e
 // test it names runs on current Docker too, so it must be in
