@@ -2,9 +2,12 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/archive"
 	"github.com/berth-cri/berth/internal/checkpoint"
 	"github.com/berth-cri/berth/internal/config"
 	"github.com/berth-cri/berth/internal/docker"
@@ -36,6 +40,20 @@ import (
 // or with Unavailable (the back end is down) or DeadlineExceeded.
 // internal/dockerspec's targets fuzz RunPodSandbox's and CreateContainer's
 // translation in depth.
+//
+// CheckpointContainer, CheckpointPod, RestorePod and CreateContainer act on
+// host paths the request names (they write archives, empty a directory on
+// failure, read checkpoints, create missing mount sources): their absolute
+// paths are rebased into a fresh directory per input, which holds what
+// their seeds name (an archive directory, an empty output directory, a pod
+// checkpoint), so the fuzzer exercises them without touching the host's
+// files. The Docker behind them is down, so no container is paused,
+// dumped or made.
+//
+// NOTE: an input's first byte picks rpcs[which % len(rpcs)]. New methods go
+// at the end of fuzzRPCs, and the committed corpus (testdata/fuzz) must
+// then be rewritten to which % (the old length), or its inputs land on
+// other methods.
 func FuzzRequests(f *testing.F) {
 	rpcs := fuzzRPCs()
 	for i, r := range rpcs {
@@ -53,6 +71,9 @@ func FuzzRequests(f *testing.F) {
 		req := r.seeds[0].ProtoReflect().New().Interface()
 		if proto.Unmarshal(data, req) != nil {
 			return
+		}
+		if r.confine != nil {
+			r.confine(req, fuzzHostDir(t))
 		}
 		s := fuzzService(t, dir)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -88,6 +109,66 @@ type fuzzRPC struct {
 	name  string
 	seeds []proto.Message
 	call  func(s *Service, ctx context.Context, req proto.Message) error
+	// confine, for methods that act on host paths, rebases the request's
+	// paths into root (fuzzHostDir).
+	confine func(req proto.Message, root string)
+}
+
+// confined is r with its request's host paths rebased by confine.
+func confined[Req proto.Message](r fuzzRPC, confine func(req Req, root string)) fuzzRPC {
+	r.confine = func(req proto.Message, root string) { confine(req.(Req), root) }
+	return r
+}
+
+// underRoot rebases an absolute path into root (a relative one stays, for
+// the handler to refuse): Clean first, so no "..", however many, climbs
+// out of root.
+func underRoot(root, p string) string {
+	if !filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(root, filepath.Clean(p))
+}
+
+func TestUnderRootNeverClimbsOut(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"/archives/c.tar", "/fuzz/archives/c.tar"},
+		{"/", "/fuzz"},
+		{"/../../etc/passwd", "/fuzz/etc/passwd"},
+		{"/out/../../../root", "/fuzz/root"},
+		{"relative/../..", "relative/../.."},
+		{"", ""},
+	} {
+		if got := underRoot("/fuzz", tc.in); got != tc.want {
+			t.Errorf("underRoot(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func confineMounts(root string, mounts []*runtimeapi.Mount) {
+	for _, m := range mounts {
+		m.HostPath = underRoot(root, m.GetHostPath())
+	}
+}
+
+// fuzzHostDir is a fresh directory standing in for the host's filesystem:
+// it holds the paths the checkpoint seeds name.
+func fuzzHostDir(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	for _, d := range []string{"archives", "out", "checkpoint/" + archive.ContainersDirectory} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts, err := json.Marshal(archive.PodOptions{Version: 1, Containers: []string{"c"}, ProcessState: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "checkpoint", archive.PodOptionsFile), opts, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return root
 }
 
 func rpc[Req proto.Message, Resp any](name string, fn func(*Service, context.Context, Req) (Resp, error), seeds ...Req) fuzzRPC {
@@ -121,6 +202,10 @@ func fuzzRPCs() []fuzzRPC {
 	}
 	res := &runtimeapi.LinuxContainerResources{CpuShares: 512, MemoryLimitInBytes: 64 << 20, CpusetCpus: "0", Unified: map[string]string{"memory.high": "max"}}
 	image := &runtimeapi.ImageSpec{Image: "registry.example/team/app@sha256:" + fuzzPod}
+	// restored is a pod not in the index, so RestorePod gets past its
+	// "exists already" check.
+	restored := proto.Clone(pod).(*runtimeapi.PodSandboxConfig)
+	restored.Metadata.Name = "q"
 	return []fuzzRPC{
 		rpc("Version", (*Service).Version, &runtimeapi.VersionRequest{Version: "v1"}),
 		rpc("Status", (*Service).Status, &runtimeapi.StatusRequest{Verbose: true}),
@@ -134,7 +219,10 @@ func fuzzRPCs() []fuzzRPC {
 		rpc("ListPodSandbox", (*Service).ListPodSandbox, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
 			Id: fuzzPod[:5], State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}, LabelSelector: map[string]string{"app": "x"}}}),
 		rpc("UpdatePodSandboxResources", (*Service).UpdatePodSandboxResources, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: fuzzPod, Resources: &runtimeapi.LinuxContainerResources{CpuShares: 2}}),
-		rpc("CreateContainer", (*Service).CreateContainer, &runtimeapi.CreateContainerRequest{PodSandboxId: fuzzPod, Config: ctr, SandboxConfig: pod}),
+		confined(rpc("CreateContainer", (*Service).CreateContainer, &runtimeapi.CreateContainerRequest{PodSandboxId: fuzzPod, Config: ctr, SandboxConfig: pod}),
+			func(req *runtimeapi.CreateContainerRequest, root string) {
+				confineMounts(root, req.GetConfig().GetMounts())
+			}),
 		rpc("StartContainer", (*Service).StartContainer, &runtimeapi.StartContainerRequest{ContainerId: fuzzContainer}),
 		rpc("StopContainer", (*Service).StopContainer, &runtimeapi.StopContainerRequest{ContainerId: fuzzContainer, Timeout: 3}),
 		rpc("RemoveContainer", (*Service).RemoveContainer, &runtimeapi.RemoveContainerRequest{ContainerId: fuzzContainer[:12]}),
@@ -161,6 +249,28 @@ func fuzzRPCs() []fuzzRPC {
 			Auth: &runtimeapi.AuthConfig{Username: "u", Password: "p", ServerAddress: "registry.example"}, SandboxConfig: pod}),
 		rpc("RemoveImage", (*Service).RemoveImage, &runtimeapi.RemoveImageRequest{Image: image}),
 		rpc("ImageFsInfo", (*Service).ImageFsInfo, &runtimeapi.ImageFsInfoRequest{}),
+		confined(rpc("CheckpointContainer", (*Service).CheckpointContainer,
+			&runtimeapi.CheckpointContainerRequest{ContainerId: fuzzContainer, Location: "/archives/c.tar", Timeout: 5}),
+			func(req *runtimeapi.CheckpointContainerRequest, root string) {
+				req.Location = underRoot(root, req.GetLocation())
+			}),
+		confined(rpc("CheckpointPod", (*Service).CheckpointPod,
+			&runtimeapi.CheckpointPodRequest{PodSandboxId: fuzzPod, OutputPath: "/out", ContainerIds: []string{fuzzContainer}},
+			&runtimeapi.CheckpointPodRequest{PodSandboxId: fuzzPod[:12], OutputPath: "/out", ContainerIds: []string{fuzzContainer[:6]},
+				Options: map[string]string{optionProcessState: "omit"}}),
+			func(req *runtimeapi.CheckpointPodRequest, root string) {
+				req.OutputPath = underRoot(root, req.GetOutputPath())
+			}),
+		confined(rpc("RestorePod", (*Service).RestorePod,
+			&runtimeapi.RestorePodRequest{Config: restored, ContainerConfigs: []*runtimeapi.ContainerConfig{ctr}, CheckpointPath: "/checkpoint"},
+			&runtimeapi.RestorePodRequest{Config: restored, ContainerConfigs: []*runtimeapi.ContainerConfig{ctr}, CheckpointPath: "/checkpoint",
+				RuntimeHandler: "runc", Options: map[string]string{optionProcessState: "omit"}}),
+			func(req *runtimeapi.RestorePodRequest, root string) {
+				req.CheckpointPath = underRoot(root, req.GetCheckpointPath())
+				for _, c := range req.GetContainerConfigs() {
+					confineMounts(root, c.GetMounts())
+				}
+			}),
 	}
 }
 
@@ -212,9 +322,11 @@ type downBackend struct {
 var errDown = fmt.Errorf("fuzzing: the back end is down: %w", errdefs.ErrUnavailable)
 
 func (d downBackend) Health() docker.Health {
+	// Experimental, so the checkpoint RPCs get past "no checkpoint API"
+	// to the calls that find Docker down.
 	return docker.Health{Ready: true, Daemon: docker.DaemonInfo{
 		Version: "20.10.24", APIVersion: "1.41", CgroupDriver: "cgroupfs", Runtimes: []string{"runc"},
-		RootDir: d.dockerRoot, StorageDriver: "overlay2",
+		RootDir: d.dockerRoot, StorageDriver: "overlay2", Experimental: true,
 	}}
 }
 func (d downBackend) Probe(context.Context) docker.Health { return d.Health() }

@@ -21,6 +21,19 @@ import (
 // inspectParallelism bounds concurrent inspects during a resync.
 const inspectParallelism = 8
 
+// Inventory is all that recovery asks of Docker: the containers that carry
+// Kubernetes' type label, and what each one is. Containers has both
+// methods; naming the two here keeps recovery from growing a dependency on
+// the rest of the client unnoticed, and lets its tests fake just this.
+type Inventory interface {
+	// ListContainers lists the containers, running or not, that carry
+	// every one of labels ("key" or "key=value").
+	ListContainers(ctx context.Context, labels ...string) ([]container.Summary, error)
+	// InspectContainer returns what Docker knows of one container;
+	// errdefs.ErrNotFound if it is gone.
+	InspectContainer(ctx context.Context, id string) (container.InspectResponse, error)
+}
+
 // Recover rebuilds Berth's index from Docker and the checkpoints. It runs
 // once at start-up, after Docker first answers and before the readiness
 // gate opens. Sandboxes whose pause container vanished while Berth was down
@@ -40,6 +53,11 @@ func (s *Service) Recover(ctx context.Context) error {
 // longer exists. It runs at start-up and after every break in the event
 // stream, when events may have been missed.
 func (s *Service) resync(ctx context.Context) error {
+	return s.resyncFrom(ctx, s.docker)
+}
+
+// resyncFrom is resync reading Docker through inv.
+func (s *Service) resyncFrom(ctx context.Context, inv Inventory) error {
 	log := logging.FromContext(ctx)
 	cps := map[string]*checkpoint.Sandbox{}
 	corrupt := map[string]bool{}
@@ -61,11 +79,11 @@ func (s *Service) resync(ctx context.Context) error {
 		cps[id] = cp
 	}
 
-	summaries, err := s.docker.ListContainers(ctx, dockerspec.LabelType)
+	summaries, err := inv.ListContainers(ctx, dockerspec.LabelType)
 	if err != nil {
 		return fmt.Errorf("listing Docker's containers: %w", err)
 	}
-	inspects := s.inspectAll(ctx, summaries)
+	inspects := inspectAll(ctx, inv, summaries)
 
 	seenSandboxes := map[string]bool{}
 	seenContainers := map[string]bool{}
@@ -120,7 +138,7 @@ func (s *Service) resync(ctx context.Context) error {
 
 // inspectAll inspects the listed containers, a few at a time. Containers
 // that vanish meanwhile are skipped.
-func (s *Service) inspectAll(ctx context.Context, summaries []container.Summary) []container.InspectResponse {
+func inspectAll(ctx context.Context, inv Inventory, summaries []container.Summary) []container.InspectResponse {
 	var (
 		mu  sync.Mutex
 		out []container.InspectResponse
@@ -133,7 +151,7 @@ func (s *Service) inspectAll(ctx context.Context, summaries []container.Summary)
 		go func(id string) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			in, err := s.docker.InspectContainer(ctx, id)
+			in, err := inv.InspectContainer(ctx, id)
 			if err != nil {
 				if !errors.Is(err, errdefs.ErrNotFound) {
 					logging.FromContext(ctx).Warn("inspecting a container", "id", id, "error", err)
