@@ -421,7 +421,9 @@ func applyResources(hc *container.HostConfig, r *runtimeapi.LinuxContainerResour
 
 func applySecurity(cfg *container.Config, hc *container.HostConfig, sc *runtimeapi.LinuxContainerSecurityContext, o ContainerOptions) error {
 	if sc == nil {
-		return nil
+		// No security context still means something: no seccomp
+		// profile, which is unconfined (seccompOpt).
+		sc = &runtimeapi.LinuxContainerSecurityContext{}
 	}
 	switch {
 	case sc.GetRunAsUsername() != "":
@@ -497,9 +499,15 @@ func seccompOpt(sc *runtimeapi.LinuxContainerSecurityContext, o ContainerOptions
 	const field = "config.linux.security_context.seccomp"
 	kind, path := profileOf(sc.GetSeccomp(), sc.GetSeccompProfilePath())
 	switch kind {
-	case "", "runtime/default", "docker/default":
+	case "runtime/default", "docker/default":
 		return nil, nil
-	case "unconfined":
+	case "", "unconfined":
+		// NOTE: CRI defines an absent profile (and an empty
+		// seccomp_profile_path) as unconfined, and containerd and CRI-O
+		// run it so; Docker would apply its default profile. kubelet
+		// always names a profile (Unconfined unless the pod or
+		// --seccomp-default asks for RuntimeDefault), so only other
+		// clients (crictl, critest) send none.
 		return []string{"seccomp=unconfined"}, nil
 	case "localhost":
 		if !filepath.IsAbs(path) {

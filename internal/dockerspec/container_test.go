@@ -279,7 +279,7 @@ func TestContainerSpec(t *testing.T) {
 		{name: "apparmor profile with apparmor", opts: func(o *ContainerOptions) { o.AppArmor = true }, mod: func(c *runtimeapi.ContainerConfig) {
 			c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "localhost/k8s-nginx"}
 		}, check: func(t *testing.T, s *CreateSpec) {
-			if !slices.Equal(s.HostConfig.SecurityOpt, []string{"apparmor=k8s-nginx"}) {
+			if !slices.Equal(s.HostConfig.SecurityOpt, []string{"seccomp=unconfined", "apparmor=k8s-nginx"}) {
 				t.Errorf("opts %v", s.HostConfig.SecurityOpt)
 			}
 		}},
@@ -437,4 +437,89 @@ func TestSignals(t *testing.T) {
 	if SignalName(runtimeapi.Signal_SIGNAL_SIGUSR2) != "SIGUSR2" || SignalName(runtimeapi.Signal_SIGNAL_SIGRTMAXMINUS1) != "SIGRTMAX-1" {
 		t.Errorf("SignalName")
 	}
+}
+
+// TestSeccompProfiles checks the seccomp option a container and a pod's
+// pause container get for each way CRI can name (or not name) a profile:
+// CRI defines none as unconfined, so only RuntimeDefault leaves Docker's
+// default profile in place.
+func TestSeccompProfiles(t *testing.T) {
+	readFile := func(p string) ([]byte, error) {
+		if p != "/p.json" {
+			return nil, errors.New("no such file")
+		}
+		return []byte(`{"defaultAction":"SCMP_ACT_ALLOW"}`), nil
+	}
+	profile := func(t runtimeapi.SecurityProfile_ProfileType, ref string) *runtimeapi.SecurityProfile {
+		return &runtimeapi.SecurityProfile{ProfileType: t, LocalhostRef: ref}
+	}
+	const unconfined = "seccomp=unconfined"
+	for _, tc := range []struct {
+		name       string
+		noContext  bool // no security context at all
+		seccomp    *runtimeapi.SecurityProfile
+		legacy     string
+		privileged bool
+		want       string // "" for Docker's default profile
+	}{
+		{name: "no security context", noContext: true, want: unconfined},
+		{name: "no profile", want: unconfined},
+		{name: "unconfined", seccomp: profile(runtimeapi.SecurityProfile_Unconfined, ""), want: unconfined},
+		{name: "runtime default", seccomp: profile(runtimeapi.SecurityProfile_RuntimeDefault, ""), want: ""},
+		{name: "an empty profile is RuntimeDefault, the enum's zero", seccomp: &runtimeapi.SecurityProfile{}, want: ""},
+		{name: "localhost", seccomp: profile(runtimeapi.SecurityProfile_Localhost, "/p.json"), want: `seccomp={"defaultAction":"SCMP_ACT_ALLOW"}`},
+		{name: "legacy runtime/default", legacy: "runtime/default", want: ""},
+		{name: "legacy docker/default", legacy: "docker/default", want: ""},
+		{name: "legacy unconfined", legacy: "unconfined", want: unconfined},
+		{name: "legacy localhost", legacy: "localhost//p.json", want: `seccomp={"defaultAction":"SCMP_ACT_ALLOW"}`},
+		{name: "the profile wins over the legacy path", seccomp: profile(runtimeapi.SecurityProfile_RuntimeDefault, ""), legacy: "unconfined", want: ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ctrConfig()
+			if !tc.noContext {
+				c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{Seccomp: tc.seccomp, SeccompProfilePath: tc.legacy}
+			}
+			s, err := ContainerSpec(podRecord(), c, ContainerOptions{APIVersion: "1.41", ReadFile: readFile})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := seccompOf(s.HostConfig.SecurityOpt); got != tc.want {
+				t.Errorf("container: seccomp option %q, want %q (all: %v)", got, tc.want, s.HostConfig.SecurityOpt)
+			}
+
+			p := sandboxConfig()
+			if !tc.noContext {
+				p.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Seccomp: tc.seccomp, SeccompProfilePath: tc.legacy}
+			}
+			ps, err := SandboxSpec(p, "", SandboxOptions{Image: "pause:1", CgroupDriver: "cgroupfs", ReadFile: readFile})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := seccompOf(ps.HostConfig.SecurityOpt); got != tc.want {
+				t.Errorf("pause container: seccomp option %q, want %q (all: %v)", got, tc.want, ps.HostConfig.SecurityOpt)
+			}
+		})
+	}
+	// Privileged containers are unconfined whatever they name.
+	for _, o := range []ContainerOptions{{APIVersion: "1.41"}, {APIVersion: "1.41", HostCapabilities: []string{"CAP_CHOWN"}}} {
+		c := ctrConfig()
+		c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{Privileged: true, Seccomp: profile(runtimeapi.SecurityProfile_RuntimeDefault, "")}
+		s, err := ContainerSpec(podRecord(), c, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := seccompOf(s.HostConfig.SecurityOpt); !s.HostConfig.Privileged && got != unconfined {
+			t.Errorf("privileged (host caps %v): privileged mode %v, seccomp option %q", o.HostCapabilities, s.HostConfig.Privileged, got)
+		}
+	}
+}
+
+// seccompOf returns the seccomp= option among Docker security options.
+func seccompOf(opts []string) string {
+	for _, o := range opts {
+		if strings.HasPrefix(o, "seccomp=") {
+			return o
+		}
+	}
+	return ""
 }
