@@ -174,7 +174,7 @@ func TestContainerSpec(t *testing.T) {
 				{ContainerPath: "/b", HostPath: "/link", Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL, SelinuxRelabel: true},
 			}
 			c.Devices = []*runtimeapi.Device{{HostPath: "/dev/fuse", ContainerPath: "/dev/fuse"}}
-		}, opts: func(o *ContainerOptions) { o.HostPaths = map[string]string{"/link": "/real"} }, check: func(t *testing.T, s *CreateSpec) {
+		}, opts: func(o *ContainerOptions) { o.HostPaths, o.SELinux = map[string]string{"/link": "/real"}, true }, check: func(t *testing.T, s *CreateSpec) {
 			if !slices.Equal(s.HostConfig.Binds, []string{"/host/a:/a:ro,rslave", "/real:/b:rw,rshared,Z"}) || len(s.HostConfig.Mounts) != 0 {
 				t.Errorf("binds %v mounts %v", s.HostConfig.Binds, s.HostConfig.Mounts)
 			}
@@ -182,7 +182,14 @@ func TestContainerSpec(t *testing.T) {
 				t.Errorf("devices %v", d)
 			}
 		}},
-		{name: "mount API from 1.42, non-recursive read-only from 1.44", opts: func(o *ContainerOptions) { o.APIVersion, o.RecursiveReadOnly = "1.44", nil }, mod: func(c *runtimeapi.ContainerConfig) {
+		{name: "legacy binds without SELinux are not relabelled", mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/b", HostPath: "/host/b", Readonly: true, SelinuxRelabel: true}}
+		}, check: func(t *testing.T, s *CreateSpec) {
+			if !slices.Equal(s.HostConfig.Binds, []string{"/host/b:/b:ro,rprivate"}) || len(s.HostConfig.Mounts) != 0 {
+				t.Errorf("binds %v mounts %v", s.HostConfig.Binds, s.HostConfig.Mounts)
+			}
+		}},
+		{name: "mount API from 1.42, non-recursive read-only from 1.44", opts: func(o *ContainerOptions) { o.APIVersion, o.RecursiveReadOnly, o.SELinux = "1.44", nil, true }, mod: func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{
 				{ContainerPath: "/a", HostPath: "/host/a", Readonly: true},
 				{ContainerPath: "/r", HostPath: "/host/r", Readonly: true, RecursiveReadOnly: true},
@@ -198,6 +205,28 @@ func TestContainerSpec(t *testing.T) {
 			}
 			if !slices.Equal(s.HostConfig.Binds, []string{"/host/z:/z:rw,rprivate,Z"}) {
 				t.Errorf("binds %v", s.HostConfig.Binds)
+			}
+		}},
+		{name: "selinux_relabel without SELinux leaves a mount as it is", opts: current, mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{
+				{ContainerPath: "/ro", HostPath: "/host/ro", Readonly: true, SelinuxRelabel: true},
+				{ContainerPath: "/rro", HostPath: "/host/rro", Readonly: true, RecursiveReadOnly: true, SelinuxRelabel: true},
+				{ContainerPath: "/a:b", HostPath: "/host/a:b", SelinuxRelabel: true},
+				{ContainerPath: "/img", Image: &runtimeapi.ImageSpec{Image: "sha256:img"}, SelinuxRelabel: true},
+			}
+		}, check: func(t *testing.T, s *CreateSpec) {
+			if len(s.HostConfig.Binds) != 0 {
+				t.Errorf("binds %v, want none", s.HostConfig.Binds)
+			}
+			m := s.HostConfig.Mounts
+			if len(m) != 4 || m[0].Type != mount.TypeBind || !m[0].ReadOnly || !m[0].BindOptions.ReadOnlyNonRecursive || m[0].BindOptions.ReadOnlyForceRecursive {
+				t.Fatalf("mounts %+v", m)
+			}
+			if !m[1].ReadOnly || !m[1].BindOptions.ReadOnlyForceRecursive || m[1].BindOptions.ReadOnlyNonRecursive {
+				t.Errorf("mount 1 %+v", m[1].BindOptions)
+			}
+			if m[2].Source != "/host/a:b" || m[3].Type != mount.TypeImage {
+				t.Errorf("mounts 2, 3: %+v %+v", m[2], m[3])
 			}
 		}},
 		{name: "a colon in a bind's host path", mod: func(c *runtimeapi.ContainerConfig) {
@@ -219,9 +248,15 @@ func TestContainerSpec(t *testing.T) {
 		{name: "recursive read-only on old Docker", mod: func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/r", HostPath: "/host/r", Readonly: true, RecursiveReadOnly: true}}
 		}, errText: "config.mounts[0].recursive_read_only: not on this Docker"},
-		{name: "recursive read-only cannot be relabelled", opts: current, mod: func(c *runtimeapi.ContainerConfig) {
+		{name: "recursive read-only cannot be relabelled with SELinux", opts: func(o *ContainerOptions) { current(o); o.SELinux = true }, mod: func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/r", HostPath: "/host/r", Readonly: true, RecursiveReadOnly: true, SelinuxRelabel: true}}
-		}, errText: "config.mounts[0].recursive_read_only"},
+		}, errText: "config.mounts[0].recursive_read_only: cannot be combined with selinux_relabel: Docker relabels only legacy binds"},
+		{name: "a colon in a relabelled host path with SELinux", opts: func(o *ContainerOptions) { current(o); o.SELinux = true }, mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/host/a:z", SelinuxRelabel: true}}
+		}, errText: "config.mounts[0].host_path"},
+		{name: "image volumes cannot be relabelled with SELinux", opts: func(o *ContainerOptions) { current(o); o.SELinux = true }, mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/img", Image: &runtimeapi.ImageSpec{Image: "sha256:img"}, SelinuxRelabel: true}}
+		}, errText: "config.mounts[0].selinux_relabel: Docker cannot relabel an image mount"},
 		{name: "image volumes", opts: current, mod: func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{
 				{ContainerPath: "/img", Image: &runtimeapi.ImageSpec{Image: "sha256:img"}},
