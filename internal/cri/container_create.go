@@ -73,6 +73,7 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 		HostCapabilities:  s.knownCaps(s.host.Capabilities),
 		HostDevices:       s.host.Devices,
 		AppArmor:          s.host.AppArmor,
+		SELinux:           h.Daemon.SELinux(),
 		ReadFile:          os.ReadFile,
 		LogMaxSize:        s.cfg.DockerLogMaxSize,
 		LogMaxFile:        strconv.Itoa(s.cfg.DockerLogMaxFile),

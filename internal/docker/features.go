@@ -189,6 +189,14 @@ func (d DaemonInfo) UserNamespaces() error {
 // the host's user namespace.
 func (d DaemonInfo) UsernsRemap() bool { return d.HasSecurityOption("userns") }
 
+// SELinux is true when the daemon labels containers with SELinux: it lists
+// "name=selinux" in its security options only when it runs with
+// --selinux-enabled on a host whose SELinux is on (without the flag it
+// turns its SELinux support off, and relabels nothing). This, not the host
+// alone, is what decides whether a mount's ":Z" does anything, as
+// containerd's enable_selinux does for containerd.
+func (d DaemonInfo) SELinux() bool { return d.HasSecurityOption("selinux") }
+
 // kernelAtLeast compares a kernel release ("6.1.0-18-amd64") with
 // major.minor; an unreadable release is taken to be older.
 func kernelAtLeast(release string, major, minor int) bool {

@@ -79,6 +79,12 @@ func TestFeatureSupport(t *testing.T) {
 	if (DaemonInfo{SecurityOptions: []string{"name=seccomp,profile=default"}}).UsernsRemap() {
 		t.Error("UsernsRemap true without userns")
 	}
+	if !(DaemonInfo{SecurityOptions: []string{"name=seccomp,profile=builtin", "name=selinux"}}).SELinux() {
+		t.Error("SELinux false with name=selinux")
+	}
+	if (DaemonInfo{SecurityOptions: []string{"name=seccomp,profile=builtin", "name=cgroupns"}}).SELinux() {
+		t.Error("SELinux true without selinux")
+	}
 }
 
 func TestUsernsWrapperStatus(t *testing.T) {

@@ -47,6 +47,11 @@ type ContainerOptions struct {
 	HostDevices []string
 	// AppArmor is true when the kernel has AppArmor.
 	AppArmor bool
+	// SELinux is true when the daemon labels containers (it lists
+	// "name=selinux" in its security options: dockerd --selinux-enabled on
+	// a host with SELinux on). Only then does Docker relabel a mount, so
+	// only then does selinux_relabel change how a mount is made.
+	SELinux bool
 	// ReadFile reads a Localhost seccomp profile.
 	ReadFile func(path string) ([]byte, error)
 	// HostPaths maps each mount's host path to the path to bind (symlinks
@@ -397,7 +402,9 @@ func applyResources(hc *container.HostConfig, r *runtimeapi.LinuxContainerResour
 
 func applySecurity(cfg *container.Config, hc *container.HostConfig, sc *runtimeapi.LinuxContainerSecurityContext, o ContainerOptions) error {
 	if sc == nil {
-		return nil
+		// No security context still means something: no seccomp
+		// profile, which is unconfined (seccompOpt).
+		sc = &runtimeapi.LinuxContainerSecurityContext{}
 	}
 	switch {
 	case sc.GetRunAsUsername() != "":
@@ -473,9 +480,15 @@ func seccompOpt(sc *runtimeapi.LinuxContainerSecurityContext, o ContainerOptions
 	const field = "config.linux.security_context.seccomp"
 	kind, path := profileOf(sc.GetSeccomp(), sc.GetSeccompProfilePath())
 	switch kind {
-	case "", "runtime/default", "docker/default":
+	case "runtime/default", "docker/default":
 		return nil, nil
-	case "unconfined":
+	case "", "unconfined":
+		// NOTE: CRI defines an absent profile (and an empty
+		// seccomp_profile_path) as unconfined, and containerd and CRI-O
+		// run it so; Docker would apply its default profile. kubelet
+		// always names a profile (Unconfined unless the pod or
+		// --seccomp-default asks for RuntimeDefault), so only other
+		// clients (crictl, critest) send none.
 		return []string{"seccomp=unconfined"}, nil
 	case "localhost":
 		if !filepath.IsAbs(path) {
@@ -538,7 +551,11 @@ func profileOf(p *runtimeapi.SecurityProfile, legacy string) (kind, ref string) 
 // applyMounts turns CRI mounts into legacy bind strings (API < 1.42, and for
 // SELinux relabelling, which the Mount API cannot express) or Mount API
 // mounts (which then create missing host paths themselves, as binds do),
-// and image volumes into image mounts.
+// and image volumes into image mounts. selinux_relabel counts only where
+// the daemon labels containers (o.SELinux): elsewhere Docker would not
+// relabel anyway, and the request must not turn a mount into a legacy bind
+// (which Docker 25 and newer make recursively read-only, and which cannot
+// be recursive_read_only), just as containerd ignores it without SELinux.
 func applyMounts(hc *container.HostConfig, mounts []*runtimeapi.Mount, o ContainerOptions) error {
 	mountAPI := versions.GreaterThanOrEqualTo(o.APIVersion, APIMountCreateMountpoint)
 	nonRecursiveRO := versions.GreaterThanOrEqualTo(o.APIVersion, APIReadOnlyNonRecursive)
@@ -560,7 +577,8 @@ func applyMounts(hc *container.HostConfig, mounts []*runtimeapi.Mount, o Contain
 		if m.GetRecursiveReadOnly() && o.RecursiveReadOnly != nil {
 			return fmt.Errorf("%s.recursive_read_only: %v: %w", field, o.RecursiveReadOnly, errdefs.ErrFailedPrecondition)
 		}
-		if !mountAPI || m.GetSelinuxRelabel() {
+		relabel := m.GetSelinuxRelabel() && o.SELinux
+		if !mountAPI || relabel {
 			// NOTE: a bind string is "host:container:options", split on
 			// ':' by Docker. A colon in either path would shift the
 			// fields (a path ending in ":z" would turn into a relabel
@@ -573,6 +591,8 @@ func applyMounts(hc *container.HostConfig, mounts []*runtimeapi.Mount, o Contain
 				return errdefs.InvalidArgument(field+".container_path", "%q contains ':', which a Docker bind cannot express", m.GetContainerPath())
 			}
 			if m.GetRecursiveReadOnly() {
+				// Without relabel this is below API 1.42, where
+				// o.RecursiveReadOnly has refused it already.
 				return fmt.Errorf("%s.recursive_read_only: cannot be combined with selinux_relabel: Docker relabels only legacy binds, which cannot be recursively read-only: %w", field, errdefs.ErrFailedPrecondition)
 			}
 			opts := []string{"rw"}
@@ -580,7 +600,7 @@ func applyMounts(hc *container.HostConfig, mounts []*runtimeapi.Mount, o Contain
 				opts[0] = "ro"
 			}
 			opts = append(opts, string(prop))
-			if m.GetSelinuxRelabel() {
+			if relabel {
 				opts = append(opts, "Z")
 			}
 			hc.Binds = append(hc.Binds, src+":"+m.GetContainerPath()+":"+strings.Join(opts, ","))
@@ -610,7 +630,7 @@ func imageMount(field string, m *runtimeapi.Mount, o ContainerOptions) (mount.Mo
 	if m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
 		return mount.Mount{}, fmt.Errorf("%s.propagation: %v: Docker's image mounts are always private: %w", field, m.GetPropagation(), errdefs.ErrFailedPrecondition)
 	}
-	if m.GetSelinuxRelabel() {
+	if m.GetSelinuxRelabel() && o.SELinux {
 		return mount.Mount{}, fmt.Errorf("%s.selinux_relabel: Docker cannot relabel an image mount: %w", field, errdefs.ErrFailedPrecondition)
 	}
 	im := mount.Mount{Type: mount.TypeImage, Source: m.GetImage().GetImage(), Target: m.GetContainerPath(), ReadOnly: true}

@@ -175,7 +175,7 @@ func TestContainerSpec(t *testing.T) {
 				{ContainerPath: "/b", HostPath: "/link", Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL, SelinuxRelabel: true},
 			}
 			c.Devices = []*runtimeapi.Device{{HostPath: "/dev/fuse", ContainerPath: "/dev/fuse"}}
-		}, opts: func(o *ContainerOptions) { o.HostPaths = map[string]string{"/link": "/real"} }, check: func(t *testing.T, s *CreateSpec) {
+		}, opts: func(o *ContainerOptions) { o.HostPaths, o.SELinux = map[string]string{"/link": "/real"}, true }, check: func(t *testing.T, s *CreateSpec) {
 			if !slices.Equal(s.HostConfig.Binds, []string{"/host/a:/a:ro,rslave", "/real:/b:rw,rshared,Z"}) || len(s.HostConfig.Mounts) != 0 {
 				t.Errorf("binds %v mounts %v", s.HostConfig.Binds, s.HostConfig.Mounts)
 			}
@@ -183,7 +183,14 @@ func TestContainerSpec(t *testing.T) {
 				t.Errorf("devices %v", d)
 			}
 		}},
-		{name: "mount API from 1.42, non-recursive read-only from 1.44", opts: func(o *ContainerOptions) { o.APIVersion, o.RecursiveReadOnly = "1.44", nil }, mod: func(c *runtimeapi.ContainerConfig) {
+		{name: "legacy binds without SELinux are not relabelled", mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/b", HostPath: "/host/b", Readonly: true, SelinuxRelabel: true}}
+		}, check: func(t *testing.T, s *CreateSpec) {
+			if !slices.Equal(s.HostConfig.Binds, []string{"/host/b:/b:ro,rprivate"}) || len(s.HostConfig.Mounts) != 0 {
+				t.Errorf("binds %v mounts %v", s.HostConfig.Binds, s.HostConfig.Mounts)
+			}
+		}},
+		{name: "mount API from 1.42, non-recursive read-only from 1.44", opts: func(o *ContainerOptions) { o.APIVersion, o.RecursiveReadOnly, o.SELinux = "1.44", nil, true }, mod: func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{
 				{ContainerPath: "/a", HostPath: "/host/a", Readonly: true},
 				{ContainerPath: "/r", HostPath: "/host/r", Readonly: true, RecursiveReadOnly: true},
@@ -199,6 +206,28 @@ func TestContainerSpec(t *testing.T) {
 			}
 			if !slices.Equal(s.HostConfig.Binds, []string{"/host/z:/z:rw,rprivate,Z"}) {
 				t.Errorf("binds %v", s.HostConfig.Binds)
+			}
+		}},
+		{name: "selinux_relabel without SELinux leaves a mount as it is", opts: current, mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{
+				{ContainerPath: "/ro", HostPath: "/host/ro", Readonly: true, SelinuxRelabel: true},
+				{ContainerPath: "/rro", HostPath: "/host/rro", Readonly: true, RecursiveReadOnly: true, SelinuxRelabel: true},
+				{ContainerPath: "/a:b", HostPath: "/host/a:b", SelinuxRelabel: true},
+				{ContainerPath: "/img", Image: &runtimeapi.ImageSpec{Image: "sha256:img"}, SelinuxRelabel: true},
+			}
+		}, check: func(t *testing.T, s *CreateSpec) {
+			if len(s.HostConfig.Binds) != 0 {
+				t.Errorf("binds %v, want none", s.HostConfig.Binds)
+			}
+			m := s.HostConfig.Mounts
+			if len(m) != 4 || m[0].Type != mount.TypeBind || !m[0].ReadOnly || !m[0].BindOptions.ReadOnlyNonRecursive || m[0].BindOptions.ReadOnlyForceRecursive {
+				t.Fatalf("mounts %+v", m)
+			}
+			if !m[1].ReadOnly || !m[1].BindOptions.ReadOnlyForceRecursive || m[1].BindOptions.ReadOnlyNonRecursive {
+				t.Errorf("mount 1 %+v", m[1].BindOptions)
+			}
+			if m[2].Source != "/host/a:b" || m[3].Type != mount.TypeImage {
+				t.Errorf("mounts 2, 3: %+v %+v", m[2], m[3])
 			}
 		}},
 		{name: "a colon in a bind's host path", mod: func(c *runtimeapi.ContainerConfig) {
@@ -220,9 +249,15 @@ func TestContainerSpec(t *testing.T) {
 		{name: "recursive read-only on old Docker", mod: func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/r", HostPath: "/host/r", Readonly: true, RecursiveReadOnly: true}}
 		}, errText: "config.mounts[0].recursive_read_only: not on this Docker"},
-		{name: "recursive read-only cannot be relabelled", opts: current, mod: func(c *runtimeapi.ContainerConfig) {
+		{name: "recursive read-only cannot be relabelled with SELinux", opts: func(o *ContainerOptions) { current(o); o.SELinux = true }, mod: func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/r", HostPath: "/host/r", Readonly: true, RecursiveReadOnly: true, SelinuxRelabel: true}}
-		}, errText: "config.mounts[0].recursive_read_only"},
+		}, errText: "config.mounts[0].recursive_read_only: cannot be combined with selinux_relabel: Docker relabels only legacy binds"},
+		{name: "a colon in a relabelled host path with SELinux", opts: func(o *ContainerOptions) { current(o); o.SELinux = true }, mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/a", HostPath: "/host/a:z", SelinuxRelabel: true}}
+		}, errText: "config.mounts[0].host_path"},
+		{name: "image volumes cannot be relabelled with SELinux", opts: func(o *ContainerOptions) { current(o); o.SELinux = true }, mod: func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/img", Image: &runtimeapi.ImageSpec{Image: "sha256:img"}, SelinuxRelabel: true}}
+		}, errText: "config.mounts[0].selinux_relabel: Docker cannot relabel an image mount"},
 		{name: "image volumes", opts: current, mod: func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{
 				{ContainerPath: "/img", Image: &runtimeapi.ImageSpec{Image: "sha256:img"}},
@@ -308,7 +343,7 @@ func TestContainerSpec(t *testing.T) {
 		{name: "apparmor profile with apparmor", opts: func(o *ContainerOptions) { o.AppArmor = true }, mod: func(c *runtimeapi.ContainerConfig) {
 			c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "localhost/k8s-nginx"}
 		}, check: func(t *testing.T, s *CreateSpec) {
-			if !slices.Equal(s.HostConfig.SecurityOpt, []string{"apparmor=k8s-nginx"}) {
+			if !slices.Equal(s.HostConfig.SecurityOpt, []string{"seccomp=unconfined", "apparmor=k8s-nginx"}) {
 				t.Errorf("opts %v", s.HostConfig.SecurityOpt)
 			}
 		}},
@@ -475,4 +510,89 @@ func TestSignals(t *testing.T) {
 	if SignalName(runtimeapi.Signal_SIGNAL_SIGUSR2) != "SIGUSR2" || SignalName(runtimeapi.Signal_SIGNAL_SIGRTMAXMINUS1) != "SIGRTMAX-1" {
 		t.Errorf("SignalName")
 	}
+}
+
+// TestSeccompProfiles checks the seccomp option a container and a pod's
+// pause container get for each way CRI can name (or not name) a profile:
+// CRI defines none as unconfined, so only RuntimeDefault leaves Docker's
+// default profile in place.
+func TestSeccompProfiles(t *testing.T) {
+	readFile := func(p string) ([]byte, error) {
+		if p != "/p.json" {
+			return nil, errors.New("no such file")
+		}
+		return []byte(`{"defaultAction":"SCMP_ACT_ALLOW"}`), nil
+	}
+	profile := func(t runtimeapi.SecurityProfile_ProfileType, ref string) *runtimeapi.SecurityProfile {
+		return &runtimeapi.SecurityProfile{ProfileType: t, LocalhostRef: ref}
+	}
+	const unconfined = "seccomp=unconfined"
+	for _, tc := range []struct {
+		name       string
+		noContext  bool // no security context at all
+		seccomp    *runtimeapi.SecurityProfile
+		legacy     string
+		privileged bool
+		want       string // "" for Docker's default profile
+	}{
+		{name: "no security context", noContext: true, want: unconfined},
+		{name: "no profile", want: unconfined},
+		{name: "unconfined", seccomp: profile(runtimeapi.SecurityProfile_Unconfined, ""), want: unconfined},
+		{name: "runtime default", seccomp: profile(runtimeapi.SecurityProfile_RuntimeDefault, ""), want: ""},
+		{name: "an empty profile is RuntimeDefault, the enum's zero", seccomp: &runtimeapi.SecurityProfile{}, want: ""},
+		{name: "localhost", seccomp: profile(runtimeapi.SecurityProfile_Localhost, "/p.json"), want: `seccomp={"defaultAction":"SCMP_ACT_ALLOW"}`},
+		{name: "legacy runtime/default", legacy: "runtime/default", want: ""},
+		{name: "legacy docker/default", legacy: "docker/default", want: ""},
+		{name: "legacy unconfined", legacy: "unconfined", want: unconfined},
+		{name: "legacy localhost", legacy: "localhost//p.json", want: `seccomp={"defaultAction":"SCMP_ACT_ALLOW"}`},
+		{name: "the profile wins over the legacy path", seccomp: profile(runtimeapi.SecurityProfile_RuntimeDefault, ""), legacy: "unconfined", want: ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ctrConfig()
+			if !tc.noContext {
+				c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{Seccomp: tc.seccomp, SeccompProfilePath: tc.legacy}
+			}
+			s, err := ContainerSpec(podRecord(), c, ContainerOptions{APIVersion: "1.41", ReadFile: readFile})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := seccompOf(s.HostConfig.SecurityOpt); got != tc.want {
+				t.Errorf("container: seccomp option %q, want %q (all: %v)", got, tc.want, s.HostConfig.SecurityOpt)
+			}
+
+			p := sandboxConfig()
+			if !tc.noContext {
+				p.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Seccomp: tc.seccomp, SeccompProfilePath: tc.legacy}
+			}
+			ps, err := SandboxSpec(p, "", SandboxOptions{Image: "pause:1", CgroupDriver: "cgroupfs", ReadFile: readFile})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := seccompOf(ps.HostConfig.SecurityOpt); got != tc.want {
+				t.Errorf("pause container: seccomp option %q, want %q (all: %v)", got, tc.want, ps.HostConfig.SecurityOpt)
+			}
+		})
+	}
+	// Privileged containers are unconfined whatever they name.
+	for _, o := range []ContainerOptions{{APIVersion: "1.41"}, {APIVersion: "1.41", HostCapabilities: []string{"CAP_CHOWN"}}} {
+		c := ctrConfig()
+		c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{Privileged: true, Seccomp: profile(runtimeapi.SecurityProfile_RuntimeDefault, "")}
+		s, err := ContainerSpec(podRecord(), c, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := seccompOf(s.HostConfig.SecurityOpt); !s.HostConfig.Privileged && got != unconfined {
+			t.Errorf("privileged (host caps %v): privileged mode %v, seccomp option %q", o.HostCapabilities, s.HostConfig.Privileged, got)
+		}
+	}
+}
+
+// seccompOf returns the seccomp= option among Docker security options.
+func seccompOf(opts []string) string {
+	for _, o := range opts {
+		if strings.HasPrefix(o, "seccomp=") {
+			return o
+		}
+	}
+	return ""
 }

@@ -93,7 +93,7 @@ func TestSandboxSpec(t *testing.T) {
 			if s.Config.User != "65535:65534" || !slices.Equal(hc.GroupAdd, []string{"10"}) || !hc.ReadonlyRootfs {
 				t.Errorf("user %q groups %v ro %v", s.Config.User, hc.GroupAdd, hc.ReadonlyRootfs)
 			}
-			if !slices.Equal(hc.SecurityOpt, []string{"label=type:spc_t", "label=level:s0"}) {
+			if !slices.Equal(hc.SecurityOpt, []string{"label=type:spc_t", "label=level:s0", "seccomp=unconfined"}) {
 				t.Errorf("security opts %v", hc.SecurityOpt)
 			}
 		}},

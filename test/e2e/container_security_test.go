@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -209,6 +210,67 @@ func TestSeccompProfiles(t *testing.T) {
 	if id := p.run(t, def); procStatus(t, id, "Seccomp") != "2" {
 		t.Errorf("RuntimeDefault container has no seccomp filter")
 	}
+
+	// CRI defines an absent profile (and an empty seccomp_profile_path) as
+	// unconfined, as containerd and CRI-O run it: Docker's default profile
+	// is only for RuntimeDefault. Read through ExecSync, as a CRI client
+	// sees it.
+	none := containerConfig("none", "sleep 3600")
+	none.Linux.SecurityContext = nil
+	empty := containerConfig("empty", "sleep 3600")
+	empty.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{RunAsUser: &runtimeapi.Int64Value{Value: 0}}
+	for _, cfg := range []*runtimeapi.ContainerConfig{none, empty} {
+		if mode := execStatus(t, p.run(t, cfg), "/proc/self/status", "Seccomp"); mode != "0" {
+			t.Errorf("container %s names no seccomp profile: Seccomp %s, want 0 (unconfined)", cfg.Metadata.Name, mode)
+		}
+	}
+
+	// The pause container: a pod that names no profile (p) runs it
+	// unconfined, a RuntimeDefault pod (as kubelet always asks) under
+	// Docker's default profile. A container in the pod's PID namespace
+	// sees the pause process as PID 1.
+	defPod := podConfig("sec-seccomp-default")
+	defPod.LogDirectory = t.TempDir()
+	defPod.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
+		Seccomp: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault},
+	}
+	for _, tc := range []struct {
+		pod  *pod
+		want string
+	}{
+		{p, "0"},
+		{&pod{b: berth, id: runPod(t, berth, defPod), cfg: defPod}, "2"},
+	} {
+		peek := containerConfig("peek", "sleep 3600")
+		peek.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD}}
+		id := tc.pod.run(t, peek)
+		if cmd := execStatus(t, id, "/proc/1/cmdline", ""); !strings.Contains(cmd, "pause") {
+			t.Fatalf("PID 1 of pod %s is %q, not the pause process", tc.pod.cfg.Metadata.Name, cmd)
+		}
+		if mode := execStatus(t, id, "/proc/1/status", "Seccomp"); mode != tc.want {
+			t.Errorf("pause container of pod %s (seccomp %v): Seccomp %s, want %s", tc.pod.cfg.Metadata.Name, tc.pod.cfg.GetLinux().GetSecurityContext().GetSeccomp(), mode, tc.want)
+		}
+	}
+}
+
+// execStatus reads a file in a container through ExecSync and returns the
+// value of one "field:" line in it, or the whole file when field is "".
+func execStatus(t *testing.T, id, path, field string) string {
+	t.Helper()
+	res, err := execSync(t, berth, id, 10, "cat", path)
+	if err != nil || res.GetExitCode() != 0 {
+		t.Fatalf("ExecSync cat %s: %v, exit %d: %s", path, err, res.GetExitCode(), res.GetStderr())
+	}
+	if field == "" {
+		return string(res.GetStdout())
+	}
+	for _, line := range strings.Split(string(res.GetStdout()), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no %s in %s", field, path)
+	return ""
 }
 
 func TestSELinuxAndAppArmorOptionsReachDocker(t *testing.T) {
@@ -220,8 +282,10 @@ func TestSELinuxAndAppArmorOptionsReachDocker(t *testing.T) {
 		Apparmor:       &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined},
 	}
 	// selinux_relabel asks Docker to relabel the host directory with the
-	// container's private label (a legacy bind with Z; Docker relabels
-	// only on a host with SELinux).
+	// container's private label: a legacy bind with Z where the daemon
+	// labels containers (name=selinux in its security options); elsewhere
+	// Docker would not relabel, and the mount is made as without it.
+	selinux := slices.Contains(facts(t, "").securityOpts, "name=selinux")
 	dir := t.TempDir()
 	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: dir, SelinuxRelabel: true}}
 	id := p.create(t, cfg)
@@ -231,8 +295,15 @@ func TestSELinuxAndAppArmorOptionsReachDocker(t *testing.T) {
 			t.Errorf("SecurityOpt %s lacks %s", opts, want)
 		}
 	}
-	if binds, _ := docker(t, "inspect", "-f", "{{json .HostConfig.Binds}}", id); binds != `["`+dir+`:/data:rw,rprivate,Z"]` {
+	binds, _ := docker(t, "inspect", "-f", "{{json .HostConfig.Binds}}", id)
+	switch {
+	case selinux && binds != `["`+dir+`:/data:rw,rprivate,Z"]`:
 		t.Errorf("binds = %s, want %s relabelled (Z)", binds, dir)
+	case !selinux && strings.Contains(binds, "Z"):
+		t.Errorf("binds = %s: relabelled on a daemon without SELinux", binds)
+	}
+	if src, _ := docker(t, "inspect", "-f", `{{range .Mounts}}{{if eq .Destination "/data"}}{{.Source}}{{end}}{{end}}`, id); src != dir {
+		t.Errorf("/data is mounted from %q, want %s", src, dir)
 	}
 }
 
