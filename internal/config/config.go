@@ -128,7 +128,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.RootDir, "cri-dockerd-root-directory", c.RootDir,
 		"Alias of --root-dir, for cri-dockerd unit files.")
 	fs.StringVar(&c.PodInfraContainerImage, "pod-infra-container-image", c.PodInfraContainerImage,
-		"Image of every pod's sandbox (pause) container. Built locally when absent and unpullable.")
+		"Image of every pod's sandbox (pause) container. Berth's own (the default) is built locally; another is pulled when absent, with the credentials in Docker's config.json, and Berth's pause program stands in for it if the pull fails.")
 	fs.StringSliceVar(&c.PinnedImages, "pinned-images", c.PinnedImages,
 		"Comma-separated images reported as pinned, so kubelet never garbage-collects them.")
 	fs.StringVar(&c.NetworkPlugin, "network-plugin", c.NetworkPlugin,

@@ -212,6 +212,7 @@ func New(d Deps) *Service {
 		Image:   d.Config.PodInfraContainerImage,
 		Builtin: d.Config.PodInfraContainerImage == config.DefaultPauseImage,
 		Docker:  d.Docker,
+		Pull:    s.pullSandboxImage,
 		Log:     d.Logger,
 	}
 	return s
