@@ -83,6 +83,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		ConfDir:  cfg.CNIConfDir,
 		CacheDir: cfg.CNICacheDir,
 		MTU:      cfg.NetworkPluginMTU,
+		PodCIDR:  cfg.PodCIDR,
 	})
 
 	checkpoints, err := checkpoint.Open(filepath.Join(cfg.RootDir, "sandboxes"))

@@ -142,7 +142,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.NetworkPluginMTU, "network-plugin-mtu", c.NetworkPluginMTU,
 		"MTU passed to CNI plugins as runtime config; 0 leaves it to the network configuration.")
 	fs.StringVar(&c.PodCIDR, "pod-cidr", c.PodCIDR,
-		"Initial pod CIDR, reported until kubelet sets one with UpdateRuntimeConfig.")
+		"Initial pod CIDR (IPv4, IPv6, or both comma-separated) until kubelet sets one with UpdateRuntimeConfig; passed to CNI plugins that declare the ipRanges capability.")
 	fs.DurationVar(&c.RuntimeRequestTimeout, "runtime-request-timeout", c.RuntimeRequestTimeout,
 		"Upper bound on every Docker call except long-running ones (pull, exec, attach, logs).")
 	fs.DurationVar(&c.ImagePullProgressDeadline, "image-pull-progress-deadline", c.ImagePullProgressDeadline,

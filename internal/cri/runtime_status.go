@@ -88,8 +88,6 @@ func (s *Service) verboseInfo(h docker.Health) map[string]string {
 	if b, err := json.Marshal(s.pause.State()); err == nil {
 		info["sandboxImage"] = string(b)
 	}
-	s.mu.Lock()
-	info["podCIDR"] = s.podCIDR
-	s.mu.Unlock()
+	info["podCIDR"] = s.network.PodCIDR()
 	return info
 }
