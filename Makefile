@@ -45,6 +45,7 @@ E2E_CURRENT_TESTS := \
 	SlowPullThatKeepsProgressingOutlivesTheDeadline StalledPullIsCancelled \
 	CancelledPullRequestCancelsDockerPull ListImagesAndImageStatus ImageStatusVerbose \
 	RemoveImage ImageFsInfo ImageVolumes \
+	SandboxImageIsPulled SandboxImageFallsBackToALocalBuild SandboxImagePullUsesTheNodesDockerCredentials \
 	PodSandboxLifecycle DockerBridgeMode HostNetworkPod DNSConfigReachesContainers \
 	PodSecurityContextReachesThePauseContainer \
 	ContainerLifecycle ContainerStopSignal ContainerExitReasons BindMounts \

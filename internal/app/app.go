@@ -53,6 +53,9 @@ func Run(ctx context.Context, cfg config.Config) error {
 	level, _ := config.ParseLogLevel(cfg.LogLevel)
 	log := logging.New(os.Stderr, level, cfg.LogFormat)
 	log.Info("starting berth", "version", version.String(), "endpoint", cfg.Endpoint, "docker", cfg.DockerEndpoint)
+	for _, f := range cfg.IgnoredFlags() {
+		log.Warn("a flag accepted for cri-dockerd compatibility has no effect", "flag", f.Flag, "why", f.Why, "instead", f.Where)
+	}
 
 	if err := os.MkdirAll(cfg.RootDir, 0o700); err != nil {
 		return fmt.Errorf("--root-dir: %w", err)
@@ -76,6 +79,10 @@ func Run(ctx context.Context, cfg config.Config) error {
 			m.DockerUp.Set(0)
 		}
 	})
+	// Before dockerClient.Run, so the first connection moves Docker too.
+	if err := placeRuntime(ctx, cfg, log, dockerClient); err != nil {
+		return err
+	}
 
 	netManager := network.New(network.Options{
 		Plugin:   cfg.NetworkPlugin,
@@ -83,6 +90,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		ConfDir:  cfg.CNIConfDir,
 		CacheDir: cfg.CNICacheDir,
 		MTU:      cfg.NetworkPluginMTU,
+		PodCIDR:  cfg.PodCIDR,
 	})
 
 	checkpoints, err := checkpoint.Open(filepath.Join(cfg.RootDir, "sandboxes"))

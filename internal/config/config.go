@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/berth-cri/berth/internal/cgroups"
 	"github.com/berth-cri/berth/internal/dockerspec"
 )
 
@@ -128,7 +129,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.RootDir, "cri-dockerd-root-directory", c.RootDir,
 		"Alias of --root-dir, for cri-dockerd unit files.")
 	fs.StringVar(&c.PodInfraContainerImage, "pod-infra-container-image", c.PodInfraContainerImage,
-		"Image of every pod's sandbox (pause) container. Built locally when absent and unpullable.")
+		"Image of every pod's sandbox (pause) container. Berth's own (the default) is built locally; another is pulled when absent, with the credentials in Docker's config.json, and Berth's pause program stands in for it if the pull fails.")
 	fs.StringSliceVar(&c.PinnedImages, "pinned-images", c.PinnedImages,
 		"Comma-separated images reported as pinned, so kubelet never garbage-collects them.")
 	fs.StringVar(&c.NetworkPlugin, "network-plugin", c.NetworkPlugin,
@@ -142,7 +143,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.NetworkPluginMTU, "network-plugin-mtu", c.NetworkPluginMTU,
 		"MTU passed to CNI plugins as runtime config; 0 leaves it to the network configuration.")
 	fs.StringVar(&c.PodCIDR, "pod-cidr", c.PodCIDR,
-		"Initial pod CIDR, reported until kubelet sets one with UpdateRuntimeConfig.")
+		"Initial pod CIDR (IPv4, IPv6, or both comma-separated) until kubelet sets one with UpdateRuntimeConfig; passed to CNI plugins that declare the ipRanges capability.")
 	fs.DurationVar(&c.RuntimeRequestTimeout, "runtime-request-timeout", c.RuntimeRequestTimeout,
 		"Upper bound on every Docker call except long-running ones (pull, exec, attach, logs).")
 	fs.DurationVar(&c.ImagePullProgressDeadline, "image-pull-progress-deadline", c.ImagePullProgressDeadline,
@@ -168,11 +169,42 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.OOMScoreAdjPolicy, "oom-score-adj-policy", c.OOMScoreAdjPolicy,
 		`Negative oom_score_adj: "auto" clamps it when the host cannot lower it (no CAP_SYS_RESOURCE), "clamp" always clamps, "exact" never does.`)
 	fs.StringVar(&c.HairpinMode, "hairpin-mode", c.HairpinMode,
-		"Accepted for cri-dockerd compatibility; with CNI the network configuration decides hairpin mode.")
+		"Accepted for cri-dockerd compatibility, with no effect (a warning says so): with CNI the bridge plugin's hairpinMode in the conflist decides.")
 	fs.BoolVar(&c.IPv6DualStack, "ipv6-dual-stack", c.IPv6DualStack,
-		"Accepted for cri-dockerd compatibility; Berth reports every IP family the CNI result has.")
+		"Accepted for cri-dockerd compatibility, with no effect (a warning says so): a pod gets the IP families its conflist's IPAM ranges give, and Berth reports every one.")
 	fs.StringVar(&c.RuntimeCgroups, "runtime-cgroups", c.RuntimeCgroups,
-		"Accepted for cri-dockerd compatibility; run Berth in a cgroup with systemd's Slice= instead.")
+		"Cgroup to create and run the runtime in, as cri-dockerd: Berth, dockerd and its containerd, with a memory limit of 70% of the machine's. An absolute path (/berth-runtime), or a systemd slice name (berth-runtime.slice).")
+}
+
+// IgnoredFlag is a flag Berth accepts for cri-dockerd compatibility and set
+// to something other than its default, which has no effect on Berth.
+type IgnoredFlag struct {
+	Flag  string // e.g. "--hairpin-mode=promiscuous-bridge"
+	Why   string // what decides instead
+	Where string // where to set it
+}
+
+// IgnoredFlags lists the compatibility flags c sets to no effect: a
+// cri-dockerd unit file must start Berth unchanged, but nothing it says
+// may be silently dropped (berth serve logs each, berth doctor reports
+// each).
+func (c *Config) IgnoredFlags() []IgnoredFlag {
+	var out []IgnoredFlag
+	if c.HairpinMode != Default().HairpinMode {
+		out = append(out, IgnoredFlag{
+			Flag:  "--hairpin-mode=" + c.HairpinMode,
+			Why:   "with CNI the network configuration decides whether a pod reaches itself through its service (in Docker-bridge mode, Docker does)",
+			Where: `the bridge plugin's "hairpinMode": true in the CNI conflist`,
+		})
+	}
+	if c.IPv6DualStack != Default().IPv6DualStack {
+		out = append(out, IgnoredFlag{
+			Flag:  fmt.Sprintf("--ipv6-dual-stack=%v", c.IPv6DualStack),
+			Why:   "a pod gets the IP families its CNI configuration's IPAM ranges give it, and Berth reports every one",
+			Where: "an IPv4 and an IPv6 range in the conflist's IPAM (or a dual-stack pod CIDR through the ipRanges capability)",
+		})
+	}
+	return out
 }
 
 // Validate reports every invalid value in c, naming the flag.
@@ -277,6 +309,11 @@ func (c *Config) Validate() error {
 	case "promiscuous-bridge", "hairpin-veth", "none":
 	default:
 		bad("hairpin-mode", "%q is not promiscuous-bridge, hairpin-veth or none", c.HairpinMode)
+	}
+	if c.RuntimeCgroups != "" {
+		if _, err := cgroups.ResolveRuntimeName(c.RuntimeCgroups); err != nil {
+			bad("runtime-cgroups", "%v", err)
+		}
 	}
 	return errors.Join(errs...)
 }

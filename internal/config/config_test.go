@@ -83,6 +83,9 @@ func TestInvalidValuesNameTheFlag(t *testing.T) {
 		{[]string{"--log-format=xml"}, "--log-format"},
 		{[]string{"--oom-score-adj-policy=never"}, "--oom-score-adj-policy"},
 		{[]string{"--hairpin-mode=always"}, "--hairpin-mode"},
+		{[]string{"--runtime-cgroups=berth-runtime"}, "--runtime-cgroups"},
+		{[]string{"--runtime-cgroups=/"}, "--runtime-cgroups"},
+		{[]string{"--runtime-cgroups=/a/../b"}, "--runtime-cgroups"},
 		{[]string{"--socket-group=no-such-group-berth"}, "--socket-group"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -91,6 +94,42 @@ func TestInvalidValuesNameTheFlag(t *testing.T) {
 				t.Errorf("error = %v, want one naming %s", err, tc.flag)
 			}
 		})
+	}
+}
+
+// TestIgnoredFlags: the compatibility flags with no effect are named
+// exactly when they are set to something other than their default, with
+// what decides instead.
+func TestIgnoredFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, nil},
+		{[]string{"--hairpin-mode=hairpin-veth", "--ipv6-dual-stack=false"}, nil},
+		{[]string{"--hairpin-mode=promiscuous-bridge"}, []string{"--hairpin-mode=promiscuous-bridge"}},
+		{[]string{"--hairpin-mode=none", "--ipv6-dual-stack"}, []string{"--hairpin-mode=none", "--ipv6-dual-stack=true"}},
+		// --runtime-cgroups has an effect.
+		{[]string{"--runtime-cgroups=/berth-runtime"}, nil},
+	} {
+		c, err := parse(t, tc.args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, f := range c.IgnoredFlags() {
+			got = append(got, f.Flag)
+			if f.Why == "" || f.Where == "" {
+				t.Errorf("%s: no reason or no place to set it instead: %+v", f.Flag, f)
+			}
+		}
+		if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+			t.Errorf("IgnoredFlags(%v) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+	c, _ := parse(t, "--hairpin-mode=none", "--ipv6-dual-stack")
+	if f := c.IgnoredFlags(); !strings.Contains(f[0].Where, "hairpinMode") || !strings.Contains(f[1].Where, "range") {
+		t.Errorf("what decides instead: %+v", f)
 	}
 }
 

@@ -391,6 +391,8 @@ func (downBackend) Del(context.Context, string, *network.Attachment, string) err
 }
 func (downBackend) Check(context.Context, string, *network.Attachment) error { return errDown }
 func (downBackend) CachedIPs(string) []string                                { return nil }
+func (downBackend) SetPodCIDR(string) bool                                   { return false }
+func (downBackend) PodCIDR() string                                          { return "" }
 
 func (downBackend) PullImage(context.Context, string, docker.PullOptions) error { return errDown }
 func (downBackend) InspectImage(context.Context, string) (image.InspectResponse, error) {

@@ -39,6 +39,16 @@ func (s *Service) PullImage(ctx context.Context, req *runtimeapi.PullImageReques
 		return nil, err
 	}
 
+	id, err := s.sharedPull(ctx, ref, auth)
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.PullImageResponse{ImageRef: id}, nil
+}
+
+// sharedPull pulls ref with auth (an X-Registry-Auth value), joining an
+// identical pull in flight, and returns the image id.
+func (s *Service) sharedPull(ctx context.Context, ref dockerspec.ImageRef, auth string) (string, error) {
 	// Credentials are part of the key: a caller never gets an image
 	// through a pull made with someone else's credentials.
 	sum := sha256.Sum256([]byte(auth))
@@ -46,10 +56,7 @@ func (s *Service) PullImage(ctx context.Context, req *runtimeapi.PullImageReques
 	id, _, err := s.img.pulls.Do(ctx, key, func(ctx context.Context) (string, error) {
 		return s.pull(ctx, ref, auth)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &runtimeapi.PullImageResponse{ImageRef: id}, nil
+	return id, err
 }
 
 // pull runs one Docker pull and returns the pulled image's id.

@@ -848,8 +848,10 @@ type fakeNetwork struct {
 	dels []delCall
 }
 
-func (n *fakeNetwork) Ready() (bool, string) { return true, "" }
-func (n *fakeNetwork) UsesCNI() bool         { return n.cni }
+func (n *fakeNetwork) Ready() (bool, string)  { return true, "" }
+func (n *fakeNetwork) UsesCNI() bool          { return n.cni }
+func (n *fakeNetwork) SetPodCIDR(string) bool { return false }
+func (n *fakeNetwork) PodCIDR() string        { return "" }
 func (n *fakeNetwork) Prepare(p network.PodNetwork) (*network.Attachment, error) {
 	return &network.Attachment{ConfList: json.RawMessage(`{"name":"current"}`), NetNS: p.NetNS}, nil
 }

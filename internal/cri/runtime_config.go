@@ -26,9 +26,11 @@ func (s *Service) RuntimeConfig(ctx context.Context, _ *runtimeapi.RuntimeConfig
 	}, nil
 }
 
-// UpdateRuntimeConfig records the pod CIDR kubelet hands down. CNI plugins
-// take their ranges from their own configuration; the CIDR is reported in
-// Status's verbose info.
+// UpdateRuntimeConfig records the pod CIDR kubelet hands down. As
+// dockershim and cri-dockerd did, it reaches the CNI plugins that declare
+// the ipRanges capability (host-local then allocates from it) for pods set
+// up from now on; plugins with ranges of their own ignore it. It is also
+// reported in Status's verbose info.
 func (s *Service) UpdateRuntimeConfig(ctx context.Context, req *runtimeapi.UpdateRuntimeConfigRequest) (*runtimeapi.UpdateRuntimeConfigResponse, error) {
 	cidr := req.GetRuntimeConfig().GetNetworkConfig().GetPodCidr()
 	if cidr == "" {
@@ -39,11 +41,7 @@ func (s *Service) UpdateRuntimeConfig(ctx context.Context, req *runtimeapi.Updat
 			return nil, errdefs.InvalidArgument("runtime_config.network_config.pod_cidr", "%q is not a CIDR", c)
 		}
 	}
-	s.mu.Lock()
-	changed := s.podCIDR != cidr
-	s.podCIDR = cidr
-	s.mu.Unlock()
-	if changed {
+	if s.network.SetPodCIDR(cidr) {
 		s.log.Info("pod CIDR set", "podCIDR", cidr)
 	}
 	return &runtimeapi.UpdateRuntimeConfigResponse{}, nil

@@ -89,8 +89,9 @@ func (s *Service) verboseInfo(h docker.Health) map[string]string {
 	if b, err := json.Marshal(map[string]any{"clamp": s.oom.Clamp, "lowest": s.oom.Min}); err == nil {
 		info["oomScoreAdj"] = string(b)
 	}
-	s.mu.Lock()
-	info["podCIDR"] = s.podCIDR
-	s.mu.Unlock()
+	if b, err := json.Marshal(s.pause.State()); err == nil {
+		info["sandboxImage"] = string(b)
+	}
+	info["podCIDR"] = s.network.PodCIDR()
 	return info
 }

@@ -65,6 +65,11 @@ type Network interface {
 	// CachedIPs reads the IPs libcni cached for a sandbox set up by
 	// another runtime (cri-dockerd), or nil.
 	CachedIPs(sandboxID string) []string
+	// SetPodCIDR records the pod CIDR kubelet gives, which reaches CNI
+	// plugins that ask for it (ipRanges); it reports whether it changed.
+	SetPodCIDR(cidr string) bool
+	// PodCIDR returns the pod CIDR last set.
+	PodCIDR() string
 }
 
 // Streams hands out the single-use URLs of the streaming server, where
@@ -169,9 +174,6 @@ type Service struct {
 	// watcher starts from there so nothing in between is missed.
 	recoveredAt time.Time
 
-	mu      sync.Mutex // guards podCIDR
-	podCIDR string
-
 	// stats and events serve the stats, metrics and GetContainerEvents
 	// RPCs (stats_helpers.go, container_events.go); Start runs them.
 	stats  *statsState
@@ -196,7 +198,6 @@ func New(d Deps) *Service {
 		host:        d.Host,
 		logs:        d.Logs,
 		log:         d.Logger,
-		podCIDR:     d.Config.PodCIDR,
 		runs:        newDetachedRuns(),
 		locks:       newKeyedMutex(),
 		imageGroups: newImageGroupCache(256),
@@ -212,6 +213,7 @@ func New(d Deps) *Service {
 		Image:   d.Config.PodInfraContainerImage,
 		Builtin: d.Config.PodInfraContainerImage == config.DefaultPauseImage,
 		Docker:  d.Docker,
+		Pull:    s.pullSandboxImage,
 		Log:     d.Logger,
 	}
 	return s

@@ -216,3 +216,21 @@ func checkLeftovers(_ context.Context, e *env) []Finding {
 	}
 	return out
 }
+
+// checkCompatFlags: flags Berth accepts from cri-dockerd unit files but
+// that have no effect on it are set to their defaults, or the operator is
+// told what decides instead.
+func checkCompatFlags(_ context.Context, e *env) []Finding {
+	const name = "compat-flags"
+	ignored := e.opts.Config.IgnoredFlags()
+	if len(ignored) == 0 {
+		return []Finding{pass(name, "no flag accepted for cri-dockerd compatibility is set to a value Berth ignores")}
+	}
+	var out []Finding
+	for _, f := range ignored {
+		out = append(out, warn(name,
+			fmt.Sprintf("%s has no effect on Berth: %s", f.Flag, f.Why),
+			fmt.Sprintf("remove the flag; set %s instead", f.Where)))
+	}
+	return out
+}

@@ -157,6 +157,7 @@ var checks = []check{
 	checkDocker,
 	checkCgroupDriver,
 	checkCNI,
+	checkCompatFlags,
 	checkPauseImage,
 	checkBerthSocket,
 	checkKubeletEndpoint,

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berth-cri/berth/internal/config"
 	"github.com/berth-cri/berth/internal/docker"
 )
 
@@ -73,5 +74,31 @@ func TestCheckUserNamespaces(t *testing.T) {
 				t.Errorf("findings = %+v", f)
 			}
 		})
+	}
+}
+
+// TestCompatFlags: a cri-dockerd flag Berth ignores is a warning naming
+// what decides instead; the defaults pass.
+func TestCompatFlags(t *testing.T) {
+	cfg := config.Default()
+	got := checkCompatFlags(context.Background(), &env{opts: Options{Config: cfg}})
+	if len(got) != 1 || got[0].Status != Pass || got[0].Check != "compat-flags" {
+		t.Errorf("defaults: %+v", got)
+	}
+	cfg.HairpinMode = "promiscuous-bridge"
+	cfg.IPv6DualStack = true
+	cfg.RuntimeCgroups = "/berth-runtime" // has an effect: not reported
+	got = checkCompatFlags(context.Background(), &env{opts: Options{Config: cfg}})
+	if len(got) != 2 {
+		t.Fatalf("findings = %+v, want one per ignored flag", got)
+	}
+	for i, want := range []struct{ flag, instead string }{
+		{"--hairpin-mode=promiscuous-bridge", "hairpinMode"},
+		{"--ipv6-dual-stack=true", "IPAM"},
+	} {
+		f := got[i]
+		if f.Status != Warn || !strings.Contains(f.Detail, want.flag) || !strings.Contains(f.Detail, "no effect") || !strings.Contains(f.Fix, want.instead) {
+			t.Errorf("finding %d = %+v, want a warning about %s naming %s", i, f, want.flag, want.instead)
+		}
 	}
 }

@@ -84,6 +84,12 @@ func (m *Manager) Prepare(pod PodNetwork) (*Attachment, error) {
 	if pod.CgroupParent != "" {
 		caps["cgroupPath"] = pod.CgroupParent
 	}
+	// libcni passes a capability only to plugins that declare it, so the
+	// ranges reach exactly the configurations that ask for them. They are
+	// stored with the attachment: DEL gets the ranges ADD had.
+	if r := ipRanges(m.PodCIDR()); len(r) > 0 {
+		caps[ipRangesCapability] = r
+	}
 	_, loopErr := invoke.FindInPath("loopback", m.opts.BinDirs)
 	return &Attachment{
 		ConfList:       confList,

@@ -1,6 +1,10 @@
 package network
 
 import (
+	"fmt"
+	"strings"
+	"sync"
+
 	"github.com/containernetworking/cni/libcni"
 )
 
@@ -12,12 +16,18 @@ type Options struct {
 	ConfDir  string
 	CacheDir string
 	MTU      int
+	// PodCIDR is the pod CIDR until kubelet sets one (UpdateRuntimeConfig):
+	// one CIDR, or an IPv4 and an IPv6 one, comma-separated.
+	PodCIDR string
 }
 
 // Manager runs CNI for pod sandboxes.
 type Manager struct {
 	opts Options
 	cni  *libcni.CNIConfig
+
+	mu      sync.Mutex // guards podCIDR
+	podCIDR string
 }
 
 // New returns a Manager. It reads no configuration yet: the configuration
@@ -25,9 +35,28 @@ type Manager struct {
 // network add-ons do) is picked up.
 func New(opts Options) *Manager {
 	return &Manager{
-		opts: opts,
-		cni:  libcni.NewCNIConfigWithCacheDir(opts.BinDirs, opts.CacheDir, nil),
+		opts:    opts,
+		cni:     libcni.NewCNIConfigWithCacheDir(opts.BinDirs, opts.CacheDir, nil),
+		podCIDR: opts.PodCIDR,
 	}
+}
+
+// SetPodCIDR records the node's pod CIDR (kubelet's UpdateRuntimeConfig)
+// and reports whether it changed. Pods set up from then on get it as the
+// ipRanges capability; pods already running keep their addresses.
+func (m *Manager) SetPodCIDR(cidr string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	changed := m.podCIDR != cidr
+	m.podCIDR = cidr
+	return changed
+}
+
+// PodCIDR returns the pod CIDR last set, or "".
+func (m *Manager) PodCIDR() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.podCIDR
 }
 
 // UsesCNI reports whether pods get their network from CNI (as opposed to
@@ -40,8 +69,48 @@ func (m *Manager) Ready() (bool, string) {
 	if !m.UsesCNI() {
 		return true, ""
 	}
-	if _, _, err := LoadConfig(m.opts.ConfDir, m.opts.BinDirs); err != nil {
+	list, file, err := LoadConfig(m.opts.ConfDir, m.opts.BinDirs)
+	if err != nil {
 		return false, err.Error()
 	}
+	// As cri-dockerd: a configuration that takes its ranges from the pod
+	// CIDR cannot give a pod an address before there is one.
+	if wantsIPRanges(list) && m.PodCIDR() == "" {
+		return false, fmt.Sprintf("%s: a plugin takes its address ranges from the pod CIDR (capability %q) and none is set yet: kubelet sets it with UpdateRuntimeConfig (the node's podCIDR), or give --pod-cidr", file, ipRangesCapability)
+	}
 	return true, ""
+}
+
+// ipRangesCapability is the CNI capability through which host-local (and
+// other IPAM plugins) take their ranges from the runtime: what kubelet's
+// kubenet-era runtimes, dockershim and cri-dockerd, passed the pod CIDR as.
+const ipRangesCapability = "ipRanges"
+
+// wantsIPRanges reports whether a plugin of list declares the ipRanges
+// capability.
+func wantsIPRanges(list *libcni.NetworkConfigList) bool {
+	for _, p := range list.Plugins {
+		if p.Network.Capabilities[ipRangesCapability] {
+			return true
+		}
+	}
+	return false
+}
+
+// ipRange is one range of the ipRanges capability (host-local's "ranges").
+type ipRange struct {
+	Subnet string `json:"subnet"`
+}
+
+// ipRanges turns the pod CIDR into the ipRanges capability's value: a
+// range set per CIDR, so that a dual-stack CIDR ("10.244.1.0/24,fd00::/64")
+// gives a pod an address of each family.
+func ipRanges(podCIDR string) [][]ipRange {
+	var sets [][]ipRange
+	for _, c := range strings.Split(podCIDR, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			sets = append(sets, []ipRange{{Subnet: c}})
+		}
+	}
+	return sets
 }

@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -11,6 +12,10 @@ import (
 // holdEnv makes the test binary, re-executed, connect to the socket it
 // names and wait.
 const holdEnv = "BERTH_SOCKDIAG_TEST_HOLD"
+
+// acceptEnv makes the test binary, re-executed, accept a connection on the
+// listener it inherits as fd 3.
+const acceptEnv = "BERTH_SOCKDIAG_TEST_ACCEPT"
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(holdEnv); path != "" {
@@ -20,6 +25,23 @@ func TestMain(m *testing.M) {
 		}
 		time.Sleep(time.Minute)
 		c.Close()
+		os.Exit(0)
+	}
+	if os.Getenv(acceptEnv) != "" {
+		// Accept one connection on the inherited listener (fd 3),
+		// answer its byte, and hold it.
+		l, err := net.FileListener(os.NewFile(3, "listener"))
+		if err != nil {
+			os.Exit(1)
+		}
+		c, err := l.Accept()
+		if err != nil {
+			os.Exit(1)
+		}
+		b := make([]byte, 1)
+		_, _ = c.Read(b)
+		_, _ = c.Write(b)
+		time.Sleep(time.Minute)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -105,5 +127,45 @@ func TestHoldersFindsAConnectedProcess(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("pid %d not among the holders %+v", cmd.Process.Pid, holders)
+	}
+}
+
+// TestAcceptor: the process holding the accepted end of a connection is
+// found, not the one that listened: a child accepts on a listener this
+// process made, as dockerd does on systemd's docker.socket.
+func TestAcceptor(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f, err := l.(*net.UnixListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A child that accepts one connection on the inherited listener.
+	cmd := exec.Command(os.Args[0], "-test.run", "^$")
+	cmd.Env = append(os.Environ(), acceptEnv+"=1")
+	cmd.ExtraFiles = []*os.File{f}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	f.Close()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("p")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := Acceptor("/proc", c.(*net.UnixConn))
+	if err != nil || pid != cmd.Process.Pid {
+		t.Errorf("Acceptor = %d, %v; want the child %d", pid, err, cmd.Process.Pid)
 	}
 }

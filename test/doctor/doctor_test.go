@@ -234,6 +234,32 @@ func TestGoodNode(t *testing.T) {
 	r.expect(t, "kubelet-endpoint", "pass", b.Endpoint)
 	r.expect(t, "dockershim-leftovers", "pass")
 	r.expect(t, "daemon-json", "pass", "does not exist")
+	r.expect(t, "compat-flags", "pass")
+}
+
+// TestCompatFlags: a cri-dockerd unit's --hairpin-mode and
+// --ipv6-dual-stack start Berth unchanged but do nothing; the doctor says
+// so, and what decides instead. --runtime-cgroups does something: no
+// finding.
+func TestCompatFlags(t *testing.T) {
+	n := newNode(t)
+	r := n.doctor(t, framework.DockerHost(), "/nonexistent/berth.sock",
+		"--hairpin-mode=promiscuous-bridge", "--ipv6-dual-stack", "--runtime-cgroups=/berth-runtime")
+	r.expect(t, "compat-flags", "warn", "--hairpin-mode=promiscuous-bridge has no effect", "network configuration decides",
+		"--ipv6-dual-stack=true has no effect", "IPAM ranges")
+	var fixes []string
+	for _, f := range r.Findings {
+		if f.Check != "compat-flags" {
+			continue
+		}
+		fixes = append(fixes, f.Fix)
+		if strings.Contains(f.Detail+f.Fix, "runtime-cgroups") {
+			t.Errorf("--runtime-cgroups reported as ignored: %+v", f)
+		}
+	}
+	if len(fixes) != 2 || !strings.Contains(fixes[0], `"hairpinMode": true`) || !strings.Contains(fixes[1], "IPv6 range") {
+		t.Errorf("fixes %q, want the conflist's hairpinMode and its ranges", fixes)
+	}
 }
 
 // TestWrongCgroupDriver: kubelet set to systemd on a cgroupfs Docker, and a

@@ -131,6 +131,7 @@ type Berth struct {
 	RootDir  string
 	Args     []string
 	Wrapper  []string
+	Env      []string
 
 	bin     string
 	cmd     *exec.Cmd
@@ -162,6 +163,9 @@ type Options struct {
 	// NoRace runs a build without the race detector even when
 	// BERTH_TEST_RACE=1: for figures (RSS) the detector would distort.
 	NoRace bool
+	// Env are extra environment variables (KEY=value) for berth, on top
+	// of the test process's own.
+	Env []string
 }
 
 // StartBerth starts berth serve against DockerHost() on a private socket and
@@ -205,6 +209,7 @@ func Start(opts Options) (*Berth, error) {
 		log:     &lockedBuffer{},
 		exited:  make(chan struct{}),
 		Wrapper: opts.Wrapper,
+		Env:     opts.Env,
 		bin:     bin,
 	}
 	b.Endpoint = "unix://" + b.Socket
@@ -230,6 +235,9 @@ func Start(opts Options) (*Berth, error) {
 func (b *Berth) start() error {
 	argv := append(append(append([]string{}, b.Wrapper...), b.bin), b.Args...)
 	b.cmd = exec.Command(argv[0], argv[1:]...)
+	if len(b.Env) > 0 {
+		b.cmd.Env = append(os.Environ(), b.Env...)
+	}
 	b.cmd.Stdout = b.log
 	b.cmd.Stderr = b.log
 	b.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

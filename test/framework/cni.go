@@ -39,6 +39,11 @@ type CNIOptions struct {
 	NoBandwidth bool
 	// BinDir overrides CNIBinDir in the flags (e.g. a dir with a fake plugin).
 	BinDirs []string
+	// IPRanges leaves host-local without ranges of its own: the bridge
+	// plugin declares the ipRanges capability, so the runtime's pod CIDR
+	// decides. Subnet (and Subnet6) are then free CIDRs for the test to
+	// set as the pod CIDR.
+	IPRanges bool
 }
 
 // NewCNINetwork writes a conflist (bridge + host-local + portmap + firewall
@@ -62,11 +67,14 @@ func NewCNINetwork(tb testing.TB, o CNIOptions) *CNINetwork {
 		net.Subnet6 = fmt.Sprintf("fd00:%x:%x::/64", n, m)
 		ranges = append(ranges, []any{map[string]any{"subnet": net.Subnet6}})
 	}
+	ipam := map[string]any{"type": "host-local", "ranges": ranges, "routes": []any{map[string]any{"dst": "0.0.0.0/0"}}}
+	bridge := map[string]any{"type": "bridge", "bridge": net.Bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true, "ipam": ipam}
+	if o.IPRanges {
+		delete(ipam, "ranges")
+		bridge["capabilities"] = map[string]any{"ipRanges": true}
+	}
 	plugins := []map[string]any{
-		{
-			"type": "bridge", "bridge": net.Bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
-			"ipam": map[string]any{"type": "host-local", "ranges": ranges, "routes": []any{map[string]any{"dst": "0.0.0.0/0"}}},
-		},
+		bridge,
 		{"type": "portmap", "capabilities": map[string]any{"portMappings": true}, "snat": true},
 		{"type": "firewall"},
 	}

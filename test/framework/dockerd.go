@@ -186,6 +186,9 @@ func (d *Dockerd) Start(tb testing.TB) {
 	}
 }
 
+// Pid returns the daemon's process id (of its current start).
+func (d *Dockerd) Pid() int { return d.cmd.Process.Pid }
+
 // Stop stops the daemon with SIGTERM and waits for it to exit.
 func (d *Dockerd) Stop(tb testing.TB) {
 	if d.cmd == nil || d.cmd.Process == nil {

@@ -18,6 +18,8 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
+
+	"github.com/berth-cri/berth/internal/pause"
 )
 
 // ImageOptions describe an image BuildImage makes.
@@ -28,6 +30,10 @@ type ImageOptions struct {
 	Size int
 	// User is the image config's USER; empty names none.
 	User string
+	// Pause makes it a sandbox image: Berth's pause program is its
+	// /pause and its entrypoint (beside the random data, so the image is
+	// still distinct from Berth's own).
+	Pause bool
 }
 
 // UniqueName returns a name unique to this test run, e.g. for a
@@ -51,11 +57,26 @@ func BuildImage(tb testing.TB, host, ref string, opts ImageOptions) string {
 	tw := tar.NewWriter(&layer)
 	data := make([]byte, opts.Size)
 	_, _ = rand.Read(data)
-	for _, f := range []struct {
+	files := []struct {
 		name string
 		data []byte
-	}{{"data.bin", data}, {"id", []byte(ref + "\n")}} {
-		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), ModTime: time.Now()}); err != nil {
+		mode int64
+	}{{"data.bin", data, 0o644}, {"id", []byte(ref + "\n"), 0o644}}
+	changes := []string{`CMD ["/data.bin"]`}
+	if opts.Pause {
+		prog, err := pause.NativeProgram()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		files = append(files, struct {
+			name string
+			data []byte
+			mode int64
+		}{"pause", prog, 0o755})
+		changes = []string{`ENTRYPOINT ["/pause"]`}
+	}
+	for _, f := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data)), ModTime: time.Now()}); err != nil {
 			tb.Fatal(err)
 		}
 		if _, err := tw.Write(f.data); err != nil {
@@ -65,7 +86,6 @@ func BuildImage(tb testing.TB, host, ref string, opts ImageOptions) string {
 	if err := tw.Close(); err != nil {
 		tb.Fatal(err)
 	}
-	changes := []string{`CMD ["/data.bin"]`}
 	if opts.User != "" {
 		changes = append(changes, "USER "+opts.User)
 	}
