@@ -75,7 +75,7 @@ TORTURE_PARALLEL ?= 1
 TORTURE_CI_PARALLEL ?= 16
 TORTURE_RUN ?=
 
-.PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current test-kubelet kubelet bench fuzz doctor-test torture torture-ci test-migrate deb deb-test fmt clean
+.PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current test-kubelet kubelet node-e2e test-node-e2e test-node-e2e-serial bench fuzz doctor-test torture torture-ci test-migrate deb deb-test fmt clean
 
 all: build
 
@@ -139,6 +139,29 @@ kubelet:
 test-kubelet: setup
 	kubelet=$$(hack/build-kubelet.sh); \
 		cd test/kubelet && BERTH_TEST_KUBELET=$$kubelet $(GO) test -count=1 -timeout $(KUBELET_TIMEOUT) -v . 2>&1 | ../../hack/test-summary.sh
+
+# Kubernetes' node conformance suite (docs/conformance.md): test/e2e_node
+# with focus [NodeConformance], in its local mode (etcd, kube-apiserver and
+# kubelet on this machine), against Berth on a private Docker daemon, with
+# the suite's images built locally and served by a local registry.
+# `make node-e2e` builds e2e_node.test, ginkgo and the images' programs from
+# the Go module proxy once (about half an hour; cached under
+# ~/.cache/berth/node-e2e-<version>/). Not part of `make test` (README).
+# NODE_E2E_FOCUS / NODE_E2E_SKIP override the spec selection, NODE_E2E_NODES
+# the number of parallel ginkgo processes.
+NODE_E2E_TIMEOUT ?= 8h
+node-e2e:
+	hack/build-node-e2e.sh
+
+test-node-e2e: setup
+	$(GO) test -count=1 -timeout $(NODE_E2E_TIMEOUT) -v -run '^TestNodeConformance$$' ./test/nodee2e/ 2>&1 | hack/test-summary.sh
+
+# The [Serial] NodeConformance specs, one at a time (they restart kubelet,
+# fill the disk, change its configuration).
+test-node-e2e-serial: setup
+	NODE_E2E_FOCUS='\[NodeConformance\].*\[Serial\]|\[Serial\].*\[NodeConformance\]' \
+		NODE_E2E_SKIP='\[Flaky\]|\[Slow\]|\[Alpha\]' NODE_E2E_NODES=1 \
+		$(GO) test -count=1 -timeout $(NODE_E2E_TIMEOUT) -v -run '^TestNodeConformance$$' ./test/nodee2e/ 2>&1 | hack/test-summary.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./bench/

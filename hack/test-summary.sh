@@ -5,7 +5,7 @@
 set -uo pipefail
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-tee "$log" | grep --line-buffered -E '^(--- |=== NAME|ok |FAIL|PASS|panic|e2e:|kubelet:|torture:|\s+--- )' || true
+tee "$log" | grep --line-buffered -E '^(--- |=== NAME|ok |FAIL|PASS|panic|e2e:|kubelet:|node-e2e:|torture:|\s+--- )' || true
 if grep -qE '^(--- FAIL|FAIL|panic)' "$log"; then
 	echo "----- full output of the failing run -----"
 	cat "$log"

@@ -1,0 +1,70 @@
+package nodee2e
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/berth-cri/berth/test/framework"
+)
+
+// imageCheck is something the specs do in one of the suite's images and
+// what it must print: the images are stand-ins built locally
+// (hack/build-node-e2e-images.sh), and a stand-in that lacks what a spec
+// runs would fail the spec for the image's sake, not Berth's.
+type imageCheck struct {
+	image string   // below the registry
+	flags []string // docker run flags
+	args  []string // after the image
+	want  string   // a line of the output
+}
+
+var imageChecks = []imageCheck{
+	// The Container Runtime, Pods and probe specs run shell scripts.
+	{image: "e2e-test-images/busybox:1.37.0-2", args: []string{"sh", "-c", "echo ok; ls /bin/ls >/dev/null"}, want: "ok"},
+	{image: "e2e-test-images/busybox:1.37.0-2", args: []string{"sh", "-c", "id -u nobody"}, want: "65534"},
+	// agnhost's specs run `/bin/bash -c …` and agnhost's own commands.
+	{image: "e2e-test-images/agnhost:2.66.1", flags: []string{"--entrypoint", "/bin/bash"},
+		args: []string{"-c", "echo ${BASH_VERSION%%.*}"}, want: "5"},
+	{image: "e2e-test-images/agnhost:2.66.1", flags: []string{"--tmpfs", "/scratch"},
+		args: []string{"mounttest", "--fs_type=/scratch"}, want: `mount type of "/scratch": tmpfs`},
+	{image: "e2e-test-images/agnhost:2.55", flags: []string{"--entrypoint", "/bin/sh"},
+		args: []string{"-c", "id -G user-defined-in-image"}, want: "1000 50000"},
+	// The nonewprivs specs read the effective uid of a setuid-root program.
+	{image: "e2e-test-images/nonewprivs:1.4", flags: []string{"--user", "1000"}, want: "Effective uid: 0"},
+	// The nonroot specs rely on the image's own USER.
+	{image: "e2e-test-images/nonroot:1.5", args: []string{"id", "-u"}, want: "1234"},
+}
+
+// checkImages runs every imageCheck through the private daemon, pulling
+// from the registry as the specs will.
+func checkImages(t *testing.T, host, registry string) {
+	for _, c := range imageChecks {
+		args := append(append([]string{"run", "--rm", "--pull=always"}, c.flags...), registry+"/"+c.image)
+		args = append(args, c.args...)
+		cmd := exec.Command("docker", args...)
+		cmd.Env = append(os.Environ(), "DOCKER_HOST="+host)
+		out, err := cmd.CombinedOutput()
+		found := false
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.TrimSpace(line) == c.want {
+				found = true
+			}
+		}
+		if err != nil || !found {
+			t.Errorf("docker %s: %v: want a line %q, got:\n%s", strings.Join(args, " "), err, c.want, out)
+		}
+	}
+}
+
+// TestSuiteImages builds the suite's images into a private daemon and
+// checks them, without the suite (TestNodeConformance does the same before
+// it starts): go test -run TestSuiteImages ./test/nodee2e/.
+func TestSuiteImages(t *testing.T) {
+	suite := framework.BuiltTool(t, "BERTH_TEST_NODE_E2E", "build-node-e2e.sh")
+	d := framework.StartDockerd(t, "")
+	reg := framework.StartRegistry(t, framework.RegistryOptions{})
+	buildImages(t, d.Host, reg.Addr, suite, t.TempDir())
+	checkImages(t, d.Host, reg.Addr)
+}
