@@ -25,9 +25,7 @@ func podWithCgroup(t *testing.T, b *framework.Berth, name string) *pod {
 	t.Helper()
 	cfg := podConfig(name)
 	cfg.LogDirectory = t.TempDir()
-	parent := "/berth-e2e-" + randomSuffix()
-	cfg.Linux.CgroupParent = parent
-	t.Cleanup(func() { removeCgroup(parent) }) // runs after the pod is gone
+	cfg.Linux.CgroupParent, _ = testCgroupParent(t) // removed after the pod
 	return &pod{b: b, id: runPod(t, b, cfg), cfg: cfg}
 }
 
@@ -36,9 +34,9 @@ func podWithCgroup(t *testing.T, b *framework.Berth, name string) *pod {
 // builds and tests.
 func boostCPU(t *testing.T, p *pod) {
 	t.Helper()
-	dir, file, value := filepath.Join(cgroups.Root, "cpu", p.cfg.Linux.CgroupParent), "cpu.shares", "262144"
+	dir, file, value := podCgroupDir(t, p.id, "cpu"), "cpu.shares", "262144"
 	if cgroups.IsV2() {
-		dir, file, value = filepath.Join(cgroups.Root, p.cfg.Linux.CgroupParent), "cpu.weight", "10000"
+		file, value = "cpu.weight", "10000"
 	}
 	if err := os.WriteFile(filepath.Join(dir, file), []byte(value), 0o644); err != nil {
 		t.Fatalf("raising the pod's CPU weight: %v", err)
