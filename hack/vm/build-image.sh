@@ -136,8 +136,13 @@ WantedBy=multi-user.target
 EOF
 in_root systemctl enable berth-vm-test.service docker.service containerd.service >/dev/null 2>&1
 # Nothing else should compete for two emulated CPUs.
-in_root systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
-	systemd-timesyncd.service getty@tty1.service serial-getty@ttyS0.service >/dev/null 2>&1
+in_root systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service \
+	fstrim.timer dpkg-db-backup.timer systemd-timesyncd.service systemd-logind.service \
+	getty@tty1.service serial-getty@ttyS0.service >/dev/null 2>&1
+# Docker needs none of containerd's CRI plugin, which would look for CNI
+# configurations at every start.
+mkdir -p "$root/etc/containerd"
+printf 'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n' >"$root/etc/containerd/config.toml"
 
 # The initramfs: only what mounting a virtio disk's ext4 needs.
 kver=$(basename "$(ls -d "$root"/lib/modules/* | sort -V | tail -1)")
@@ -161,7 +166,8 @@ done
 
 # 6 GiB, sparse: Docker's images and containers go on it (through the
 # per-boot overlay, which grows only by what a run writes).
-mkfs.ext4 -q -L berth-root -E root_owner=0:0 -d "$root" "$work/out/rootfs.img" 6G
+# (mkfs.ext4 reports on stdout, which carries only the result here.)
+mkfs.ext4 -q -L berth-root -E root_owner=0:0 -d "$root" "$work/out/rootfs.img" 6G >&2
 printf '%s\n' "suite=$suite" "kernel=$kver" "mirror=$mirror" "packages=${packages[*]}" >"$work/out/manifest"
 rm -rf "$out"
 mv "$work/out" "$out"

@@ -47,6 +47,18 @@ if [[ -n ${E2E_RUN:-} ]]; then
 	echo "$rc" >"$out/e2e.rc"
 	say "e2e: exit $rc"
 fi
+if [[ -n ${KUBELET_RUN:-} ]]; then
+	# After the e2e suite, alone: kubelet manages every pod Berth reports.
+	say "kubelet: ${KUBELET_RUN}"
+	cd "$share/bin" || exit 1
+	export BERTH_TEST_BINARY=$share/bin/berth BERTH_TEST_KUBELET=$share/bin/kubelet
+	"$share/bin/kubelet.test" -test.v -test.count=1 -test.timeout "${KUBELET_TIMEOUT:-30m}" \
+		-test.run "$KUBELET_RUN" >"$out/kubelet.log" 2>&1
+	krc=$?
+	echo "$krc" >"$out/kubelet.rc"
+	say "kubelet: exit $krc"
+	((krc == 0)) || rc=$krc
+fi
 # What a failure needs to be understood.
 {
 	docker info 2>&1

@@ -18,6 +18,8 @@
 # logs and diagnostics) is kept when anything failed, removed otherwise.
 #
 # Environment: CGROUPV2_RUN (a go test -run pattern over test/e2e),
+# CGROUPV2_KUBELET (1, the default, also runs test/kubelet's TestSystemdNode
+# after the e2e tests; 0 leaves it out),
 # CGROUPV2_PARALLEL, CGROUPV2_TIMEOUT (the suite's, inside), CGROUPV2_SCALE
 # (BERTH_TEST_TIMEOUT_SCALE inside; default 4), BERTH_VM_TIMEOUT (seconds
 # the machine may run), BERTH_VM_KEEP=1 (keep the run directory),
@@ -87,6 +89,17 @@ nice -n 10 "$go" test -c -o "$share/bin/e2e.test" ./test/e2e || {
 mapfile -t tests < <("$share/bin/e2e.test" -test.list "$e2e_run" | grep '^Test')
 ((${#tests[@]})) || fail "CGROUPV2_RUN=$e2e_run selects no test in test/e2e"
 log "${#tests[@]} tests: ${tests[*]}"
+kubelet_run=
+if [[ ${CGROUPV2_KUBELET:-1} == 1 ]]; then
+	kubelet_run='^TestSystemdNode$'
+	kubelet=$(hack/build-kubelet.sh) || fail "building kubelet (hack/build-kubelet.sh)"
+	cp -l "$kubelet" "$share/bin/kubelet" 2>/dev/null || cp "$kubelet" "$share/bin/kubelet"
+	(cd test/kubelet && nice -n 10 "$go" test -c -o "$share/bin/kubelet.test" .) || {
+		keep=1
+		fail "go test -c ./test/kubelet"
+	}
+	log "and TestSystemdNode (test/kubelet) with $("$kubelet" --version)"
+fi
 hack/build-test-images.sh unix:///var/run/docker.sock || fail "building the test images (hack/build-test-images.sh)"
 DOCKER_HOST=unix:///var/run/docker.sock docker save -o "$share/images/busybox.tar" berth-test/busybox:latest ||
 	fail "docker save berth-test/busybox:latest"
@@ -95,6 +108,7 @@ cp hack/vm/guest.sh "$share/guest.sh"
 	printf 'E2E_RUN=%q\n' "$e2e_run"
 	printf 'E2E_PARALLEL=%q\n' "${CGROUPV2_PARALLEL:-2}"
 	printf 'E2E_TIMEOUT=%q\n' "${CGROUPV2_TIMEOUT:-60m}"
+	printf 'KUBELET_RUN=%q\n' "$kubelet_run"
 	printf 'export BERTH_TEST_TIMEOUT_SCALE=%q\n' "${CGROUPV2_SCALE:-4}"
 } >"$share/env"
 
@@ -125,41 +139,51 @@ t_vm=$((SECONDS - t1))
 log "the VM ran ${t_vm}s (qemu exit $qemu_rc); image ${t_image}s"
 
 # 5. Results: one line per selected test; one that never reported failed.
-e2e_log=$share/out/e2e.log
 passed=0
 failed=0
-for t in "${tests[@]}"; do
-	line=$(grep -E "^--- (PASS|FAIL|SKIP): $t " "$e2e_log" 2>/dev/null | tail -1 || true)
-	case $line in
-	"--- PASS"*)
-		echo "PASS $t ${line##* }"
-		passed=$((passed + 1))
-		;;
-	"--- FAIL"*)
-		echo "FAIL $t ${line##* }"
+# report LOG RCFILE TEST...: a line per test from a go test -v log.
+report() {
+	local log=$1 rcfile=$2 t line rc
+	shift 2
+	for t in "$@"; do
+		line=$(grep -E "^--- (PASS|FAIL|SKIP): $t " "$log" 2>/dev/null | tail -1 || true)
+		case $line in
+		"--- PASS"*)
+			echo "PASS $t ${line##* }"
+			passed=$((passed + 1))
+			;;
+		"--- FAIL"*)
+			echo "FAIL $t ${line##* }"
+			failed=$((failed + 1))
+			;;
+		"--- SKIP"*)
+			echo "FAIL $t (skipped: a skip is a failure here)"
+			failed=$((failed + 1))
+			;;
+		*)
+			echo "FAIL $t (no result: the suite did not get to it or did not finish)"
+			failed=$((failed + 1))
+			;;
+		esac
+	done
+	rc=$(cat "$rcfile" 2>/dev/null || echo none)
+	if [[ $rc != 0 ]] && ! grep -qE '^--- FAIL' "$log" 2>/dev/null; then
+		echo "FAIL $(basename "$log" .log) (exit status $rc)"
 		failed=$((failed + 1))
-		;;
-	"--- SKIP"*)
-		echo "FAIL $t (skipped: a skip is a failure here)"
-		failed=$((failed + 1))
-		;;
-	*)
-		echo "FAIL $t (no result: the suite did not get to it or did not finish)"
-		failed=$((failed + 1))
-		;;
-	esac
-done
-rc=$(cat "$share/out/e2e.rc" 2>/dev/null || echo none)
-if [[ $rc != 0 ]] && ((failed == 0)); then
-	echo "FAIL e2e.test (exit status $rc)"
-	failed=$((failed + 1))
+	fi
+}
+report "$share/out/e2e.log" "$share/out/e2e.rc" "${tests[@]}"
+if [[ -n $kubelet_run ]]; then
+	report "$share/out/kubelet.log" "$share/out/kubelet.rc" TestSystemdNode
 fi
 if ((failed)); then
 	keep=1
-	if [[ -s $e2e_log ]]; then
-		echo "----- the suite's output (failing tests) -----"
-		grep -E -B2 -A40 '^\s*--- FAIL|^panic|^FAIL' "$e2e_log" | head -400 || true
-	fi
+	for l in "$share/out/e2e.log" "$share/out/kubelet.log"; do
+		if grep -qE '^\s*--- FAIL|^panic|^FAIL' "$l" 2>/dev/null; then
+			echo "----- $(basename "$l"): the failing tests -----"
+			grep -E -B2 -A60 '^\s*--- FAIL|^panic|^FAIL' "$l" | head -400 || true
+		fi
+	done
 	echo "----- guest log -----"
 	cat "$share/out/guest.log" 2>/dev/null || echo "(none: the test unit never ran)"
 	echo "----- last lines of the console -----"

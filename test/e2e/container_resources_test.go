@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -164,9 +166,12 @@ func TestUpdateContainerResources(t *testing.T) {
 	wantCode(t, err, codes.NotFound, "nope-nope")
 }
 
+// TestOOMKillIsReported: a container killed for memory exits OOMKilled;
+// on cgroup v2, where memory.events counts a subtree's kills, the pod's
+// cgroup reports the kill in container_oom_events_total too.
 func TestOOMKillIsReported(t *testing.T) {
 	t.Parallel()
-	p := newPod(t, berth, "oom")
+	p := podWithCgroup(t, berth, "oom")
 	cfg := containerConfig("hog", "head -c 200m /dev/zero | tail")
 	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20, MemorySwapLimitInBytes: 32 << 20}
 	id := p.run(t, cfg)
@@ -174,6 +179,31 @@ func TestOOMKillIsReported(t *testing.T) {
 	if st.Reason != "OOMKilled" || st.ExitCode != 137 {
 		t.Errorf("reason %q exit %d, want OOMKilled 137", st.Reason, st.ExitCode)
 	}
+	if !cgroups.IsV2() {
+		return
+	}
+	eventually(t, time.Minute, func() error {
+		all, err := berth.Runtime.ListPodSandboxMetrics(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, pm := range all {
+			if pm.PodSandboxId != p.id {
+				continue
+			}
+			for _, m := range pm.Metrics {
+				// The pod cgroup's own row has container="".
+				if m.Name == "container_oom_events_total" && slices.Contains(m.LabelValues, p.cfg.Metadata.Name) && m.LabelValues[0] == "" {
+					if m.GetValue().GetValue() < 1 {
+						return fmt.Errorf("pod container_oom_events_total = %d", m.GetValue().GetValue())
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("no pod-level container_oom_events_total in %d metrics", len(pm.Metrics))
+		}
+		return fmt.Errorf("no metrics for pod %s", p.id)
+	})
 }
 
 func TestBindMounts(t *testing.T) {
