@@ -584,7 +584,7 @@ func tableCells(line string) []string {
 func commandCalls(code, command string) [][]string {
 	var out [][]string
 	code = shellComment.ReplaceAllString(code, "")
-	fields := strings.Fields(code)
+	fields := shellWords(code)
 	for i, f := range fields {
 		if f != command && !strings.HasSuffix(f, "/"+command) && !strings.HasSuffix(f, "="+command) {
 			continue
@@ -604,8 +604,40 @@ func commandCalls(code, command string) [][]string {
 	return out
 }
 
-// unquote drops a shell word's quotes (the docs quote no spaces).
+// unquote drops a shell word's quotes.
 var unquote = strings.NewReplacer(`"`, "", "'", "")
+
+// shellWords splits code into words as a shell would for quoting: a space
+// inside '…' or "…" does not end a word (NODE_E2E_FOCUS='Container
+// Runtime blackbox test' is one argument). The quotes stay in the word.
+func shellWords(code string) []string {
+	var words []string
+	var w strings.Builder
+	var quote rune
+	for _, r := range code {
+		switch {
+		case quote != 0:
+			if r == quote {
+				quote = 0
+			}
+			w.WriteRune(r)
+		case r == '\'' || r == '"':
+			quote = r
+			w.WriteRune(r)
+		case unicode.IsSpace(r):
+			if w.Len() > 0 {
+				words = append(words, w.String())
+				w.Reset()
+			}
+		default:
+			w.WriteRune(r)
+		}
+	}
+	if w.Len() > 0 {
+		words = append(words, w.String())
+	}
+	return words
+}
 
 var shellComment = regexp.MustCompile(`(^|\s)#.*$`)
 

@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,13 +19,17 @@ import (
 	"github.com/berth-cri/berth/test/framework"
 )
 
-// cgroupFile reads a cgroup file of a running container from the host.
+// cgroupFile reads a cgroup file of a running container from the host; on
+// cgroup v2 every controller's files are in the one directory.
 func cgroupFile(t *testing.T, b *framework.Berth, id, controller, file string) string {
 	t.Helper()
 	pid := containerPid(t, id)
 	paths, err := cgroups.Paths(pid)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cgroups.IsV2() {
+		controller = ""
 	}
 	data, err := os.ReadFile(filepath.Join(paths[controller], file))
 	if err != nil {
@@ -78,14 +84,29 @@ func TestResourcesLandInTheCgroup(t *testing.T) {
 		HugepageLimits:         []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 0}},
 	}
 	id := p.run(t, cfg)
-	for _, c := range []struct{ ctrl, file, want string }{
+	want := []struct{ ctrl, file, want string }{
 		{"cpu", "cpu.cfs_period_us", "100000"},
 		{"cpu", "cpu.cfs_quota_us", "50000"},
 		{"cpu", "cpu.shares", "512"},
 		{"memory", "memory.limit_in_bytes", strconv.Itoa(64 << 20)},
 		{"cpuset", "cpuset.cpus", "0"},
 		{"cpuset", "cpuset.mems", "0"},
-	} {
+	}
+	if cgroups.IsV2() {
+		want = []struct{ ctrl, file, want string }{
+			{"", "cpu.max", "50000 100000"},
+			{"", "memory.max", strconv.Itoa(64 << 20)},
+			{"", "memory.swap.max", strconv.Itoa(32 << 20)}, // v2 counts swap apart from memory
+			{"", "cpuset.cpus", "0"},
+			{"", "cpuset.mems", "0"},
+		}
+		// runc maps shares to a weight; newer runc replaced its linear
+		// map with a curve that keeps 1024 shares at the default 100.
+		if w := cgroupFile(t, berth, id, "", "cpu.weight"); w != "20" && w != "59" {
+			t.Errorf("cpu.weight = %s for 512 shares, want 20 (older runc's linear map) or 59 (newer runc's curve)", w)
+		}
+	}
+	for _, c := range want {
 		if got := cgroupFile(t, berth, id, c.ctrl, c.file); got != c.want {
 			t.Errorf("%s/%s = %s, want %s", c.ctrl, c.file, got, c.want)
 		}
@@ -127,10 +148,14 @@ func TestUpdateContainerResources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cgroupFile(t, berth, id, "memory", "memory.limit_in_bytes"); got != strconv.Itoa(128<<20) {
+	memFile, quotaFile, quota := "memory.limit_in_bytes", "cpu.cfs_quota_us", "80000"
+	if cgroups.IsV2() {
+		memFile, quotaFile, quota = "memory.max", "cpu.max", "80000 100000"
+	}
+	if got := cgroupFile(t, berth, id, "memory", memFile); got != strconv.Itoa(128<<20) {
 		t.Errorf("memory limit after update = %s", got)
 	}
-	if got := cgroupFile(t, berth, id, "cpu", "cpu.cfs_quota_us"); got != "80000" {
+	if got := cgroupFile(t, berth, id, "cpu", quotaFile); got != quota {
 		t.Errorf("cpu quota after update = %s", got)
 	}
 	r := containerStatus(t, berth, id).GetResources().GetLinux()
@@ -141,9 +166,12 @@ func TestUpdateContainerResources(t *testing.T) {
 	wantCode(t, err, codes.NotFound, "nope-nope")
 }
 
+// TestOOMKillIsReported: a container killed for memory exits OOMKilled;
+// on cgroup v2, where memory.events counts a subtree's kills, the pod's
+// cgroup reports the kill in container_oom_events_total too.
 func TestOOMKillIsReported(t *testing.T) {
 	t.Parallel()
-	p := newPod(t, berth, "oom")
+	p := podWithCgroup(t, berth, "oom")
 	cfg := containerConfig("hog", "head -c 200m /dev/zero | tail")
 	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20, MemorySwapLimitInBytes: 32 << 20}
 	id := p.run(t, cfg)
@@ -151,6 +179,31 @@ func TestOOMKillIsReported(t *testing.T) {
 	if st.Reason != "OOMKilled" || st.ExitCode != 137 {
 		t.Errorf("reason %q exit %d, want OOMKilled 137", st.Reason, st.ExitCode)
 	}
+	if !cgroups.IsV2() {
+		return
+	}
+	eventually(t, time.Minute, func() error {
+		all, err := berth.Runtime.ListPodSandboxMetrics(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, pm := range all {
+			if pm.PodSandboxId != p.id {
+				continue
+			}
+			for _, m := range pm.Metrics {
+				// The pod cgroup's own row has container="".
+				if m.Name == "container_oom_events_total" && slices.Contains(m.LabelValues, p.cfg.Metadata.Name) && m.LabelValues[0] == "" {
+					if m.GetValue().GetValue() < 1 {
+						return fmt.Errorf("pod container_oom_events_total = %d", m.GetValue().GetValue())
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("no pod-level container_oom_events_total in %d metrics", len(pm.Metrics))
+		}
+		return fmt.Errorf("no metrics for pod %s", p.id)
+	})
 }
 
 func TestBindMounts(t *testing.T) {

@@ -113,9 +113,11 @@ func startInPod(t *testing.T, sandboxID string, script string) string {
 	return id
 }
 
-// eventually retries fn until it returns nil or timeout passes.
+// eventually retries fn until it returns nil or timeout passes (Scaled
+// for a slow node).
 func eventually(t *testing.T, timeout time.Duration, fn func() error) {
 	t.Helper()
+	timeout = framework.Scaled(timeout)
 	deadline := time.Now().Add(timeout)
 	for {
 		err := fn()

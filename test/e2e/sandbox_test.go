@@ -18,6 +18,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/cgroups"
 	"github.com/berth-cri/berth/test/framework"
 )
 
@@ -242,32 +243,27 @@ func TestPodHostnameSysctlsAndCgroupParent(t *testing.T) {
 	t.Parallel()
 	cfg := podConfig("knobs")
 	cfg.Hostname = "pod-host-name"
-	parent := "/berth-e2e-" + randomSuffix()
+	parent, rel := testCgroupParent(t)
 	cfg.Linux.CgroupParent = parent
 	cfg.Linux.Sysctls = map[string]string{"net.ipv4.ip_unprivileged_port_start": "53", "kernel.shm_rmid_forced": "1"}
 	id := runPod(t, berth, cfg)
-	t.Cleanup(func() { removeCgroup(parent) })
 	if out, err := inPod(t, id, "cat /proc/sys/net/ipv4/ip_unprivileged_port_start"); err != nil || out != "53" {
 		t.Errorf("sysctl in the pod's network namespace = %q (%v), want 53", out, err)
 	}
 	if h, _ := docker(t, "inspect", "-f", "{{.Config.Hostname}}", id); h != "pod-host-name" {
 		t.Errorf("pause hostname = %q", h)
 	}
-	if p, _ := docker(t, "inspect", "-f", "{{.HostConfig.CgroupParent}}", id); p != parent {
-		t.Errorf("cgroup parent = %q, want %q", p, parent)
+	// Docker's systemd driver takes the slice's name, not its path
+	// (kubepods-burstable-pod<uid>.slice).
+	wantParent := parent
+	if dockerCgroupDriver(t) == "systemd" {
+		wantParent = filepath.Base(parent)
 	}
-	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", parent, id)); err != nil {
-		t.Errorf("the pause container's cgroup is not under %s: %v", parent, err)
+	if p, _ := docker(t, "inspect", "-f", "{{.HostConfig.CgroupParent}}", id); p != wantParent {
+		t.Errorf("cgroup parent = %q, want %q", p, wantParent)
 	}
-}
-
-// removeCgroup removes a test's cgroup parent from every v1 hierarchy (and
-// from the v2 tree), once its containers are gone.
-func removeCgroup(parent string) {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
-	roots = append(roots, "/sys/fs/cgroup")
-	for _, r := range roots {
-		_ = os.Remove(filepath.Join(r, parent))
+	if dir := podCgroupDir(t, id, "memory"); cgroups.Relative(dir) != rel {
+		t.Errorf("the pause container's cgroup is under %s, want %s", dir, rel)
 	}
 }
 

@@ -25,9 +25,7 @@ func podWithCgroup(t *testing.T, b *framework.Berth, name string) *pod {
 	t.Helper()
 	cfg := podConfig(name)
 	cfg.LogDirectory = t.TempDir()
-	parent := "/berth-e2e-" + randomSuffix()
-	cfg.Linux.CgroupParent = parent
-	t.Cleanup(func() { removeCgroup(parent) }) // runs after the pod is gone
+	cfg.Linux.CgroupParent, _ = testCgroupParent(t) // removed after the pod
 	return &pod{b: b, id: runPod(t, b, cfg), cfg: cfg}
 }
 
@@ -36,9 +34,9 @@ func podWithCgroup(t *testing.T, b *framework.Berth, name string) *pod {
 // builds and tests.
 func boostCPU(t *testing.T, p *pod) {
 	t.Helper()
-	dir, file, value := filepath.Join(cgroups.Root, "cpu", p.cfg.Linux.CgroupParent), "cpu.shares", "262144"
+	dir, file, value := podCgroupDir(t, p.id, "cpu"), "cpu.shares", "262144"
 	if cgroups.IsV2() {
-		dir, file, value = filepath.Join(cgroups.Root, p.cfg.Linux.CgroupParent), "cpu.weight", "10000"
+		file, value = "cpu.weight", "10000"
 	}
 	if err := os.WriteFile(filepath.Join(dir, file), []byte(value), 0o644); err != nil {
 		t.Fatalf("raising the pod's CPU weight: %v", err)
@@ -503,4 +501,100 @@ func indexOf(list []string, s string) int {
 		}
 	}
 	return -1
+}
+
+// kernelPressure returns the "some" total (µs) of a PSI file of a
+// container's cgroup, and whether the kernel keeps the file there (cgroup
+// v2, or a hybrid host's unified hierarchy, with PSI on: Debian's kernels
+// need psi=1).
+func (k kernelCgroup) pressure(file string) (uint64, bool) {
+	k.t.Helper()
+	dir := k.paths[""]
+	if dir == "" {
+		return 0, false
+	}
+	data, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		return 0, false
+	}
+	p, err := parsePSISome(string(data))
+	if err != nil {
+		k.t.Fatalf("%s: %v", file, err)
+	}
+	return p, true
+}
+
+func parsePSISome(data string) (uint64, error) {
+	for _, line := range strings.Split(data, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "some" {
+			continue
+		}
+		for _, kv := range f[1:] {
+			if v, ok := strings.CutPrefix(kv, "total="); ok {
+				return strconv.ParseUint(v, 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no some total in %q", data)
+}
+
+// TestContainerStatsPressure: where the kernel keeps pressure stall
+// information for a container's cgroup, ContainerStats, PodSandboxStats
+// and the metrics carry it, no newer than the kernel's own figure; where it
+// keeps none, they carry none.
+func TestContainerStatsPressure(t *testing.T) {
+	ctx := context.Background()
+	p := podWithCgroup(t, berth, "stats-psi")
+	id := p.run(t, containerConfig("spin", "while :; do :; done"))
+	k := kernelCgroupOf(t, id)
+	_, havePSI := k.pressure("cpu.pressure")
+	t.Logf("PSI in the container's cgroup: %v (%s)", havePSI, k.paths[""])
+
+	eventually(t, 2*time.Minute, func() error {
+		st := containerStats(t, berth, id)
+		if st.GetCpu().UsageNanoCores == nil {
+			return fmt.Errorf("the sampler has not read the cgroup twice yet")
+		}
+		if !havePSI {
+			if st.GetCpu().Psi != nil || st.GetMemory().Psi != nil || st.GetIo().GetPsi() != nil {
+				t.Fatalf("PSI figures %v %v %v where the kernel has none", st.GetCpu().Psi, st.GetMemory().Psi, st.GetIo())
+			}
+			return nil
+		}
+		for _, c := range []struct {
+			file string
+			psi  *runtimeapi.PsiStats
+		}{{"cpu.pressure", st.GetCpu().GetPsi()}, {"memory.pressure", st.GetMemory().GetPsi()}, {"io.pressure", st.GetIo().GetPsi()}} {
+			if c.psi == nil || c.psi.Some == nil || c.psi.Full == nil {
+				return fmt.Errorf("%s: PSI %v", c.file, c.psi)
+			}
+			kernel, _ := k.pressure(c.file)
+			if c.psi.Some.Total > kernel*1000 {
+				t.Fatalf("%s: some total %d ns, later than the kernel's %d µs", c.file, c.psi.Some.Total, kernel)
+			}
+		}
+		return nil
+	})
+	if !havePSI {
+		return
+	}
+	if ps := podStats(t, berth, p.id).GetLinux(); ps.GetCpu().GetPsi() == nil || ps.GetMemory().GetPsi() == nil {
+		t.Errorf("pod-level PSI: cpu %v, memory %v", ps.GetCpu().GetPsi(), ps.GetMemory().GetPsi())
+	}
+	all, err := berth.Runtime.ListPodSandboxMetrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, pm := range all {
+		for _, cm := range pm.ContainerMetrics {
+			for _, m := range cm.Metrics {
+				found = found || (cm.ContainerId == id && m.Name == "container_pressure_cpu_waiting_seconds_total")
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no container_pressure_cpu_waiting_seconds_total for the container")
+	}
 }

@@ -26,8 +26,9 @@ import (
 	remote "k8s.io/cri-client/pkg"
 )
 
-// RequestTimeout is the per-call timeout of the CRI clients, kubelet's default.
-const RequestTimeout = 2 * time.Minute
+// RequestTimeout is the per-call timeout of the CRI clients, kubelet's
+// default (Scaled on a slow node).
+var RequestTimeout = Scaled(2 * time.Minute)
 
 var (
 	buildMu sync.Mutex          // guards builds
@@ -281,7 +282,7 @@ func (b *Berth) WaitForSocket(timeout time.Duration) error {
 }
 
 func (b *Berth) connect() error {
-	if err := b.WaitForSocket(30 * time.Second); err != nil {
+	if err := b.WaitForSocket(Scaled(30 * time.Second)); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), RequestTimeout)
@@ -395,7 +396,7 @@ func (b *Berth) Stop() error {
 		return nil
 	}
 	_ = b.cmd.Process.Signal(syscall.SIGTERM)
-	if err := b.Wait(30 * time.Second); err != nil {
+	if err := b.Wait(Scaled(30 * time.Second)); err != nil {
 		_ = b.cmd.Process.Kill()
 		<-b.exited
 		return err

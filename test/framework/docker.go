@@ -27,7 +27,7 @@ func RequireDocker(ctx context.Context) (client.ServerVersionResult, error) {
 		return client.ServerVersionResult{}, err
 	}
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, Scaled(10*time.Second))
 	defer cancel()
 	v, err := c.ServerVersion(ctx, client.ServerVersionOptions{})
 	if err != nil {

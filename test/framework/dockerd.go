@@ -166,7 +166,8 @@ func (d *Dockerd) Start(tb testing.TB) {
 		tb.Fatal(err)
 	}
 	defer c.Close()
-	deadline := time.Now().Add(60 * time.Second)
+	wait := Scaled(60 * time.Second)
+	deadline := time.Now().Add(wait)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := c.Ping(ctx, client.PingOptions{})
@@ -180,7 +181,7 @@ func (d *Dockerd) Start(tb testing.TB) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("private dockerd did not answer within 60s: %v\n%s", err, d.log.String())
+			tb.Fatalf("private dockerd did not answer within %v: %v\n%s", wait, err, d.log.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -202,7 +203,7 @@ func (d *Dockerd) Stop(tb testing.TB) {
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-d.exited:
-	case <-time.After(30 * time.Second):
+	case <-time.After(Scaled(30 * time.Second)):
 		tb.Logf("private dockerd did not stop on SIGTERM; killing pid %d", d.cmd.Process.Pid)
 		_ = d.cmd.Process.Kill()
 		<-d.exited
@@ -213,7 +214,7 @@ func (d *Dockerd) Stop(tb testing.TB) {
 // daemon, so that its containers can use the test images without a pull.
 func (d *Dockerd) LoadImage(tb testing.TB, ref string) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), Scaled(2*time.Minute))
 	defer cancel()
 	from, to := dockerClientFor(tb, ""), dockerClientFor(tb, d.Host)
 	saved, err := from.ImageSave(ctx, []string{ref})

@@ -89,7 +89,7 @@ func BuildImage(tb testing.TB, host, ref string, opts ImageOptions) string {
 	if opts.User != "" {
 		changes = append(changes, "USER "+opts.User)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), Scaled(2*time.Minute))
 	defer cancel()
 	res, err := c.ImageImport(ctx, client.ImageImportSource{Source: &layer, SourceName: "-"}, ref, client.ImageImportOptions{Changes: changes})
 	if err != nil {
@@ -126,7 +126,7 @@ func BuildImage(tb testing.TB, host, ref string, opts ImageOptions) string {
 func RemoveImage(tb testing.TB, host, ref string) {
 	tb.Helper()
 	c := dockerClientFor(tb, host)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), Scaled(time.Minute))
 	defer cancel()
 	_, err := c.ImageRemove(ctx, ref, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	if err != nil && !cerrdefs.IsNotFound(err) {
@@ -138,7 +138,7 @@ func RemoveImage(tb testing.TB, host, ref string) {
 func TagImage(tb testing.TB, host, source, target string) {
 	tb.Helper()
 	c := dockerClientFor(tb, host)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), Scaled(time.Minute))
 	defer cancel()
 	if _, err := c.ImageTag(ctx, client.ImageTagOptions{Source: source, Target: target}); err != nil {
 		tb.Fatalf("tagging %s as %s: %v", source, target, err)
@@ -156,7 +156,7 @@ func TagImage(tb testing.TB, host, source, target string) {
 func PushImage(tb testing.TB, host, ref string) string {
 	tb.Helper()
 	c := dockerClientFor(tb, host)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), Scaled(2*time.Minute))
 	defer cancel()
 	// Docker 20.10 insists on an X-Registry-Auth header, even an empty one.
 	res, err := c.ImagePush(ctx, ref, client.ImagePushOptions{RegistryAuth: base64.URLEncoding.EncodeToString([]byte("{}"))})
@@ -220,7 +220,7 @@ func pushStatusDigest(status string) (string, bool) {
 func ContainerdImageStore(tb testing.TB, host string) bool {
 	tb.Helper()
 	c := dockerClientFor(tb, host)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), Scaled(time.Minute))
 	defer cancel()
 	res, err := c.Info(ctx, client.InfoOptions{})
 	if err != nil {
@@ -238,7 +238,7 @@ func ContainerdImageStore(tb testing.TB, host string) bool {
 func ImageExists(tb testing.TB, host, ref string) bool {
 	tb.Helper()
 	c := dockerClientFor(tb, host)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), Scaled(time.Minute))
 	defer cancel()
 	_, err := c.ImageInspect(ctx, ref)
 	if err != nil && !cerrdefs.IsNotFound(err) {

@@ -117,8 +117,14 @@ type kubeletProcess struct {
 // stopped when t ends (StopKubelet stops it earlier).
 func startKubelet(t *testing.T, bin, dir string, o kubeletOptions) *kubeletProcess {
 	t.Helper()
+	return startKubeletWith(t, bin, dir, o.NodeName, kubeletConfig(o))
+}
+
+// startKubeletWith starts kubelet with the KubeletConfiguration data, for a
+// node named nodeName.
+func startKubeletWith(t *testing.T, bin, dir, nodeName, data string) *kubeletProcess {
+	t.Helper()
 	config := filepath.Join(dir, "kubelet-config.yaml")
-	data := kubeletConfig(o)
 	// kubelet only warns about unknown fields, and then ignores them.
 	if err := yaml.UnmarshalStrict([]byte(data), &kubeletconfig.KubeletConfiguration{}); err != nil {
 		t.Fatalf("the suite's KubeletConfiguration: %v", err)
@@ -137,7 +143,7 @@ func startKubelet(t *testing.T, bin, dir string, o kubeletOptions) *kubeletProce
 		"--config", config,
 		"--root-dir", k.RootDir,
 		"--cert-dir", k.CertDir,
-		"--hostname-override", o.NodeName,
+		"--hostname-override", nodeName,
 		"--v", "4",
 	}
 	f, err := os.Create(k.LogPath)

@@ -281,6 +281,7 @@ func (e *env) waitForKubelet(t *testing.T) *kubeletClient {
 // passes or kubelet exits. The timeouts bound a hang; they measure nothing.
 func (e *env) eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()
+	timeout = framework.Scaled(timeout) // a slow node's
 	deadline := time.Now().Add(timeout)
 	for {
 		err := f()
