@@ -317,10 +317,10 @@ func TestPodSandboxValidation(t *testing.T) {
 		{"bad port", func(c *runtimeapi.PodSandboxConfig) {
 			c.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 0, HostPort: 80}}
 		}, codes.InvalidArgument, "config.port_mappings[0].container_port"},
-		{"user namespace", func(c *runtimeapi.PodSandboxConfig) {
+		{"user namespace without mappings", func(c *runtimeapi.PodSandboxConfig) {
 			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
 				UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}}}
-		}, codes.FailedPrecondition, "userns_options"},
+		}, codes.InvalidArgument, "userns_options.uids"},
 		{"container network", func(c *runtimeapi.PodSandboxConfig) {
 			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
 				Network: runtimeapi.NamespaceMode_CONTAINER}}
