@@ -7,11 +7,13 @@ package store
 import (
 	"cmp"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/metrics"
 )
 
 // Store indexes sandboxes and containers by id and Docker name.
@@ -26,7 +28,7 @@ type Store struct {
 	containers table[Container]
 
 	subsMu sync.Mutex // guards subs
-	subs   map[chan<- Change]struct{}
+	subs   map[*Subscription]struct{}
 }
 
 // New returns an empty store.
@@ -36,7 +38,7 @@ func New() *Store {
 		containers: newTable(func(r *Container) (string, string, int64) {
 			return r.ID, r.Name, r.CreatedAt
 		}),
-		subs: map[chan<- Change]struct{}{},
+		subs: map[*Subscription]struct{}{},
 	}
 }
 
@@ -49,27 +51,60 @@ type Change struct {
 	Container *Container
 }
 
-// Subscribe sends every later change to ch (dropping changes ch has no room
-// for: subscribers must not block the store) until Unsubscribe.
-func (s *Store) Subscribe(ch chan<- Change) {
-	s.subsMu.Lock()
-	defer s.subsMu.Unlock()
-	s.subs[ch] = struct{}{}
+// Subscription is one subscriber's feed of the index's changes.
+type Subscription struct {
+	name    string
+	ch      chan Change
+	dropped chan struct{} // holds a value while a drop is not yet handled
 }
 
-// Unsubscribe stops sending changes to ch.
-func (s *Store) Unsubscribe(ch chan<- Change) {
+// C delivers the changes, in the order they were made.
+func (sub *Subscription) C() <-chan Change { return sub.ch }
+
+// Dropped receives a value after the store dropped one or more changes
+// for lack of room in C (it holds one however many were dropped). The
+// subscriber then missed changes and must resynchronise: read the current
+// records of everything it follows, then carry on with C.
+func (sub *Subscription) Dropped() <-chan struct{} { return sub.dropped }
+
+// Subscribe sends every later change to a new subscription with room for
+// buffer changes, until Unsubscribe. A change the subscription has no room
+// for is dropped, since a subscriber must not block the store; the drop is
+// counted in berth_events_dropped_total{subscriber=name}, logged, and
+// signalled on Dropped. NOTE: Put, Update and Delete send while their
+// caller waits, so buffer must cover the largest burst of changes (a full
+// resync of a busy node) the subscriber takes to catch up with.
+func (s *Store) Subscribe(name string, buffer int) *Subscription {
+	sub := &Subscription{name: name, ch: make(chan Change, buffer), dropped: make(chan struct{}, 1)}
 	s.subsMu.Lock()
 	defer s.subsMu.Unlock()
-	delete(s.subs, ch)
+	s.subs[sub] = struct{}{}
+	return sub
+}
+
+// Unsubscribe stops sending changes to sub.
+func (s *Store) Unsubscribe(sub *Subscription) {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	delete(s.subs, sub)
 }
 
 func (s *Store) notify(c Change) {
 	s.subsMu.Lock()
 	defer s.subsMu.Unlock()
-	for ch := range s.subs {
+	for sub := range s.subs {
 		select {
-		case ch <- c:
+		case sub.ch <- c:
+			continue
+		default:
+		}
+		metrics.EventsDropped.WithLabelValues(sub.name).Inc()
+		select {
+		case sub.dropped <- struct{}{}:
+			// Once per episode: until the subscriber has seen the
+			// signal, later drops add nothing to what it must do.
+			slog.Warn("the index dropped changes for a subscriber that fell behind; it resyncs",
+				"subscriber", sub.name, "queue", cap(sub.ch), "kind", c.Kind, "id", c.ID)
 		default:
 		}
 	}

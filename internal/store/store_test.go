@@ -6,13 +6,15 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/metrics"
 )
 
 func TestSandboxIndex(t *testing.T) {
 	s := New()
-	ch := make(chan Change, 10)
-	s.Subscribe(ch)
+	sub := s.Subscribe("test", 10)
 	s.PutSandbox(&Sandbox{ID: "abc123", Name: "k8s_POD_a", CreatedAt: 2})
 	s.PutSandbox(&Sandbox{ID: "abd456", Name: "k8s_POD_b", CreatedAt: 1})
 	if sb, err := s.ResolveSandbox("abc"); err != nil || sb.ID != "abc123" {
@@ -51,7 +53,7 @@ func TestSandboxIndex(t *testing.T) {
 	if s.UpdateSandbox("abc123", func(*Sandbox) {}) {
 		t.Errorf("update of a deleted record succeeded")
 	}
-	if n := len(ch); n != 5 {
+	if n := len(sub.C()); n != 5 {
 		t.Errorf("%d changes notified, want 5", n)
 	}
 }
@@ -72,5 +74,53 @@ func TestContainersOfAndConcurrency(t *testing.T) {
 	wg.Wait()
 	if n := len(s.ContainersOf("s3")); n != 10 {
 		t.Errorf("ContainersOf = %d, want 10", n)
+	}
+}
+
+func TestASubscriberThatStopsReadingIsToldToResync(t *testing.T) {
+	s := New()
+	stalled := s.Subscribe("test_stalled", 2)
+	reader := s.Subscribe("test_reader", 100)
+	before := testutil.ToFloat64(metrics.EventsDropped.WithLabelValues("test_stalled"))
+	for i := range 5 {
+		s.PutContainer(&Container{ID: fmt.Sprint("c", i), SandboxID: "sb"})
+	}
+	if n := testutil.ToFloat64(metrics.EventsDropped.WithLabelValues("test_stalled")) - before; n != 3 {
+		t.Errorf("berth_events_dropped_total{subscriber=test_stalled} rose by %v, want 3", n)
+	}
+	select {
+	case <-stalled.Dropped():
+	default:
+		t.Fatal("the stalled subscriber was not told it missed changes")
+	}
+	select {
+	case <-stalled.Dropped():
+		t.Error("told twice for one episode")
+	default:
+	}
+	if len(stalled.C()) != 2 || len(reader.C()) != 5 {
+		t.Errorf("queued %d and %d changes, want 2 (the buffer) and 5", len(stalled.C()), len(reader.C()))
+	}
+	select {
+	case <-reader.Dropped():
+		t.Error("a subscriber with room was told it missed changes")
+	default:
+	}
+	// The subscriber resynced (drained): a later overflow tells it again.
+	for len(stalled.C()) > 0 {
+		<-stalled.C()
+	}
+	for i := range 3 {
+		s.DeleteContainer(fmt.Sprint("c", i))
+	}
+	select {
+	case <-stalled.Dropped():
+	default:
+		t.Error("a second overflow was not signalled")
+	}
+	s.Unsubscribe(stalled)
+	s.DeleteContainer("c3")
+	if len(stalled.C()) != 2 {
+		t.Errorf("an unsubscribed subscription still gets changes")
 	}
 }
