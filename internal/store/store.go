@@ -23,9 +23,13 @@ import (
 // record, lets the caller change the copy, and stores the copy. Maps and
 // slices inside a record are never modified in place either.
 type Store struct {
-	mu         sync.RWMutex // guards sandboxes and containers
+	mu         sync.RWMutex // guards sandboxes, containers and bySandbox
 	sandboxes  table[Sandbox]
 	containers table[Container]
+	// bySandbox holds each sandbox's container ids: PodSandboxStatus reads
+	// a pod's containers on every call (evented PLEG's containers_statuses),
+	// and a scan of every container cost more than the rest of the call.
+	bySandbox map[string]map[string]struct{}
 
 	subsMu sync.Mutex // guards subs
 	subs   map[*Subscription]struct{}
@@ -38,7 +42,8 @@ func New() *Store {
 		containers: newTable(func(r *Container) (string, string, int64) {
 			return r.ID, r.Name, r.CreatedAt
 		}),
-		subs: map[*Subscription]struct{}{},
+		bySandbox: map[string]map[string]struct{}{},
+		subs:      map[*Subscription]struct{}{},
 	}
 }
 
@@ -173,7 +178,9 @@ func (s *Store) Sandboxes(keep func(*Sandbox) bool) []*Sandbox {
 // PutContainer stores c, replacing any record with its id.
 func (s *Store) PutContainer(c *Container) {
 	s.mu.Lock()
+	old := s.containers.byID[c.ID]
 	s.containers.put(c)
+	s.reindex(old, c)
 	s.mu.Unlock()
 	s.notify(Change{Kind: "container", ID: c.ID, Container: c})
 }
@@ -181,7 +188,11 @@ func (s *Store) PutContainer(c *Container) {
 // UpdateContainer applies fn to a copy of the container and stores it.
 func (s *Store) UpdateContainer(id string, fn func(*Container)) bool {
 	s.mu.Lock()
+	old := s.containers.byID[id]
 	cp, ok := s.containers.update(id, fn)
+	if ok {
+		s.reindex(old, cp)
+	}
 	s.mu.Unlock()
 	if ok {
 		s.notify(Change{Kind: "container", ID: id, Container: cp})
@@ -193,6 +204,9 @@ func (s *Store) UpdateContainer(id string, fn func(*Container)) bool {
 func (s *Store) DeleteContainer(id string) {
 	s.mu.Lock()
 	old, ok := s.containers.delete(id)
+	if ok {
+		s.reindex(old, nil)
+	}
 	s.mu.Unlock()
 	if ok {
 		s.notify(Change{Kind: "container", ID: id, Deleted: true, Container: old})
@@ -228,9 +242,47 @@ func (s *Store) Containers(keep func(*Container) bool) []*Container {
 	return s.containers.list(keep)
 }
 
-// ContainersOf returns the containers of a sandbox.
+// ContainersOf returns the containers of a sandbox, oldest first.
 func (s *Store) ContainersOf(sandboxID string) []*Container {
-	return s.Containers(func(c *Container) bool { return c.SandboxID == sandboxID })
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ids := s.bySandbox[sandboxID]
+	if len(ids) == 0 {
+		return nil
+	}
+	out := make([]*Container, 0, len(ids))
+	for id := range ids {
+		out = append(out, s.containers.byID[id])
+	}
+	slices.SortFunc(out, func(a, b *Container) int {
+		if c := cmp.Compare(a.CreatedAt, b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// reindex moves a container in bySandbox from its old record's sandbox
+// (old is nil for a new container) to its new one's (cur is nil when it
+// is deleted). s.mu is held.
+func (s *Store) reindex(old, cur *Container) {
+	if old != nil && (cur == nil || old.SandboxID != cur.SandboxID) {
+		if ids := s.bySandbox[old.SandboxID]; ids != nil {
+			delete(ids, old.ID)
+			if len(ids) == 0 {
+				delete(s.bySandbox, old.SandboxID)
+			}
+		}
+	}
+	if cur != nil {
+		ids := s.bySandbox[cur.SandboxID]
+		if ids == nil {
+			ids = map[string]struct{}{}
+			s.bySandbox[cur.SandboxID] = ids
+		}
+		ids[cur.ID] = struct{}{}
+	}
 }
 
 // table indexes one kind of record by id and by Docker name. The Store's
