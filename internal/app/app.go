@@ -27,6 +27,7 @@ import (
 	"github.com/berth-cri/berth/internal/logs"
 	"github.com/berth-cri/berth/internal/metrics"
 	"github.com/berth-cri/berth/internal/network"
+	"github.com/berth-cri/berth/internal/panics"
 	"github.com/berth-cri/berth/internal/sockets"
 	"github.com/berth-cri/berth/internal/store"
 	"github.com/berth-cri/berth/internal/streaming"
@@ -182,9 +183,10 @@ func Run(ctx context.Context, cfg config.Config) error {
 
 	runCtx, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
-	go dockerClient.Run(runCtx)
-	service.Start(runCtx) // event hub and stats sampler; before recovery
-	go recoverThenOpen(runCtx, log, dockerClient, service, gate)
+	bg := logging.WithLogger(runCtx, log) // internal/panics logs with it
+	panics.Go(bg, panics.Docker, func() { dockerClient.Run(runCtx) })
+	service.Start(bg) // event hub and stats sampler; before recovery
+	panics.Go(bg, panics.Recovery, func() { recoverThenOpen(bg, log, dockerClient, service, gate) })
 
 	var metricsServer *http.Server
 	if cfg.MetricsAddress != "" {
@@ -202,19 +204,19 @@ func Run(ctx context.Context, cfg config.Config) error {
 			}),
 			ReadHeaderTimeout: 10 * time.Second,
 		}
-		go func() { _ = metricsServer.Serve(ml) }()
+		panics.Go(bg, panics.Server, func() { _ = metricsServer.Serve(ml) })
 		log.Info("serving metrics", "address", ml.Addr().String())
 	}
 
-	go func() {
+	panics.Go(bg, panics.Server, func() {
 		if err := streamServer.Serve(); err != nil {
 			log.Error("streaming server stopped", "error", err)
 		}
-	}()
+	})
 	log.Info("serving exec, attach and port-forward", "url", streamServer.URL())
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- server.Serve(listener) }()
+	panics.GoThen(bg, panics.Server, func() error { return server.Serve(listener) }, func(err error) { serveErr <- err })
 	log.Info("serving CRI", "endpoint", cfg.Endpoint)
 
 	select {
@@ -225,7 +227,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 
 	log.Info("shutting down: draining in-flight calls", "timeout", cfg.ShutdownTimeout)
 	drained := make(chan struct{})
-	go func() { server.GracefulStop(); close(drained) }()
+	panics.GoThen(bg, panics.Server, func() error { server.GracefulStop(); return nil }, func(error) { close(drained) })
 	select {
 	case <-drained:
 	case <-time.After(cfg.ShutdownTimeout):
@@ -251,7 +253,7 @@ func recoverThenOpen(ctx context.Context, log *slog.Logger, d *docker.Client, s 
 			if err := s.Recover(ctx); err == nil {
 				log.Info("state recovered from Docker; accepting all CRI calls", "took", time.Since(start))
 				gate.Open()
-				go s.Watch(ctx)
+				panics.Go(ctx, panics.EventWatch, func() { s.Watch(ctx) })
 				return
 			} else {
 				log.Error("recovering state from Docker", "error", err)

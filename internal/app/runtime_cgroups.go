@@ -12,6 +12,7 @@ import (
 	"github.com/berth-cri/berth/internal/config"
 	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/hostinfo"
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // runtimeCgroupsPeriod is how often Docker's processes are looked for and
@@ -75,7 +76,9 @@ func placeRuntime(ctx context.Context, cfg config.Config, log *slog.Logger, d *d
 			}
 		}
 	})
-	go func() {
+	// NOTE: a panic ends this loop (logged and counted); Berth keeps
+	// serving, and Docker stays where the last round put it.
+	panics.Go(ctx, panics.RuntimeCgroups, func() {
 		search := time.NewTicker(runtimeCgroupsPeriod)
 		defer search.Stop()
 		check := time.NewTicker(runtimeCgroupsCheck)
@@ -98,7 +101,7 @@ func placeRuntime(ctx context.Context, cfg config.Config, log *slog.Logger, d *d
 			}
 			last = moveDocker(ctx, log, g, socket, moved)
 		}
-	}()
+	})
 	return nil
 }
 

@@ -12,6 +12,8 @@ import (
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
+	"github.com/berth-cri/berth/internal/metrics"
+	"github.com/berth-cri/berth/internal/panics"
 	"github.com/berth-cri/berth/internal/store"
 )
 
@@ -29,15 +31,28 @@ import (
 // current record (not the change's) also makes out-of-order notifications
 // from concurrent writers harmless.
 //
+// Nothing is dropped silently. The index drops a change the hub has no
+// room for (it must not block the index's writers); it then counts the
+// drop, logs it and tells the hub, which resyncs: it compares what it last
+// reported of every object with the index, as it does for one object on
+// each change, so every transition it missed is still reported, late,
+// and no stream ends. A panic handling a change resyncs the same way.
+//
 // Each subscriber (a GetContainerEvents stream) has a bounded buffer; one
-// that falls behind is disconnected (and told so) rather than allowed to
-// block the hub or make it drop events silently: kubelet then reconnects
-// and relists.
+// that falls behind cannot be resynced in the stream (events are a
+// history, not a state), so it is disconnected with ResourceExhausted,
+// saying that events were dropped and to relist, and counted in
+// berth_events_dropped_total{subscriber="GetContainerEvents"}, rather than
+// allowed to block the hub or miss events unawares. kubelet reads every
+// stream end alike (pkg/kubelet/pleg/evented.go): 1.37 retries at once and
+// keeps its 1 s relist, which catches what it missed; 1.26 to 1.32 relist
+// at once, then retry. Each kubelet gives up the stream after its fifth
+// failure (eventedPlegMaxStreamRetries, never reset), which is why the
+// hub's own overflow resyncs instead of ending streams.
 
 const (
-	// hubBuffer is the hub's queue of index changes. The store drops
-	// changes a subscriber has no room for, so it is sized for the
-	// burst of a full resync of a busy node.
+	// hubBuffer is the hub's queue of index changes, sized for the burst
+	// of a full resync of a busy node.
 	hubBuffer = 8192
 	// subscriberBuffer is how many events a GetContainerEvents stream may
 	// fall behind before it is disconnected.
@@ -46,9 +61,12 @@ const (
 
 // eventHub turns index changes into container events and fans them out.
 type eventHub struct {
-	store   *store.Store
-	log     *slog.Logger
-	changes chan store.Change
+	store *store.Store
+	log   *slog.Logger
+	// changesBuffer and subBuffer size the hub's queue and each stream's
+	// (hubBuffer and subscriberBuffer; tests make them small).
+	changesBuffer, subBuffer int
+	changes                  *store.Subscription
 
 	mu   sync.Mutex // guards subs
 	subs map[*eventSub]struct{}
@@ -67,6 +85,11 @@ type objectState struct {
 	// startedAt tells runs apart: a container that restarted while Berth
 	// was disconnected has a new start time.
 	startedAt int64
+	// sandboxID is a container's sandbox; last is a sandbox's latest
+	// record. A resync finding the object gone reports its DELETED event
+	// with them.
+	sandboxID string
+	last      *store.Sandbox
 }
 
 // eventSub is one GetContainerEvents stream.
@@ -77,31 +100,96 @@ type eventSub struct {
 
 func newEventHub(st *store.Store, log *slog.Logger) *eventHub {
 	return &eventHub{
-		store:   st,
-		log:     log,
-		changes: make(chan store.Change, hubBuffer),
-		subs:    map[*eventSub]struct{}{},
-		known:   map[string]objectState{},
+		store:         st,
+		log:           log,
+		changesBuffer: hubBuffer,
+		subBuffer:     subscriberBuffer,
+		subs:          map[*eventSub]struct{}{},
+		known:         map[string]objectState{},
 	}
 }
 
-// run subscribes to the index and processes its changes until ctx ends. It
-// must subscribe before the index is first filled (Recover), so that it
-// knows every object; Start does that.
+// attach subscribes the hub to the index. It must happen before the index
+// is first filled (Recover), so that the hub knows every object; Start
+// does it, then runs run.
+func (h *eventHub) attach() {
+	h.changes = h.store.Subscribe("event_hub", h.changesBuffer)
+}
+
+// run processes the index's changes until ctx ends.
 func (h *eventHub) run(ctx context.Context) {
 	defer h.store.Unsubscribe(h.changes)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case c := <-h.changes:
-			h.handle(c)
+		case <-h.changes.Dropped():
+			h.log.Warn("container events: the index dropped changes for the hub; resyncing the hub with the index")
+			h.catchUp(ctx)
+		case c := <-h.changes.C():
+			if err := h.handleSafely(ctx, c); err != nil {
+				h.catchUp(ctx)
+			}
 		}
 	}
 }
 
+// handleSafely is handle with a panic returned as an error.
+func (h *eventHub) handleSafely(ctx context.Context, c store.Change) error {
+	return panics.Call(ctx, panics.EventHub, func() error { h.handle(c); return nil })
+}
+
+// catchUp handles the changes queued, then resyncs: after changes were
+// dropped (or one was lost to a panic), an object's removal may be among
+// them, and a queued change of that object would otherwise report it
+// anew (handle reports what a change saw of an object removed since, as
+// its removal's own change normally follows). Changes dropped after the
+// Dropped signal was taken signal it again, so nothing slips between.
+func (h *eventHub) catchUp(ctx context.Context) {
+	for n := len(h.changes.C()); n > 0; n-- {
+		_ = h.handleSafely(ctx, <-h.changes.C()) // the resync covers a panic
+	}
+	h.resync(ctx)
+}
+
+// resync emits what the hub missed: it compares what it last reported of
+// every object, and every object the index has, with the index now.
+func (h *eventHub) resync(ctx context.Context) {
+	err := panics.Call(ctx, panics.EventHub, func() error {
+		seen := map[string]bool{}
+		// Sandboxes first: a container's events carry its pod's status.
+		for _, sb := range h.store.Sandboxes(nil) {
+			seen[sb.ID] = true
+			h.handle(store.Change{Kind: "sandbox", ID: sb.ID})
+		}
+		for _, c := range h.store.Containers(nil) {
+			seen[c.ID] = true
+			h.handle(store.Change{Kind: "container", ID: c.ID})
+		}
+		// Gone meanwhile: containers first, while their sandbox is known.
+		var goneSandboxes []string
+		for id, st := range h.known {
+			switch {
+			case seen[id]:
+			case st.sandbox:
+				goneSandboxes = append(goneSandboxes, id)
+			default:
+				h.handle(store.Change{Kind: "container", ID: id, Deleted: true})
+			}
+		}
+		for _, id := range goneSandboxes {
+			h.handle(store.Change{Kind: "sandbox", ID: id, Deleted: true})
+		}
+		return nil
+	})
+	if err != nil {
+		// What it missed now waits for the object's next change.
+		h.log.Error("container events: resyncing the hub with the index", "error", err)
+	}
+}
+
 func (h *eventHub) subscribe() *eventSub {
-	sub := &eventSub{ch: make(chan *runtimeapi.ContainerEventResponse, subscriberBuffer), gone: make(chan struct{})}
+	sub := &eventSub{ch: make(chan *runtimeapi.ContainerEventResponse, h.subBuffer), gone: make(chan struct{})}
 	h.mu.Lock()
 	h.subs[sub] = struct{}{}
 	h.mu.Unlock()
@@ -125,7 +213,8 @@ func (h *eventHub) publish(ev *runtimeapi.ContainerEventResponse) {
 		default:
 			delete(h.subs, sub)
 			close(sub.gone)
-			h.log.Warn("disconnecting a GetContainerEvents client that fell behind", "buffered", cap(sub.ch))
+			metrics.EventsDropped.WithLabelValues("GetContainerEvents").Inc()
+			h.log.Warn("disconnecting a GetContainerEvents client that fell behind; it must relist", "buffered", cap(sub.ch))
 		}
 	}
 }
@@ -141,7 +230,7 @@ func (h *eventHub) handle(c store.Change) {
 			// saw; the deletion's own change follows.
 			cur, ok = c.Container, true
 		}
-		var sandboxID string
+		sandboxID := h.known[c.ID].sandboxID
 		switch {
 		case cur != nil:
 			sandboxID = cur.SandboxID
@@ -151,18 +240,29 @@ func (h *eventHub) handle(c store.Change) {
 		h.transition(c.ID, false, ok, containerRun(cur), func(t runtimeapi.ContainerEventType, ts int64) {
 			h.publish(h.event(c.ID, t, ts, sandboxID, nil))
 		})
+		if st, ok := h.known[c.ID]; ok {
+			st.sandboxID = sandboxID
+			h.known[c.ID] = st
+		}
 	case "sandbox":
 		cur, ok := h.store.Sandbox(c.ID)
 		if !ok && !c.Deleted && c.Sandbox != nil {
 			cur, ok = c.Sandbox, true
 		}
+		last := cur
+		if last == nil {
+			last = c.Sandbox // deleted: its last record
+		}
+		if last == nil {
+			last = h.known[c.ID].last // deleted, found by a resync
+		}
 		h.transition(c.ID, true, ok, sandboxRun(cur), func(t runtimeapi.ContainerEventType, ts int64) {
-			last := cur
-			if last == nil {
-				last = c.Sandbox // deleted: its last record
-			}
 			h.publish(h.event(c.ID, t, ts, c.ID, last))
 		})
+		if st, ok := h.known[c.ID]; ok {
+			st.last = last
+			h.known[c.ID] = st
+		}
 	}
 }
 
@@ -201,13 +301,19 @@ func sandboxRun(sb *store.Sandbox) run {
 // transition emits the events that take an object from what was last
 // reported to its current run: CREATED for a new object, STARTED and
 // STOPPED as it runs and exits (STOPPED then STARTED for a new run), and
-// DELETED when it is gone.
+// DELETED when it is gone (after STOPPED if it was last reported running).
 func (h *eventHub) transition(id string, sandbox, exists bool, now run, emit func(runtimeapi.ContainerEventType, int64)) {
 	prev, known := h.known[id]
 	send := func(t runtimeapi.ContainerEventType) { emit(t, h.timestamp()) }
 	if !exists {
 		if known {
 			delete(h.known, id)
+			if prev.started && !prev.stopped {
+				// Gone while reported running (removed before its
+				// exit was seen, or while events were missed): it
+				// stopped first, and STOPPED is what kubelet acts on.
+				send(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+			}
 			send(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 		}
 		return
@@ -254,6 +360,8 @@ func (h *eventHub) event(id string, t runtimeapi.ContainerEventType, ts int64, s
 	ev := &runtimeapi.ContainerEventResponse{ContainerId: id, ContainerEventType: t, CreatedAt: ts}
 	if cur, ok := h.store.Sandbox(sandboxID); ok {
 		sb = cur
+	} else if sb == nil {
+		sb = h.known[sandboxID].last // removed before its container's event
 	}
 	if sb != nil {
 		ev.PodSandboxStatus = dockerspec.PodSandboxStatus(sb)
@@ -284,8 +392,8 @@ func (s *Service) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stream runt
 		case <-ctx.Done():
 			return nil
 		case <-sub.gone:
-			return fmt.Errorf("the client fell more than %d events behind and was disconnected; reconnect and relist: %w",
-				subscriberBuffer, errdefs.ErrResourceExhausted)
+			return fmt.Errorf("container events were dropped: the client fell more than %d events behind and was disconnected; relist and reconnect: %w",
+				cap(sub.ch), errdefs.ErrResourceExhausted)
 		case ev := <-sub.ch:
 			if err := stream.Send(ev); err != nil {
 				return err

@@ -56,7 +56,7 @@ func (s *Service) listContainerStats(ctx context.Context, f *runtimeapi.Containe
 	})
 	fs := s.containerFs()
 	out := make([]*runtimeapi.ContainerStats, len(records))
-	forEach(len(records), func(i int) { out[i] = s.containerStats(ctx, records[i], fs) })
+	forEach(ctx, len(records), func(i int) { out[i] = s.containerStats(ctx, records[i], fs) })
 	return out
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/flight"
 	"github.com/berth-cri/berth/internal/logging"
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // Images is the part of Docker that stores and pulls images.
@@ -121,12 +122,14 @@ func (c *userCache) get(ctx context.Context, images Images, ids []string) (map[s
 	results := make(chan result, len(missing))
 	sem := make(chan struct{}, userLookupParallelism)
 	for _, id := range missing {
-		go func() {
+		var user string
+		panics.GoThen(ctx, panics.ImageLookup, func() error {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			img, err := images.InspectImage(ctx, id)
-			results <- result{id: id, user: dockerspec.ImageConfigUser(img), err: err}
-		}()
+			user = dockerspec.ImageConfigUser(img)
+			return err
+		}, func(err error) { results <- result{id: id, user: user, err: err} })
 	}
 	found := make(map[string]string, len(missing))
 	var firstErr error

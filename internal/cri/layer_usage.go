@@ -11,6 +11,7 @@ import (
 	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
+	"github.com/berth-cri/berth/internal/panics"
 	"github.com/berth-cri/berth/internal/stats"
 )
 
@@ -119,8 +120,16 @@ func (l *layerUsage) Usage(ctx context.Context) (layerSample, error) {
 // refresh's channel (nil if none). l.mu must be held.
 func (l *layerUsage) kickLocked(ctx context.Context) chan struct{} {
 	if (l.sample == nil || l.now().Sub(l.sample.at) >= l.listAge) && l.refreshing == nil {
-		l.refreshing = make(chan struct{})
-		go l.refresh(logging.WithLogger(context.Background(), logging.FromContext(ctx)), l.refreshing)
+		done := make(chan struct{})
+		l.refreshing = done
+		ctx := logging.WithLogger(context.Background(), logging.FromContext(ctx))
+		var sample layerSample
+		// A panic in the measure ends this refresh as an error: the
+		// next call starts another.
+		panics.GoThen(ctx, panics.LayerSampler, func() (err error) {
+			sample, err = l.refresh(ctx)
+			return err
+		}, func(err error) { l.finish(ctx, sample, err, done) })
 	}
 	return l.refreshing
 }
@@ -145,12 +154,16 @@ func (l *layerUsage) Container(ctx context.Context, id string) (u stats.DirUsage
 	return e.usage, e.measured, e.dir != "", true
 }
 
-// refresh lists the containers, measures the layers that may have changed,
-// and stores a new sample.
-func (l *layerUsage) refresh(ctx context.Context, done chan struct{}) {
+// refresh lists the containers and measures the layers that may have
+// changed.
+func (l *layerUsage) refresh(ctx context.Context) (layerSample, error) {
 	ctx, cancel := context.WithTimeout(ctx, layerRefreshTimeout)
 	defer cancel()
-	sample, err := l.measure(ctx)
+	return l.measure(ctx)
+}
+
+// finish stores a refresh's sample, or its error, and ends the refresh.
+func (l *layerUsage) finish(ctx context.Context, sample layerSample, err error, done chan struct{}) {
 	l.mu.Lock()
 	if err == nil {
 		l.sample = &sample

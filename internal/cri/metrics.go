@@ -51,7 +51,7 @@ func (s *Service) podMetrics(ctx context.Context) []*runtimeapi.PodSandboxMetric
 	fs := s.containerFs()
 	now := time.Now()
 	out := make([]*runtimeapi.PodSandboxMetrics, len(sandboxes))
-	forEach(len(sandboxes), func(i int) {
+	forEach(ctx, len(sandboxes), func(i int) {
 		if ctx.Err() == nil {
 			out[i] = s.sandboxMetrics(ctx, sandboxes[i], bySandbox[sandboxes[i].ID], fs, now)
 		}

@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
+	"github.com/berth-cri/berth/internal/panics"
 	"github.com/berth-cri/berth/internal/store"
 )
 
@@ -38,9 +40,12 @@ type Inventory interface {
 // once at start-up, after Docker first answers and before the readiness
 // gate opens. Sandboxes whose pause container vanished while Berth was down
 // keep their record (NOTREADY) and get their network torn down now.
+//
+// A panic in it is returned as an error wrapping errdefs.ErrInternal: the
+// caller retries as after any failure, and the gate stays closed meanwhile.
 func (s *Service) Recover(ctx context.Context) error {
 	start := time.Now()
-	if err := s.resync(ctx); err != nil {
+	if err := panics.Call(ctx, panics.Recovery, func() error { return s.resync(ctx) }); err != nil {
 		return err
 	}
 	s.recoveredAt = start
@@ -83,7 +88,10 @@ func (s *Service) resyncFrom(ctx context.Context, inv Inventory) error {
 	if err != nil {
 		return fmt.Errorf("listing Docker's containers: %w", err)
 	}
-	inspects := inspectAll(ctx, inv, summaries)
+	inspects, err := inspectAll(ctx, inv, summaries)
+	if err != nil {
+		return err
+	}
 
 	seenSandboxes := map[string]bool{}
 	seenContainers := map[string]bool{}
@@ -137,37 +145,50 @@ func (s *Service) resyncFrom(ctx context.Context, inv Inventory) error {
 }
 
 // inspectAll inspects the listed containers, a few at a time. Containers
-// that vanish meanwhile are skipped.
-func inspectAll(ctx context.Context, inv Inventory, summaries []container.Summary) []container.InspectResponse {
+// that vanish meanwhile are skipped. A panic in an inspect fails the whole
+// recovery (which is retried) rather than leave that container out of it.
+func inspectAll(ctx context.Context, inv Inventory, summaries []container.Summary) ([]container.InspectResponse, error) {
 	var (
-		mu  sync.Mutex
-		out []container.InspectResponse
-		wg  sync.WaitGroup
-		sem = make(chan struct{}, inspectParallelism)
+		mu     sync.Mutex // guards out and failed
+		out    []container.InspectResponse
+		failed error
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, inspectParallelism)
 	)
 	for _, sum := range summaries {
 		wg.Add(1)
 		sem <- struct{}{}
-		go func(id string) {
-			defer wg.Done()
-			defer func() { <-sem }()
+		id := sum.ID
+		panics.GoThen(ctx, panics.Recovery, func() error {
 			in, err := inv.InspectContainer(ctx, id)
 			if err != nil {
 				if !errors.Is(err, errdefs.ErrNotFound) {
 					logging.FromContext(ctx).Warn("inspecting a container", "id", id, "error", err)
 				}
-				return
+				return nil
 			}
 			if in.Config == nil {
-				return
+				return nil
 			}
 			mu.Lock()
 			out = append(out, in)
 			mu.Unlock()
-		}(sum.ID)
+			return nil
+		}, func(err error) {
+			if err != nil {
+				mu.Lock()
+				failed = cmp.Or(failed, err)
+				mu.Unlock()
+			}
+			<-sem
+			wg.Done()
+		})
 	}
 	wg.Wait()
-	return out
+	if failed != nil {
+		return nil, fmt.Errorf("inspecting Docker's containers: %w", failed)
+	}
+	return out, nil
 }
 
 // refreshSandbox brings a sandbox's record in line with Docker's view.

@@ -53,7 +53,7 @@ func (s *Service) listPodStats(ctx context.Context, f *runtimeapi.PodSandboxStat
 	bySandbox := s.containersBySandbox()
 	fs := s.containerFs()
 	out := make([]*runtimeapi.PodSandboxStats, len(sandboxes))
-	forEach(len(sandboxes), func(i int) { out[i] = s.podStats(ctx, sandboxes[i], bySandbox[sandboxes[i].ID], fs) })
+	forEach(ctx, len(sandboxes), func(i int) { out[i] = s.podStats(ctx, sandboxes[i], bySandbox[sandboxes[i].ID], fs) })
 	return out
 }
 

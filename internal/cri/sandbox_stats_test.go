@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"context"
 	"sync/atomic"
 	"testing"
 
@@ -58,7 +59,7 @@ func TestSpecOf(t *testing.T) {
 func TestForEachVisitsEveryIndexOnce(t *testing.T) {
 	for _, n := range []int{0, 1, 15, 16, 17, 200, 1000} {
 		seen := make([]int32, n)
-		forEach(n, func(i int) { atomic.AddInt32(&seen[i], 1) })
+		forEach(context.Background(), n, func(i int) { atomic.AddInt32(&seen[i], 1) })
 		for i, c := range seen {
 			if c != 1 {
 				t.Fatalf("n=%d: index %d visited %d times", n, i, c)

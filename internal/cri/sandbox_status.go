@@ -14,10 +14,23 @@ import (
 )
 
 // PodSandboxStatus answers from Berth's index, without a Docker call.
+//
+// NOTE: timestamp and containers_statuses come only with verbose, on
+// purpose. kubelet asks without verbose; with the EventedPLEG gate on and a
+// timestamp in the answer, kubelet 1.37 takes its pod's container statuses
+// from containers_statuses but never fills the pod's active-sandbox
+// statuses from them (kubernetes/kubernetes#133371), so a pod with init
+// containers stays Pending for good (the kubelet suite's init-container
+// check fails so in its EventedPLEG run). Without a timestamp kubelet logs
+// "Runtime does not set pod status timestamp" and asks ContainerStatus per
+// container, which Berth answers from the index too: one more call per
+// container, and every pod starts (docs/cri-coverage.md).
 func (s *Service) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
 	if req.GetPodSandboxId() == "" {
 		return nil, errdefs.InvalidArgument("pod_sandbox_id", "must not be empty")
 	}
+	// Taken before the index is read: what follows is at least that new.
+	now := time.Now().UnixNano()
 	sb, err := s.store.ResolveSandbox(req.GetPodSandboxId())
 	if err != nil {
 		return nil, err
@@ -39,10 +52,12 @@ func (s *Service) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandb
 		}
 		raw, _ := json.Marshal(info)
 		resp.Info = map[string]string{"info": string(raw)}
-		// Evented PLEG reads container statuses with the pod's.
-		resp.Timestamp = time.Now().UnixNano()
-		for _, c := range s.store.ContainersOf(sb.ID) {
-			resp.ContainersStatuses = append(resp.ContainersStatuses, s.containerStatus(c))
+		resp.Timestamp = now
+		// Newest first: kubelet, which sorts the statuses it fetches
+		// itself so, takes the first of a name as the latest.
+		cs := s.store.ContainersOf(sb.ID)
+		for i := len(cs) - 1; i >= 0; i-- {
+			resp.ContainersStatuses = append(resp.ContainersStatuses, s.containerStatus(cs[i]))
 		}
 	}
 	return resp, nil

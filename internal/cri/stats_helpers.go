@@ -11,6 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/cgroups"
+	"github.com/berth-cri/berth/internal/panics"
 	"github.com/berth-cri/berth/internal/stats"
 	"github.com/berth-cri/berth/internal/store"
 )
@@ -30,7 +31,12 @@ const itemsPerWorker = 16
 // reading cgroup files, i.e. system calls: on an idle node with several
 // cores it goes that many times faster, and more goroutines than CPUs buy
 // nothing.
-func forEach(n int, fn func(i int)) {
+//
+// A panic in fn on a worker is raised again in the caller's goroutine once
+// every worker has ended, as if fn had run there: the caller is a CRI call,
+// which the interceptor answers with Internal (internal/panics logged and
+// counted it where it happened).
+func forEach(ctx context.Context, n int, fn func(i int)) {
 	workers := min(runtime.GOMAXPROCS(0), n/itemsPerWorker+1)
 	if workers <= 1 {
 		for i := range n {
@@ -40,18 +46,29 @@ func forEach(n int, fn func(i int)) {
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	var failed atomic.Pointer[error]
+	wg.Add(workers)
 	for range workers {
-		wg.Go(func() {
-			for {
+		panics.GoThen(ctx, panics.StatsWorker, func() error {
+			for failed.Load() == nil {
 				i := int(next.Add(1) - 1)
 				if i >= n {
-					return
+					break
 				}
 				fn(i)
 			}
+			return nil
+		}, func(err error) {
+			if err != nil {
+				failed.CompareAndSwap(nil, &err)
+			}
+			wg.Done()
 		})
 	}
 	wg.Wait()
+	if err := failed.Load(); err != nil {
+		panic(*err)
+	}
 }
 
 // podKeyPrefix keys a pod-level cgroup in the sampler (a pause container's

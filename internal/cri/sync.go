@@ -3,6 +3,8 @@ package cri
 import (
 	"context"
 	"sync"
+
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // detachedRuns runs one operation per key at a time and hands its result
@@ -25,20 +27,26 @@ type detachedRun struct {
 func newDetachedRuns() *detachedRuns { return &detachedRuns{m: map[string]*detachedRun{}} }
 
 // do starts fn for key unless it is already running, then waits for it or
-// for ctx. fn's own context is not ctx: it is bounded by its caller.
+// for ctx. fn's own context is not ctx: it is bounded by its caller. If fn
+// panics, its callers get an error wrapping errdefs.ErrInternal and the
+// key is free again; fn's deferred cleanup stack runs as the panic unwinds,
+// so what it made is undone as after any failure.
 func (f *detachedRuns) do(ctx context.Context, key string, fn func() (string, error)) (string, error) {
 	f.mu.Lock()
 	fl, running := f.m[key]
 	if !running {
 		fl = &detachedRun{done: make(chan struct{})}
 		f.m[key] = fl
-		go func() {
-			fl.id, fl.err = fn()
+		panics.GoThen(ctx, panics.DetachedRun, func() (err error) {
+			fl.id, err = fn()
+			return err
+		}, func(err error) {
+			fl.err = err
 			f.mu.Lock()
 			delete(f.m, key)
 			f.mu.Unlock()
 			close(fl.done)
-		}()
+		})
 	}
 	f.mu.Unlock()
 	select {

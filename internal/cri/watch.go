@@ -14,6 +14,7 @@ import (
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/hostinfo"
+	"github.com/berth-cri/berth/internal/panics"
 	"github.com/berth-cri/berth/internal/store"
 )
 
@@ -26,17 +27,24 @@ import (
 func (s *Service) Watch(ctx context.Context) {
 	since := s.recoveredAt
 	for ctx.Err() == nil {
-		msgs, errs := s.docker.ContainerEvents(ctx, since, dockerspec.LabelType)
+		streamCtx, endStream := context.WithCancel(ctx)
+		msgs, errs := s.docker.ContainerEvents(streamCtx, since, dockerspec.LabelType)
 	stream:
 		for {
 			select {
 			case <-ctx.Done():
+				endStream()
 				return
 			case m := <-msgs:
 				if m.TimeNano > 0 {
 					since = time.Unix(0, m.TimeNano)
 				}
-				s.handleEvent(ctx, m)
+				// A panic handling one event leaves the index short
+				// of that change: resync, as after a broken stream.
+				if err := panics.Call(ctx, panics.EventWatch, func() error { s.handleEvent(ctx, m); return nil }); err != nil {
+					s.log.Warn("handling a Docker event failed; resyncing", "action", m.Action, "id", m.Actor.ID, "error", err)
+					break stream
+				}
 			case err := <-errs:
 				if ctx.Err() == nil {
 					s.log.Warn("Docker's event stream broke; resyncing once Docker answers", "error", err)
@@ -44,6 +52,7 @@ func (s *Service) Watch(ctx context.Context) {
 				break stream
 			}
 		}
+		endStream()
 		s.resyncUntilDone(ctx)
 	}
 }
@@ -62,7 +71,7 @@ func (s *Service) resyncUntilDone(ctx context.Context) {
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
-		err := s.resync(ctx)
+		err := panics.Call(ctx, panics.EventWatch, func() error { return s.resync(ctx) })
 		if err == nil {
 			s.log.Info("index resynced with Docker after the event stream broke")
 			return

@@ -22,6 +22,7 @@ import (
 	"github.com/moby/moby/client/pkg/versions"
 
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // MinAPIVersion is the oldest Docker API Berth speaks: Docker 20.10.
@@ -237,14 +238,21 @@ func (c *Client) Probe(ctx context.Context) Health {
 	if p == nil {
 		p = &probeCall{done: make(chan struct{})}
 		c.probing = p
-		go func() {
-			h := c.probe(context.WithoutCancel(ctx))
+		var h Health
+		pctx := context.WithoutCancel(ctx)
+		panics.GoThen(pctx, panics.Docker, func() error {
+			h = c.probe(pctx)
+			return nil
+		}, func(err error) {
+			if err != nil {
+				h = c.Health() // a panic is no verdict on Docker
+			}
 			c.mu.Lock()
 			p.h = h
 			c.probing = nil
 			c.mu.Unlock()
 			close(p.done)
-		}()
+		})
 	}
 	c.mu.Unlock()
 	select {
@@ -405,7 +413,7 @@ func (c *Client) setHealth(ready bool, reason string, daemon DaemonInfo) Health 
 			c.log.Warn("Docker is unavailable", "reason", reason)
 		}
 		for _, fn := range listeners {
-			go fn(h)
+			panics.Go(context.Background(), panics.Docker, func() { fn(h) })
 		}
 	} else if !ready && reason != prev.Reason {
 		c.log.Debug("Docker still unavailable", "reason", reason)

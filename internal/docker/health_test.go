@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // fakeDaemon answers the calls Probe makes; slow makes pings hang.
@@ -146,5 +148,30 @@ func TestProbeToleratesOneLatePing(t *testing.T) {
 	_ = fake.srv.Close()
 	if h := c.Probe(ctx); h.Ready {
 		t.Fatal("a stopped daemon was still taken as up")
+	}
+}
+
+// TestAProbeThatPanicsIsNoVerdict: a panic in a probe's goroutine reaches
+// its callers as the last known health, and the next probe runs.
+func TestAProbeThatPanicsIsNoVerdict(t *testing.T) {
+	fake, c := startFakeDaemon(t)
+	if h := c.Probe(context.Background()); !h.Ready {
+		t.Fatalf("first probe: %+v", h)
+	}
+	var once sync.Once
+	defer panics.SetHook(func(where string) {
+		if where == panics.Docker {
+			once.Do(func() { panic("boom") })
+		}
+	})()
+	before := fake.pings.Load()
+	if h := c.Probe(context.Background()); !h.Ready {
+		t.Fatalf("the probe that panicked took Docker down: %s", h.Reason)
+	}
+	if fake.pings.Load() != before {
+		t.Fatal("the injected panic came after the ping")
+	}
+	if h := c.Probe(context.Background()); !h.Ready || fake.pings.Load() == before {
+		t.Fatalf("the next probe: %+v, pings %d", h, fake.pings.Load())
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // PullOptions configure PullImage.
@@ -43,7 +44,10 @@ func (c *Client) PullImage(ctx context.Context, ref string, opts PullOptions) er
 	defer cancel(nil)
 	progress := newPullProgress()
 	if opts.ProgressDeadline > 0 {
-		watchdog := time.AfterFunc(opts.ProgressDeadline, func() { cancel(errPullStalled) })
+		watchdog := time.AfterFunc(opts.ProgressDeadline, func() {
+			defer panics.Recover(ctx, panics.Docker, nil)
+			cancel(errPullStalled)
+		})
 		defer watchdog.Stop()
 		progress.onAdvance = func() { watchdog.Reset(opts.ProgressDeadline) }
 	}

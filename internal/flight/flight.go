@@ -8,6 +8,8 @@ package flight
 import (
 	"context"
 	"sync"
+
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // Group holds the calls in flight. The zero Group is ready to use.
@@ -34,7 +36,9 @@ type call[T any] struct {
 // fn runs under a context that keeps ctx's values but not its cancellation:
 // it is cancelled when every caller waiting for it (the first included) has
 // returned because its own ctx ended. Such a caller gets its ctx's error. A
-// caller arriving after the call was abandoned starts a new one.
+// caller arriving after the call was abandoned starts a new one. If fn
+// panics, every caller waiting gets an error wrapping errdefs.ErrInternal
+// (internal/panics), and the next caller starts a new call.
 func (g *Group[T]) Do(ctx context.Context, key string, fn func(context.Context) (T, error)) (v T, joined bool, err error) {
 	g.mu.Lock()
 	if g.calls == nil {
@@ -47,7 +51,10 @@ func (g *Group[T]) Do(ctx context.Context, key string, fn func(context.Context) 
 		callCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		c = &call[T]{done: make(chan struct{}), waiters: 1, cancel: cancel}
 		g.calls[key] = c
-		go g.run(callCtx, key, c, fn)
+		panics.GoThen(callCtx, panics.Flight, func() (err error) {
+			c.val, err = fn(callCtx)
+			return err
+		}, func(err error) { g.finish(key, c, err) })
 	}
 	g.mu.Unlock()
 	if joined && g.OnJoin != nil {
@@ -70,11 +77,12 @@ func (g *Group[T]) Do(ctx context.Context, key string, fn func(context.Context) 
 	return zero, joined, ctx.Err()
 }
 
-func (g *Group[T]) run(ctx context.Context, key string, c *call[T], fn func(context.Context) (T, error)) {
-	defer c.cancel()
-	v, err := fn(ctx)
+// finish records the end of c's fn (err is a panics.Error if fn panicked:
+// every waiter then gets it) and lets the waiters go.
+func (g *Group[T]) finish(key string, c *call[T], err error) {
+	c.cancel()
 	g.mu.Lock()
-	c.val, c.err = v, err
+	c.err = err
 	g.forget(key, c)
 	g.mu.Unlock()
 	close(c.done)

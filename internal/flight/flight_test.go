@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/berth-cri/berth/internal/errdefs"
 )
 
 func TestConcurrentCallersShareOneCall(t *testing.T) {
@@ -150,5 +152,40 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition never became true")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestAPanicReachesEveryWaiterAndTheGroupGoesOn(t *testing.T) {
+	var g Group[string]
+	release := make(chan struct{})
+	const n = 4
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			_, _, err := g.Do(context.Background(), "k", func(context.Context) (string, error) {
+				<-release
+				panic("boom")
+			})
+			errs <- err
+		}()
+	}
+	waitFor(t, func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		c := g.calls["k"]
+		return c != nil && c.waiters == n
+	})
+	close(release)
+	for i := 0; i < n; i++ {
+		if err := <-errs; !errors.Is(err, errdefs.ErrInternal) {
+			t.Errorf("waiter %d: %v, want an internal error", i, err)
+		}
+	}
+	if g.InFlight() != 0 {
+		t.Errorf("%d calls still in flight", g.InFlight())
+	}
+	v, _, err := g.Do(context.Background(), "k", func(context.Context) (string, error) { return "v", nil })
+	if v != "v" || err != nil {
+		t.Errorf("the next call: %q, %v", v, err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/metrics"
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // RequestIDHeader is the metadata key carrying a call's request id, both
@@ -110,9 +110,10 @@ func (c *Chain) begin(ctx context.Context, fullMethod string) (context.Context, 
 	}
 }
 
+// panicked logs and counts a panic of the call's goroutine (or one a
+// worker of the call raised again in it) and returns its Internal error.
 func (c *Chain) panicked(ctx context.Context, method string, r any) error {
-	logging.FromContext(ctx).Error("panic serving CRI call", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-	return status.Errorf(codes.Internal, "%s: internal error (panic: %v); see Berth's log", path.Base(method), r)
+	return fmt.Errorf("%s: %w", path.Base(method), panics.Handle(ctx, panics.RPC, r))
 }
 
 func requestID(ctx context.Context) string {

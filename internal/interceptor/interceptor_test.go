@@ -37,8 +37,11 @@ func TestPanicBecomesInternal(t *testing.T) {
 	if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "boom") {
 		t.Errorf("err = %v, want Internal", err)
 	}
-	if !strings.Contains(buf.String(), "panic serving CRI call") || !strings.Contains(buf.String(), "goroutine") {
+	if !strings.Contains(buf.String(), "recovered from a panic") || !strings.Contains(buf.String(), "goroutine") {
 		t.Errorf("panic not logged with its stack:\n%s", buf.String())
+	}
+	if n := testutil.ToFloat64(metrics.Panics.WithLabelValues("rpc")); n < 1 {
+		t.Errorf("berth_panics_total{where=rpc} = %v, want it counted", n)
 	}
 }
 

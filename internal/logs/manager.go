@@ -8,6 +8,7 @@
 package logs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,8 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/logging"
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // NOTE: every container whose output is forwarded must use Docker's
@@ -108,14 +111,14 @@ func newManager(stateDir string, log *slog.Logger, opts options) (*Manager, erro
 	} else {
 		m.watcher = w
 		m.wg.Add(1)
-		go m.watch()
+		panics.Go(m.logCtx(), panics.Logs, m.watch)
 	}
 	for range opts.workers {
 		m.wg.Add(1)
-		go m.work()
+		panics.Go(m.logCtx(), panics.Logs, m.work)
 	}
 	m.wg.Add(1)
-	go m.tickLoop()
+	panics.Go(m.logCtx(), panics.Logs, m.tickLoop)
 	return m, nil
 }
 
@@ -201,6 +204,7 @@ func (m *Manager) Exited(id string) {
 // startGrace ends f's forwarding after the grace period. m.mu is held.
 func (m *Manager) startGrace(f *follower) {
 	time.AfterFunc(m.opts.exitGrace, func() {
+		defer panics.Recover(m.logCtx(), panics.Logs, nil)
 		f.exitDue.Store(true)
 		m.schedule(f)
 	})
@@ -336,6 +340,11 @@ func (m *Manager) addWatch(dir string, wd *watchedDir) {
 	}
 }
 
+// logCtx carries the manager's logger, for internal/panics.
+func (m *Manager) logCtx() context.Context {
+	return logging.WithLogger(context.Background(), m.log)
+}
+
 // watch turns inotify events into work.
 func (m *Manager) watch() {
 	defer m.wg.Done()
@@ -345,7 +354,7 @@ func (m *Manager) watch() {
 			if !ok {
 				return
 			}
-			m.wake(ev.Name)
+			_ = panics.Call(m.logCtx(), panics.Logs, func() error { m.wake(ev.Name); return nil })
 		case err, ok := <-m.watcher.Errors:
 			if !ok {
 				return
@@ -390,7 +399,7 @@ func (m *Manager) tickLoop() {
 	for {
 		select {
 		case <-t.C:
-			m.tick()
+			_ = panics.Call(m.logCtx(), panics.Logs, func() error { m.tick(); return nil })
 		case <-m.done:
 			return
 		}
@@ -453,7 +462,9 @@ func (m *Manager) work() {
 		f.queued, f.running = false, true
 		m.qmu.Unlock()
 
-		more := f.turn()
+		// A panic in a turn ends it; the tick retries the follower.
+		var more bool
+		_ = panics.Call(m.logCtx(), panics.Logs, func() error { more = f.turn(); return nil })
 		m.stats.turns.Add(1)
 		if !more && f.exitDue.Load() && !f.hasPending() {
 			// Done; with output still waiting for a write, the

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // setup gives a fake Docker log, a CRI path in a pod log directory that
@@ -831,5 +832,36 @@ func TestPlantedPositionFiles(t *testing.T) {
 				t.Errorf("the position file is %v (%v) after a save, want a regular file", fi, err)
 			}
 		})
+	}
+}
+
+// TestForwardingGoesOnAfterAPanic: a panic in a worker's turn (or in the
+// tick, or an inotify wake-up) ends only that round; the tick retries.
+func TestForwardingGoesOnAfterAPanic(t *testing.T) {
+	d, criPath, stateDir := setup(t)
+	var mu sync.Mutex
+	panicked := 0
+	defer panics.SetHook(func(where string) {
+		if where != panics.Logs {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if panicked < 3 {
+			panicked++
+			panic("boom")
+		}
+	})()
+	m := testManager(t, stateDir, nil)
+	d.write("stdout", "one\n")
+	if err := m.Follow(d.id, d.path, criPath, running); err != nil {
+		t.Fatal(err)
+	}
+	d.write("stdout", "two\n")
+	eventually(t, "both lines", func() bool { return countLines(t, criPath) == 2 })
+	mu.Lock()
+	defer mu.Unlock()
+	if panicked != 3 {
+		t.Errorf("%d panics injected, want 3", panicked)
 	}
 }

@@ -12,6 +12,25 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// Process-wide counters, for code that has no Metrics at hand: the
+// goroutine starts (internal/panics) and the index (internal/store) are
+// everywhere and built before or without the registry. New registers them
+// in every registry it makes.
+var (
+	// Panics counts panics recovered in Berth's goroutines, by where the
+	// goroutine runs (internal/panics names them).
+	Panics = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "berth", Name: "panics_total",
+		Help: "Panics recovered (each logged with its stack), by the kind of goroutine they happened in.",
+	}, []string{"where"})
+	// EventsDropped counts changes and container events a subscriber had
+	// no room for, by subscriber; each makes that subscriber resync.
+	EventsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "berth", Name: "events_dropped_total",
+		Help: "Index changes or container events dropped because a subscriber's queue was full (the subscriber then resyncs), by subscriber.",
+	}, []string{"subscriber"})
+)
+
 // Metrics is Berth's registry and the collectors every package shares.
 type Metrics struct {
 	Registry *prometheus.Registry
@@ -54,6 +73,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.RPCRequests, m.RPCDuration, m.RPCInFlight, m.DockerUp,
+		Panics, EventsDropped,
 	)
 	return m
 }

@@ -11,6 +11,8 @@ import (
 	"runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // Dial connects to address over network ("tcp4", "tcp6") from inside the
@@ -32,15 +34,19 @@ func Dial(ctx context.Context, nsPath, network, address string) (net.Conn, error
 	// NOTE: the namespace switch is confined to one locked OS thread of a
 	// goroutine of its own. If the thread cannot be switched back, it stays
 	// locked and Go discards it when the goroutine exits, so no other
-	// goroutine ever runs in the pod's namespace.
-	go func() {
+	// goroutine ever runs in the pod's namespace. A panic leaves it locked
+	// too (panics.GoThen recovers on the same goroutine): the thread may
+	// be in the pod's namespace then.
+	var conn net.Conn
+	panics.GoThen(ctx, panics.Netns, func() error {
 		runtime.LockOSThread()
-		conn, restored, err := dialIn(ctx, int(target.Fd()), network, address)
+		c, restored, err := dialIn(ctx, int(target.Fd()), network, address)
 		if restored {
 			runtime.UnlockOSThread()
 		}
-		done <- result{conn, err}
-	}()
+		conn = c
+		return err
+	}, func(err error) { done <- result{conn, err} })
 	r := <-done
 	return r.conn, r.err
 }

@@ -2,14 +2,19 @@ package netns
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // TestDialIntoNamespace listens on 127.0.0.1 inside a fresh network
@@ -87,4 +92,37 @@ func TestDialMissingNamespace(t *testing.T) {
 	if _, err := Dial(context.Background(), "/nonexistent/ns/net", "tcp4", "127.0.0.1:1"); err == nil {
 		t.Fatal("Dial into a missing namespace succeeded")
 	}
+}
+
+// TestADialThatPanicsFailsWithAnInternalError: the panic reaches the
+// caller as an error, and the next dial works.
+func TestADialThatPanicsFailsWithAnInternalError(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	var once sync.Once
+	defer panics.SetHook(func(where string) {
+		if where == panics.Netns {
+			once.Do(func() { panic("boom") })
+		}
+	})()
+	if _, err := Dial(context.Background(), "/proc/self/ns/net", "tcp4", l.Addr().String()); !errors.Is(err, errdefs.ErrInternal) {
+		t.Fatalf("Dial = %v, want an internal error", err)
+	}
+	conn, err := Dial(context.Background(), "/proc/self/ns/net", "tcp4", l.Addr().String())
+	if err != nil {
+		t.Fatalf("the next Dial: %v", err)
+	}
+	conn.Close()
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // Sampler defaults.
@@ -74,7 +76,8 @@ func (s *Sampler) minWindow() time.Duration {
 	return DefaultMinWindow
 }
 
-// Run samples every Interval until ctx ends.
+// Run samples every Interval until ctx ends. A panic in a round is logged
+// and counted (internal/panics), and the next round runs as usual.
 func (s *Sampler) Run(ctx context.Context) {
 	interval := s.Interval
 	if interval <= 0 {
@@ -83,7 +86,7 @@ func (s *Sampler) Run(ctx context.Context) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		s.SampleOnce()
+		_ = panics.Call(ctx, panics.StatsSampler, func() error { s.SampleOnce(); return nil })
 		select {
 		case <-ctx.Done():
 			return

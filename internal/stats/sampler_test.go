@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -91,4 +92,29 @@ func TestSamplerSkipsVanishedCgroups(t *testing.T) {
 	if _, _, ok := s.PSI("gone"); ok {
 		t.Errorf("a cgroup that could not be read has a sample")
 	}
+}
+
+func TestSamplerGoesOnAfterAPanic(t *testing.T) {
+	rounds := make(chan int, 10)
+	n := 0
+	s := &Sampler{Interval: time.Millisecond, read: fakeCgroups{"a": 1000}.read, Targets: func() []Target {
+		n++
+		rounds <- n
+		if n == 1 {
+			panic("boom")
+		}
+		return []Target{target("a")}
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	<-rounds // the round that panicked
+	<-rounds // the next one
+	<-rounds // …which finished: a is sampled
+	if _, _, ok := s.PSI("a"); !ok {
+		t.Error("the round after the panic sampled nothing")
+	}
+	cancel()
+	<-done
 }

@@ -7,11 +7,13 @@ package store
 import (
 	"cmp"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/metrics"
 )
 
 // Store indexes sandboxes and containers by id and Docker name.
@@ -21,12 +23,16 @@ import (
 // record, lets the caller change the copy, and stores the copy. Maps and
 // slices inside a record are never modified in place either.
 type Store struct {
-	mu         sync.RWMutex // guards sandboxes and containers
+	mu         sync.RWMutex // guards sandboxes, containers and bySandbox
 	sandboxes  table[Sandbox]
 	containers table[Container]
+	// bySandbox holds each sandbox's container ids: PodSandboxStatus reads
+	// a pod's containers on every call (evented PLEG's containers_statuses),
+	// and a scan of every container cost more than the rest of the call.
+	bySandbox map[string]map[string]struct{}
 
 	subsMu sync.Mutex // guards subs
-	subs   map[chan<- Change]struct{}
+	subs   map[*Subscription]struct{}
 }
 
 // New returns an empty store.
@@ -36,7 +42,8 @@ func New() *Store {
 		containers: newTable(func(r *Container) (string, string, int64) {
 			return r.ID, r.Name, r.CreatedAt
 		}),
-		subs: map[chan<- Change]struct{}{},
+		bySandbox: map[string]map[string]struct{}{},
+		subs:      map[*Subscription]struct{}{},
 	}
 }
 
@@ -49,27 +56,60 @@ type Change struct {
 	Container *Container
 }
 
-// Subscribe sends every later change to ch (dropping changes ch has no room
-// for: subscribers must not block the store) until Unsubscribe.
-func (s *Store) Subscribe(ch chan<- Change) {
-	s.subsMu.Lock()
-	defer s.subsMu.Unlock()
-	s.subs[ch] = struct{}{}
+// Subscription is one subscriber's feed of the index's changes.
+type Subscription struct {
+	name    string
+	ch      chan Change
+	dropped chan struct{} // holds a value while a drop is not yet handled
 }
 
-// Unsubscribe stops sending changes to ch.
-func (s *Store) Unsubscribe(ch chan<- Change) {
+// C delivers the changes, in the order they were made.
+func (sub *Subscription) C() <-chan Change { return sub.ch }
+
+// Dropped receives a value after the store dropped one or more changes
+// for lack of room in C (it holds one however many were dropped). The
+// subscriber then missed changes and must resynchronise: read the current
+// records of everything it follows, then carry on with C.
+func (sub *Subscription) Dropped() <-chan struct{} { return sub.dropped }
+
+// Subscribe sends every later change to a new subscription with room for
+// buffer changes, until Unsubscribe. A change the subscription has no room
+// for is dropped, since a subscriber must not block the store; the drop is
+// counted in berth_events_dropped_total{subscriber=name}, logged, and
+// signalled on Dropped. NOTE: Put, Update and Delete send while their
+// caller waits, so buffer must cover the largest burst of changes (a full
+// resync of a busy node) the subscriber takes to catch up with.
+func (s *Store) Subscribe(name string, buffer int) *Subscription {
+	sub := &Subscription{name: name, ch: make(chan Change, buffer), dropped: make(chan struct{}, 1)}
 	s.subsMu.Lock()
 	defer s.subsMu.Unlock()
-	delete(s.subs, ch)
+	s.subs[sub] = struct{}{}
+	return sub
+}
+
+// Unsubscribe stops sending changes to sub.
+func (s *Store) Unsubscribe(sub *Subscription) {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	delete(s.subs, sub)
 }
 
 func (s *Store) notify(c Change) {
 	s.subsMu.Lock()
 	defer s.subsMu.Unlock()
-	for ch := range s.subs {
+	for sub := range s.subs {
 		select {
-		case ch <- c:
+		case sub.ch <- c:
+			continue
+		default:
+		}
+		metrics.EventsDropped.WithLabelValues(sub.name).Inc()
+		select {
+		case sub.dropped <- struct{}{}:
+			// Once per episode: until the subscriber has seen the
+			// signal, later drops add nothing to what it must do.
+			slog.Warn("the index dropped changes for a subscriber that fell behind; it resyncs",
+				"subscriber", sub.name, "queue", cap(sub.ch), "kind", c.Kind, "id", c.ID)
 		default:
 		}
 	}
@@ -138,7 +178,9 @@ func (s *Store) Sandboxes(keep func(*Sandbox) bool) []*Sandbox {
 // PutContainer stores c, replacing any record with its id.
 func (s *Store) PutContainer(c *Container) {
 	s.mu.Lock()
+	old := s.containers.byID[c.ID]
 	s.containers.put(c)
+	s.reindex(old, c)
 	s.mu.Unlock()
 	s.notify(Change{Kind: "container", ID: c.ID, Container: c})
 }
@@ -146,7 +188,11 @@ func (s *Store) PutContainer(c *Container) {
 // UpdateContainer applies fn to a copy of the container and stores it.
 func (s *Store) UpdateContainer(id string, fn func(*Container)) bool {
 	s.mu.Lock()
+	old := s.containers.byID[id]
 	cp, ok := s.containers.update(id, fn)
+	if ok {
+		s.reindex(old, cp)
+	}
 	s.mu.Unlock()
 	if ok {
 		s.notify(Change{Kind: "container", ID: id, Container: cp})
@@ -158,6 +204,9 @@ func (s *Store) UpdateContainer(id string, fn func(*Container)) bool {
 func (s *Store) DeleteContainer(id string) {
 	s.mu.Lock()
 	old, ok := s.containers.delete(id)
+	if ok {
+		s.reindex(old, nil)
+	}
 	s.mu.Unlock()
 	if ok {
 		s.notify(Change{Kind: "container", ID: id, Deleted: true, Container: old})
@@ -193,9 +242,47 @@ func (s *Store) Containers(keep func(*Container) bool) []*Container {
 	return s.containers.list(keep)
 }
 
-// ContainersOf returns the containers of a sandbox.
+// ContainersOf returns the containers of a sandbox, oldest first.
 func (s *Store) ContainersOf(sandboxID string) []*Container {
-	return s.Containers(func(c *Container) bool { return c.SandboxID == sandboxID })
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ids := s.bySandbox[sandboxID]
+	if len(ids) == 0 {
+		return nil
+	}
+	out := make([]*Container, 0, len(ids))
+	for id := range ids {
+		out = append(out, s.containers.byID[id])
+	}
+	slices.SortFunc(out, func(a, b *Container) int {
+		if c := cmp.Compare(a.CreatedAt, b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// reindex moves a container in bySandbox from its old record's sandbox
+// (old is nil for a new container) to its new one's (cur is nil when it
+// is deleted). s.mu is held.
+func (s *Store) reindex(old, cur *Container) {
+	if old != nil && (cur == nil || old.SandboxID != cur.SandboxID) {
+		if ids := s.bySandbox[old.SandboxID]; ids != nil {
+			delete(ids, old.ID)
+			if len(ids) == 0 {
+				delete(s.bySandbox, old.SandboxID)
+			}
+		}
+	}
+	if cur != nil {
+		ids := s.bySandbox[cur.SandboxID]
+		if ids == nil {
+			ids = map[string]struct{}{}
+			s.bySandbox[cur.SandboxID] = ids
+		}
+		ids[cur.ID] = struct{}{}
+	}
 }
 
 // table indexes one kind of record by id and by Docker name. The Store's

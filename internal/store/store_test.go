@@ -6,13 +6,15 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/metrics"
 )
 
 func TestSandboxIndex(t *testing.T) {
 	s := New()
-	ch := make(chan Change, 10)
-	s.Subscribe(ch)
+	sub := s.Subscribe("test", 10)
 	s.PutSandbox(&Sandbox{ID: "abc123", Name: "k8s_POD_a", CreatedAt: 2})
 	s.PutSandbox(&Sandbox{ID: "abd456", Name: "k8s_POD_b", CreatedAt: 1})
 	if sb, err := s.ResolveSandbox("abc"); err != nil || sb.ID != "abc123" {
@@ -51,7 +53,7 @@ func TestSandboxIndex(t *testing.T) {
 	if s.UpdateSandbox("abc123", func(*Sandbox) {}) {
 		t.Errorf("update of a deleted record succeeded")
 	}
-	if n := len(ch); n != 5 {
+	if n := len(sub.C()); n != 5 {
 		t.Errorf("%d changes notified, want 5", n)
 	}
 }
@@ -72,5 +74,118 @@ func TestContainersOfAndConcurrency(t *testing.T) {
 	wg.Wait()
 	if n := len(s.ContainersOf("s3")); n != 10 {
 		t.Errorf("ContainersOf = %d, want 10", n)
+	}
+}
+
+func TestASubscriberThatStopsReadingIsToldToResync(t *testing.T) {
+	s := New()
+	stalled := s.Subscribe("test_stalled", 2)
+	reader := s.Subscribe("test_reader", 100)
+	before := testutil.ToFloat64(metrics.EventsDropped.WithLabelValues("test_stalled"))
+	for i := range 5 {
+		s.PutContainer(&Container{ID: fmt.Sprint("c", i), SandboxID: "sb"})
+	}
+	if n := testutil.ToFloat64(metrics.EventsDropped.WithLabelValues("test_stalled")) - before; n != 3 {
+		t.Errorf("berth_events_dropped_total{subscriber=test_stalled} rose by %v, want 3", n)
+	}
+	select {
+	case <-stalled.Dropped():
+	default:
+		t.Fatal("the stalled subscriber was not told it missed changes")
+	}
+	select {
+	case <-stalled.Dropped():
+		t.Error("told twice for one episode")
+	default:
+	}
+	if len(stalled.C()) != 2 || len(reader.C()) != 5 {
+		t.Errorf("queued %d and %d changes, want 2 (the buffer) and 5", len(stalled.C()), len(reader.C()))
+	}
+	select {
+	case <-reader.Dropped():
+		t.Error("a subscriber with room was told it missed changes")
+	default:
+	}
+	// The subscriber resynced (drained): a later overflow tells it again.
+	for len(stalled.C()) > 0 {
+		<-stalled.C()
+	}
+	for i := range 3 {
+		s.DeleteContainer(fmt.Sprint("c", i))
+	}
+	select {
+	case <-stalled.Dropped():
+	default:
+		t.Error("a second overflow was not signalled")
+	}
+	s.Unsubscribe(stalled)
+	s.DeleteContainer("c3")
+	if len(stalled.C()) != 2 {
+		t.Errorf("an unsubscribed subscription still gets changes")
+	}
+}
+
+// BenchmarkContainersOf: PodSandboxStatus reads a pod's containers on
+// every call (evented PLEG's containers_statuses), on a node of 110 pods
+// with 3 containers each.
+func BenchmarkContainersOf(b *testing.B) {
+	s := New()
+	for p := range 110 {
+		for c := range 3 {
+			s.PutContainer(&Container{ID: fmt.Sprintf("c%d-%d", p, c), SandboxID: fmt.Sprint("sb", p), CreatedAt: int64(c)})
+		}
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if n := len(s.ContainersOf(fmt.Sprint("sb", i%110))); n != 3 {
+			b.Fatal(n)
+		}
+	}
+}
+
+// TestContainersOfFollowsEveryChange: the per-sandbox index agrees with a
+// scan of every container after puts, updates that move a container,
+// replacements and deletes.
+func TestContainersOfFollowsEveryChange(t *testing.T) {
+	s := New()
+	scan := func(sb string) []string {
+		var out []string
+		for _, c := range s.Containers(func(c *Container) bool { return c.SandboxID == sb }) {
+			out = append(out, c.ID)
+		}
+		return out
+	}
+	ids := func(cs []*Container) []string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.ID)
+		}
+		return out
+	}
+	steps := []struct {
+		name string
+		do   func()
+	}{
+		{"put", func() {
+			s.PutContainer(&Container{ID: "b", SandboxID: "s1", CreatedAt: 2})
+			s.PutContainer(&Container{ID: "a", SandboxID: "s1", CreatedAt: 2})
+			s.PutContainer(&Container{ID: "c", SandboxID: "s1", CreatedAt: 1})
+		}},
+		{"update in place", func() { s.UpdateContainer("a", func(c *Container) { c.Pid = 7 }) }},
+		{"update to another sandbox", func() { s.UpdateContainer("b", func(c *Container) { c.SandboxID = "s2" }) }},
+		{"replace in another sandbox", func() { s.PutContainer(&Container{ID: "c", SandboxID: "s2", CreatedAt: 1}) }},
+		{"delete", func() { s.DeleteContainer("a"); s.DeleteContainer("missing") }},
+		{"delete the last", func() { s.DeleteContainer("b"); s.DeleteContainer("c") }},
+	}
+	for _, st := range steps {
+		st.do()
+		for _, sb := range []string{"s1", "s2", "none"} {
+			if got, want := ids(s.ContainersOf(sb)), scan(sb); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("after %s: ContainersOf(%s) = %v, a scan finds %v", st.name, sb, got, want)
+			}
+		}
+	}
+	if len(s.bySandbox) != 0 {
+		t.Errorf("the index keeps %v after every container went", s.bySandbox)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/netns"
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // dialTimeout bounds connecting to a port inside a pod.
@@ -20,8 +21,10 @@ const dialTimeout = 10 * time.Second
 // port on the pod's loopback, dialled from inside the pod's network
 // namespace (IPv4 first, then IPv6), and copies both ways. When the client
 // ends its side, the pod's side is half-closed; when the pod's side ends,
-// PortForward returns and cri-streaming closes the stream.
-func (r *Runtime) PortForward(ctx context.Context, podSandboxID string, port int32, stream io.ReadWriteCloser) error {
+// PortForward returns and cri-streaming closes the stream. cri-streaming
+// calls it on a goroutine of its own per stream: a panic becomes the error.
+func (r *Runtime) PortForward(ctx context.Context, podSandboxID string, port int32, stream io.ReadWriteCloser) (err error) {
+	defer panics.Recover(ctx, panics.Streaming, &err)
 	if port <= 0 || port > 65535 {
 		return fmt.Errorf("port %d is out of range 1-65535: %w", port, errdefs.ErrInvalidArgument)
 	}
@@ -48,7 +51,7 @@ func (r *Runtime) PortForward(ctx context.Context, podSandboxID string, port int
 	// Client to pod: at the client's end of stream, half-close towards the
 	// pod so it sees EOF and can still answer; if the stream broke, close
 	// the connection so the copy below ends too.
-	go func() {
+	panics.Go(ctx, panics.Streaming, func() {
 		_, err := io.Copy(conn, stream)
 		if err == nil {
 			if tc, ok := conn.(*net.TCPConn); ok {
@@ -57,7 +60,7 @@ func (r *Runtime) PortForward(ctx context.Context, podSandboxID string, port int
 			}
 		}
 		_ = conn.Close()
-	}()
+	})
 	// Pod to client, until the pod closes its end.
 	if _, err := io.Copy(stream, conn); err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("forwarding port %d of pod sandbox %s: %w", port, short(sb.ID), err)

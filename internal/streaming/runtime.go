@@ -19,6 +19,7 @@ import (
 
 	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/panics"
 	"github.com/berth-cri/berth/internal/store"
 )
 
@@ -110,18 +111,21 @@ func (r *Runtime) RunExec(ctx context.Context, containerID string, o ExecOptions
 	done := make(chan struct{})
 	defer close(done)
 	if o.Resize != nil {
-		go r.forwardResizes(done, o.Resize, func(ctx context.Context, s TerminalSize) error {
-			return r.docker.ResizeExec(ctx, execID, uint(s.Height), uint(s.Width))
+		panics.Go(ctx, panics.Streaming, func() {
+			r.forwardResizes(done, o.Resize, func(ctx context.Context, s TerminalSize) error {
+				return r.docker.ResizeExec(ctx, execID, uint(s.Height), uint(s.Width))
+			})
 		})
 	}
 	if o.Stdin != nil {
-		go copyStdin(stream, o.Stdin)
+		panics.Go(ctx, panics.Streaming, func() { copyStdin(stream, o.Stdin) })
 	}
 	// Docker writes why a command could not start to the output stream;
 	// head keeps its beginning for ExecResult.StartError.
 	head := &headBuffer{max: 4 << 10}
 	copied := make(chan error, 1)
-	go func() { copied <- copyOutput(stream, o.Tty, o.Stdout, o.Stderr, head) }()
+	panics.GoThen(ctx, panics.Streaming, func() error { return copyOutput(stream, o.Tty, o.Stdout, o.Stderr, head) },
+		func(err error) { copied <- err })
 
 	select {
 	case err := <-copied:
@@ -190,8 +194,10 @@ func (r *Runtime) waitExec(ctx context.Context, execID string) (docker.ExecState
 }
 
 // Exec implements the cri-streaming runtime: a non-zero exit code becomes
-// the error cri-streaming reports to the client as the exit code.
-func (r *Runtime) Exec(ctx context.Context, containerID string, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan TerminalSize) error {
+// the error cri-streaming reports to the client as the exit code. A panic
+// becomes the error (cri-streaming may call it on a goroutine of its own).
+func (r *Runtime) Exec(ctx context.Context, containerID string, cmd []string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan TerminalSize) (err error) {
+	defer panics.Recover(ctx, panics.Streaming, &err)
 	o := ExecOptions{Cmd: cmd, Tty: tty, Resize: resize}
 	// NOTE: cri-streaming hands over nil interfaces for streams the client
 	// did not ask for; keep them nil, not typed-nil writers.
@@ -220,8 +226,10 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd []string, in
 
 // Attach implements the cri-streaming runtime: it connects the client to a
 // running container's standard streams until the container's output ends,
-// the client goes away, or ctx ends. It never stops the container.
-func (r *Runtime) Attach(ctx context.Context, containerID string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan TerminalSize) error {
+// the client goes away, or ctx ends. It never stops the container. A panic
+// becomes the error.
+func (r *Runtime) Attach(ctx context.Context, containerID string, in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan TerminalSize) (err error) {
+	defer panics.Recover(ctx, panics.Streaming, &err)
 	c, err := r.runningContainer(containerID)
 	if err != nil {
 		return err
@@ -244,22 +252,25 @@ func (r *Runtime) Attach(ctx context.Context, containerID string, in io.Reader, 
 	done := make(chan struct{})
 	defer close(done)
 	if resize != nil {
-		go r.forwardResizes(done, resize, func(ctx context.Context, s TerminalSize) error {
-			return r.docker.ResizeContainer(ctx, c.ID, uint(s.Height), uint(s.Width))
+		panics.Go(ctx, panics.Streaming, func() {
+			r.forwardResizes(done, resize, func(ctx context.Context, s TerminalSize) error {
+				return r.docker.ResizeContainer(ctx, c.ID, uint(s.Height), uint(s.Width))
+			})
 		})
 	}
 	switch {
 	case in != nil && c.Stdin:
 		// Ending stdin detaches it; Docker also closes the container's
 		// stdin when the container has stdin_once.
-		go copyStdin(stream, in)
+		panics.Go(ctx, panics.Streaming, func() { copyStdin(stream, in) })
 	case in != nil:
 		// The container has no stdin: drain what the client sends rather
 		// than let its stream buffer it.
-		go func() { _, _ = io.Copy(io.Discard, in) }()
+		panics.Go(ctx, panics.Streaming, func() { _, _ = io.Copy(io.Discard, in) })
 	}
 	copied := make(chan error, 1)
-	go func() { copied <- copyOutput(stream, c.Tty, stdout, stderr, nil) }()
+	panics.GoThen(ctx, panics.Streaming, func() error { return copyOutput(stream, c.Tty, stdout, stderr, nil) },
+		func(err error) { copied <- err })
 	select {
 	case err := <-copied:
 		return err

@@ -17,6 +17,9 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	cristreaming "k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/streaming/pkg/httpstream/wsstream"
+
+	"github.com/berth-cri/berth/internal/logging"
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // Config configures the streaming server.
@@ -190,7 +193,19 @@ func (s *Server) GetPortForward(req *runtimeapi.PortForwardRequest) (*runtimeapi
 // ServeHTTP routes a stream request. Exec and attach tokens are consumed
 // here first (so a token works once, whichever protocol uses it); a
 // WebSocket v5 client is served here, every other request by cri-streaming.
+//
+// A panic is logged and counted (internal/panics) rather than left to
+// net/http, which logs it only at Berth's debug level (ErrorLog);
+// http.ErrAbortHandler, the deliberate abort, goes on to net/http.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			_ = panics.Handle(logging.WithLogger(r.Context(), s.log), panics.Streaming, v)
+		}
+	}()
 	kind, token := path.Split(strings.TrimSuffix(r.URL.Path, "/"))
 	kind = strings.Trim(kind, "/")
 	switch kind {

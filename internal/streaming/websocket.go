@@ -12,6 +12,8 @@ import (
 	criremotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	"k8s.io/streaming/pkg/httpstream/wsstream"
 	utilexec "k8s.io/utils/exec"
+
+	"github.com/berth-cri/berth/internal/panics"
 )
 
 // The channels of the channel.k8s.io WebSocket protocols, by number.
@@ -81,15 +83,15 @@ func (s *Server) serveWebSocketV5(w http.ResponseWriter, r *http.Request, req pr
 	// The resize channel is always read, or a client sending sizes would
 	// stall the connection; sizes reach the runtime only with a tty.
 	sizes := make(chan TerminalSize)
-	go decodeResizes(r.Context(), streams[chanResize], sizes)
+	panics.Go(r.Context(), panics.Streaming, func() { decodeResizes(r.Context(), streams[chanResize], sizes) })
 	var resize <-chan TerminalSize
 	if tty {
 		resize = sizes
 	} else {
-		go func() {
+		panics.Go(r.Context(), panics.Streaming, func() {
 			for range sizes {
 			}
-		}()
+		})
 	}
 
 	var in io.Reader

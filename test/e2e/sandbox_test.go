@@ -429,6 +429,48 @@ func TestPodSandboxStatusVerbose(t *testing.T) {
 	}
 }
 
+// TestPodSandboxStatusContainerStatusesOnlyWhenVerbose: a PodSandboxStatus
+// kubelet makes (no verbose) carries no timestamp and no container
+// statuses, so that kubelet 1.37 with EventedPLEG asks ContainerStatus and
+// keeps init containers working (internal/cri/sandbox_status.go says why);
+// with verbose they are there, the newest container first.
+func TestPodSandboxStatusContainerStatusesOnlyWhenVerbose(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newPod(t, berth, "sbstatus-ctrs")
+	first := p.run(t, containerConfig("first", "exec sleep 3600"))
+	second := p.create(t, containerConfig("second", "true"))
+	plain, err := berth.Runtime.PodSandboxStatus(ctx, p.id, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.Timestamp != 0 || len(plain.ContainersStatuses) != 0 || len(plain.Info) != 0 {
+		t.Errorf("without verbose: timestamp %d, %d container statuses, info %v; want none", plain.Timestamp, len(plain.ContainersStatuses), plain.Info)
+	}
+	before := time.Now().UnixNano()
+	resp, err := berth.Runtime.PodSandboxStatus(ctx, p.id, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Timestamp < before {
+		t.Errorf("verbose: timestamp %d, want one taken by the call (after %d)", resp.Timestamp, before)
+	}
+	var ids []string
+	for _, cs := range resp.ContainersStatuses {
+		ids = append(ids, cs.Id)
+	}
+	if len(ids) != 2 || ids[0] != second || ids[1] != first {
+		t.Fatalf("verbose: container statuses of %v, want %s then %s (newest first)", ids, second, first)
+	}
+	for _, cs := range resp.ContainersStatuses {
+		want := containerStatus(t, berth, cs.Id)
+		if cs.State != want.State || cs.Metadata.GetName() != want.Metadata.GetName() || cs.CreatedAt != want.CreatedAt ||
+			cs.StartedAt != want.StartedAt || cs.ImageRef != want.ImageRef {
+			t.Errorf("PodSandboxStatus has %v for %s; ContainerStatus says %v", cs, cs.Id, want)
+		}
+	}
+}
+
 func TestUpdatePodSandboxResources(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -31,8 +31,8 @@ import (
 var RequestTimeout = Scaled(2 * time.Minute)
 
 var (
-	buildMu sync.Mutex          // guards builds
-	builds  = map[bool]*build{} // by race detector on
+	buildMu sync.Mutex               // guards builds
+	builds  = map[buildKind]*build{} // by race detector and test hooks
 
 	tempMu   sync.Mutex // guards tempDirs
 	tempDirs []string   // directories the framework made; Cleanup removes them
@@ -79,24 +79,31 @@ type build struct {
 	err  error
 }
 
+// buildKind is how a berth binary is built.
+type buildKind struct {
+	race  bool // with the race detector
+	hooks bool // with -tags berth_testhooks (internal/panics)
+}
+
 // Binary builds cmd/berth once per test process (with the race detector when
 // BERTH_TEST_RACE=1) and returns its path. BERTH_TEST_BINARY overrides it.
 func Binary() (string, error) {
-	return binary(os.Getenv("BERTH_TEST_RACE") == "1")
+	return binary(buildKind{race: os.Getenv("BERTH_TEST_RACE") == "1"})
 }
 
-// binary builds cmd/berth with or without the race detector, once each.
-func binary(race bool) (string, error) {
-	if p := os.Getenv("BERTH_TEST_BINARY"); p != "" {
+// binary builds cmd/berth of one kind, once each. BERTH_TEST_BINARY
+// replaces every kind but the test-hooks build.
+func binary(kind buildKind) (string, error) {
+	if p := os.Getenv("BERTH_TEST_BINARY"); p != "" && !kind.hooks {
 		return p, nil
 	}
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if b, ok := builds[race]; ok {
+	if b, ok := builds[kind]; ok {
 		return b.path, b.err
 	}
 	b := &build{}
-	builds[race] = b
+	builds[kind] = b
 	dir, err := tempDir("berth-bin-")
 	if err != nil {
 		b.err = err
@@ -104,8 +111,11 @@ func binary(race bool) (string, error) {
 	}
 	b.path = filepath.Join(dir, "berth")
 	args := []string{"build", "-o", b.path}
-	if race {
+	if kind.race {
 		args = append(args, "-race")
+	}
+	if kind.hooks {
+		args = append(args, "-tags", "berth_testhooks")
 	}
 	args = append(args, "./cmd/berth")
 	cmd := exec.Command("go", args...)
@@ -132,7 +142,7 @@ type Berth struct {
 	RootDir  string
 	Args     []string
 	Wrapper  []string
-	Env      []string
+	Env      []string // added to the environment
 
 	bin     string
 	cmd     *exec.Cmd
@@ -164,6 +174,9 @@ type Options struct {
 	// NoRace runs a build without the race detector even when
 	// BERTH_TEST_RACE=1: for figures (RSS) the detector would distort.
 	NoRace bool
+	// TestHooks runs a build with -tags berth_testhooks, whose
+	// BERTH_TEST_PANIC (in Env) injects panics (internal/panics).
+	TestHooks bool
 	// Env are extra environment variables (KEY=value) for berth, on top
 	// of the test process's own.
 	Env []string
@@ -190,10 +203,8 @@ func StartBerth(tb testing.TB, opts Options) *Berth {
 
 // Start is StartBerth for callers without a testing.TB; call Stop when done.
 func Start(opts Options) (*Berth, error) {
-	bin, err := Binary()
-	if opts.NoRace {
-		bin, err = binary(false)
-	}
+	kind := buildKind{race: os.Getenv("BERTH_TEST_RACE") == "1" && !opts.NoRace, hooks: opts.TestHooks}
+	bin, err := binary(kind)
 	if err != nil {
 		return nil, err
 	}

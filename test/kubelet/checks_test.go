@@ -664,6 +664,37 @@ func checkEventedPLEG(t *testing.T, e *env) {
 	}
 }
 
+// podStatusFallback is what kubelet 1.37 logs (at -v 4) when, with the
+// EventedPLEG gate on, a PodSandboxStatus answer has no timestamp: it then
+// asks ContainerStatus once per container instead of reading the
+// statuses PodSandboxStatus could carry
+// (pkg/kubelet/kuberuntime/kuberuntime_manager.go, GetPodStatus).
+const podStatusFallback = "Runtime does not set pod status timestamp"
+
+// checkPodStatusFallback checks that kubelet builds its pods' statuses
+// from ContainerStatus calls, as Berth means it to: kubelet 1.37's other
+// path (a timestamp and container statuses in PodSandboxStatus) leaves the
+// active sandbox's statuses empty, and a pod with init containers then
+// stays Pending (kubernetes/kubernetes#133371; internal/cri/sandbox_status.go).
+// A Berth that filled the timestamp fails here, naming why, as well as in
+// init-container.
+func checkPodStatusFallback(t *testing.T, e *env) {
+	if !strings.Contains(strings.Join(e.kubelet.Args, " "), "--v 4") {
+		t.Fatalf("kubelet runs with %v: the fallback is logged only from -v 4", e.kubelet.Args)
+	}
+	fams, err := e.scrapeBerth(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := sample(fams, "berth_cri_requests_total", map[string]string{"method": "PodSandboxStatus", "code": "OK"}); v == 0 {
+		t.Error("kubelet made no PodSandboxStatus call")
+	}
+	if !strings.Contains(e.kubelet.Log(), podStatusFallback) {
+		t.Errorf("kubelet never logged %q: it took container statuses from PodSandboxStatus, "+
+			"where kubelet 1.37 loses the active sandbox's (init containers never complete; kubernetes/kubernetes#133371)", podStatusFallback)
+	}
+}
+
 // eventedPLEGTrouble are the lines kubelet 1.37's evented PLEG logs when
 // the runtime's event stream misbehaves (pkg/kubelet/pleg/evented.go).
 var eventedPLEGTrouble = []string{

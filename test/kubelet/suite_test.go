@@ -84,6 +84,7 @@ var checks = []check{
 	{name: "portforward-websocket", fn: func(t *testing.T, e *env) { checkPortForward(t, e, protoWebSocket) }},
 	{name: "container-death-restart", fn: checkContainerDeath},
 	{name: "evented-pleg-fast-path", only: modeCRIOnly, fn: checkEventedPLEG},
+	{name: "evented-pleg-pod-status", only: modeCRIOnly, fn: checkPodStatusFallback},
 	{name: "delete-manifests-cleans-up", fn: checkDelete},
 	{name: "host-restored", fn: checkHostRestored},
 }
