@@ -62,5 +62,32 @@ cp "$tmp/root/lib/systemd/system/berth.socket" "$tmp/units/berth.socket"
 out=$(cd "$tmp/units" && systemd-analyze verify --man=no berth.socket berth.service 2>&1) || fail "systemd-analyze verify: $out"
 [[ -z $out ]] || fail "systemd-analyze verify: $out"
 ok "systemd-analyze verify berth.socket berth.service"
+# The maintainer scripts register Berth's runtime wrapper in daemon.json and
+# unregister it, keeping the operator's settings: run their daemon.json step
+# on a copy (BERTH_DOCKER_DAEMON_JSON; nothing else runs) with the unpacked
+# binary, and refuse-not-overwrite an invalid file.
+for s in postinst prerm; do
+	sed "s|/usr/bin/berth|$tmp/root/usr/bin/berth|g" "$tmp/DEBIAN/$s" >"$tmp/$s"
+done
+operator='{"log-opts": {"max-size": "10m"}, "runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}, "x-unknown": [1, null]}'
+printf '%s\n' "$operator" >"$tmp/daemon.json"
+chmod 0640 "$tmp/daemon.json"
+BERTH_DOCKER_DAEMON_JSON=$tmp/daemon.json sh "$tmp/postinst" configure >/dev/null
+python3 - "$tmp/daemon.json" <<'PY' || fail "postinst did not register berth-userns keeping the operator's settings: $(cat "$tmp/daemon.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["log-opts"] == {"max-size": "10m"} and d["x-unknown"] == [1, None]
+assert d["runtimes"]["nvidia"] == {"path": "nvidia-container-runtime"}
+assert d["runtimes"]["berth-userns"] == {"path": "/usr/bin/berth", "runtimeArgs": ["oci-runtime"]}
+PY
+[[ $(stat -c %a "$tmp/daemon.json") == 640 ]] || fail "postinst changed daemon.json's mode"
+BERTH_DOCKER_DAEMON_JSON=$tmp/daemon.json sh "$tmp/prerm" remove >/dev/null
+python3 -c 'import json,sys; assert json.load(open(sys.argv[1])) == json.loads(sys.argv[2])' "$tmp/daemon.json" "$operator" ||
+	fail "prerm did not restore the operator's daemon.json: $(cat "$tmp/daemon.json")"
+printf '{"debug": true,\n' >"$tmp/bad.json"
+BERTH_DOCKER_DAEMON_JSON=$tmp/bad.json sh "$tmp/postinst" configure >/dev/null 2>"$tmp/bad.err"
+grep -q 'could not register' "$tmp/bad.err" || fail "postinst did not report an invalid daemon.json: $(cat "$tmp/bad.err")"
+[[ $(cat "$tmp/bad.json") == '{"debug": true,' ]] || fail "postinst overwrote an invalid daemon.json"
+ok "postinst registers berth-userns and prerm removes it, keeping the operator's daemon.json; an invalid one is left alone"
 echo "check-deb: built $deb"
-echo "check-deb: 5 passed, 0 failed"
+echo "check-deb: 6 passed, 0 failed"

@@ -31,6 +31,6 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCommand(), newVersionCommand(), newConfigCommand(),
-		newDoctorCommand(), newMigrateCommand(), newOCIRuntimeCommand())
+		newDoctorCommand(), newMigrateCommand(), newOCIRuntimeCommand(), newDockerRuntimeCommand())
 	return root
 }

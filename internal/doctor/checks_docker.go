@@ -264,7 +264,7 @@ func orDefault(s, def string) string {
 }
 
 // usernsFix is how to give Docker Berth's runtime wrapper.
-const usernsFix = `register Berth's runtime wrapper in daemon.json, "runtimes": {"berth-userns": {"path": "/usr/bin/berth", "runtimeArgs": ["oci-runtime", "--runc", "/usr/bin/runc"]}} (runc 1.2 or newer; Docker 25 or newer; Linux 6.8 or newer), and restart Docker`
+const usernsFix = `run berth docker-runtime register --runc /usr/bin/runc --reload (it adds "runtimes": {"berth-userns": {"path": "/usr/bin/berth", "runtimeArgs": ["oci-runtime", "--runc", "/usr/bin/runc"]}} to daemon.json, keeping the rest; runc 1.2 or newer; Docker 25 or newer; Linux 6.8 or newer)`
 
 // checkUserNamespaces: whether pods with hostUsers: false can run, through
 // Berth's OCI runtime wrapper (Docker runtime berth-userns). Without the
