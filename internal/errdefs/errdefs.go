@@ -76,30 +76,55 @@ var codeOf = []struct {
 	{context.Canceled, codes.Canceled},
 }
 
-// Code returns the gRPC code for err: the code of an existing status error,
-// else of the first sentinel err wraps, else codes.Unknown.
+// Code returns the gRPC code for err: the code of the first sentinel or
+// status error met walking err's chain in order (err itself, then what it
+// wraps, depth first, left to right for errors joined or formatted with
+// several %w), else codes.Unknown. So fmt.Errorf("%w: ...: %w", ErrNotFound,
+// cause) is NotFound whatever cause wraps.
 func Code(err error) codes.Code {
 	if err == nil {
 		return codes.OK
 	}
-	if s, ok := status.FromError(err); ok {
-		return s.Code()
-	}
-	for _, c := range codeOf {
-		if errors.Is(err, c.err) {
-			return c.code
-		}
+	if c, ok := firstCode(err); ok {
+		return c
 	}
 	return codes.Unknown
 }
 
+// firstCode walks err's chain in pre-order and returns the code of the first
+// node that is a sentinel of codeOf or carries a gRPC status.
+func firstCode(err error) (codes.Code, bool) {
+	if err == nil {
+		return codes.OK, false
+	}
+	for _, c := range codeOf {
+		if err == c.err {
+			return c.code, true
+		}
+	}
+	if s, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
+		return s.GRPCStatus().Code(), true
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return firstCode(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if c, ok := firstCode(e); ok {
+				return c, true
+			}
+		}
+	}
+	return codes.OK, false
+}
+
 // ToGRPC converts err into a gRPC status error carrying err's message and
-// the code Code gives. A status error is returned unchanged.
+// the code Code gives. A status error (not wrapped) is returned unchanged.
 func ToGRPC(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
 		return err
 	}
 	return status.Error(Code(err), err.Error())
