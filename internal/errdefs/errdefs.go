@@ -49,9 +49,10 @@ func (e *fieldError) Error() string { return e.field + ": " + e.msg }
 func (e *fieldError) Unwrap() error { return e.kind }
 
 // Field returns the request field an error names, or "" if it names none.
+// Like Code it looks at the first coded error in chain order, so an
+// internal error whose cause was a bad field names no field.
 func Field(err error) string {
-	var fe *fieldError
-	if errors.As(err, &fe) {
+	if fe, ok := firstCoded(err).(*fieldError); ok {
 		return fe.field
 	}
 	return ""
@@ -91,31 +92,53 @@ func Code(err error) codes.Code {
 	return codes.Unknown
 }
 
-// firstCode walks err's chain in pre-order and returns the code of the first
-// node that is a sentinel of codeOf or carries a gRPC status.
+// firstCode returns the code of firstCoded(err).
 func firstCode(err error) (codes.Code, bool) {
-	if err == nil {
+	switch e := firstCoded(err).(type) {
+	case nil:
 		return codes.OK, false
+	case *fieldError:
+		return firstCode(e.kind)
+	case interface{ GRPCStatus() *status.Status }:
+		return e.GRPCStatus().Code(), true
+	default:
+		for _, c := range codeOf {
+			if e == c.err {
+				return c.code, true
+			}
+		}
+		return codes.OK, false
+	}
+}
+
+// firstCoded walks err's chain in pre-order and returns the first node that
+// is a field error, a sentinel of codeOf or a gRPC status, or nil.
+func firstCoded(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(*fieldError); ok {
+		return err
 	}
 	for _, c := range codeOf {
 		if err == c.err {
-			return c.code, true
+			return err
 		}
 	}
-	if s, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
-		return s.GRPCStatus().Code(), true
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
+		return err
 	}
 	switch u := err.(type) {
 	case interface{ Unwrap() error }:
-		return firstCode(u.Unwrap())
+		return firstCoded(u.Unwrap())
 	case interface{ Unwrap() []error }:
 		for _, e := range u.Unwrap() {
-			if c, ok := firstCode(e); ok {
-				return c, true
+			if c := firstCoded(e); c != nil {
+				return c
 			}
 		}
 	}
-	return codes.OK, false
+	return nil
 }
 
 // ToGRPC converts err into a gRPC status error carrying err's message and

@@ -69,3 +69,13 @@ func TestCodeTakesFirstSentinelInChainOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestFieldFollowsChainOrder(t *testing.T) {
+	bad := InvalidArgument("config.metadata.name", "must not be empty")
+	if got := Field(fmt.Errorf("create: %w", bad)); got != "config.metadata.name" {
+		t.Errorf("wrapped field error: Field = %q", got)
+	}
+	if got := Field(fmt.Errorf("%w: %w", ErrInternal, bad)); got != "" {
+		t.Errorf("internal error caused by a field error: Field = %q, want none", got)
+	}
+}
