@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -28,16 +27,10 @@ func (s *Service) listContainers(f *runtimeapi.ContainerFilter) []*runtimeapi.Co
 		if f == nil {
 			return true
 		}
-		if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
-			return false
-		}
-		if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()) {
-			return false
-		}
 		if st := f.GetState(); st != nil && c.State != st.GetState() {
 			return false
 		}
-		return store.MatchLabels(c.Labels, f.GetLabelSelector())
+		return store.ContainerMatch(c, f.GetId(), f.GetPodSandboxId(), f.GetLabelSelector())
 	})
 	s.conv.prune(s.store)
 	out := make([]*runtimeapi.Container, 0, len(records))

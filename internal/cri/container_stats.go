@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -42,13 +41,7 @@ func (s *Service) StreamContainerStats(req *runtimeapi.StreamContainerStatsReque
 
 func (s *Service) listContainerStats(ctx context.Context, f *runtimeapi.ContainerStatsFilter) []*runtimeapi.ContainerStats {
 	records := s.store.Containers(func(c *store.Container) bool {
-		if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
-			return false
-		}
-		if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()) {
-			return false
-		}
-		return store.MatchLabels(c.Labels, f.GetLabelSelector())
+		return store.ContainerMatch(c, f.GetId(), f.GetPodSandboxId(), f.GetLabelSelector())
 	})
 	fs := s.containerFs()
 	out := make([]*runtimeapi.ContainerStats, len(records))
