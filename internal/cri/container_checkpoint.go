@@ -196,11 +196,11 @@ func (s *Service) writeContainerArchive(ctx context.Context, c *store.Container,
 func (s *Service) workDir(prefix string) (string, error) {
 	base := filepath.Join(s.cfg.RootDir, "checkpoints")
 	if err := os.MkdirAll(base, 0o700); err != nil {
-		return "", fmt.Errorf("%w: %v", errdefs.ErrInternal, err)
+		return "", fmt.Errorf("%w: %w", errdefs.ErrInternal, err)
 	}
 	dir, err := os.MkdirTemp(base, prefix)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", errdefs.ErrInternal, err)
+		return "", fmt.Errorf("%w: %w", errdefs.ErrInternal, err)
 	}
 	return dir, nil
 }
@@ -211,7 +211,7 @@ func (s *Service) workDir(prefix string) (string, error) {
 func writeFileAtomically(path string, write func(io.Writer) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
 	if err != nil {
-		return fmt.Errorf("%w: %v", errdefs.ErrInternal, err)
+		return fmt.Errorf("%w: %w", errdefs.ErrInternal, err)
 	}
 	tmp := f.Name()
 	done := false
@@ -225,13 +225,13 @@ func writeFileAtomically(path string, write func(io.Writer) error) error {
 		return err
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("%w: %v", errdefs.ErrInternal, err)
+		return fmt.Errorf("%w: %w", errdefs.ErrInternal, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("%w: %v", errdefs.ErrInternal, err)
+		return fmt.Errorf("%w: %w", errdefs.ErrInternal, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("%w: %v", errdefs.ErrInternal, err)
+		return fmt.Errorf("%w: %w", errdefs.ErrInternal, err)
 	}
 	done = true
 	return nil

@@ -2,10 +2,10 @@ package cri
 
 import (
 	"context"
-	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/cri/chunk"
 	"github.com/berth-cri/berth/internal/store"
 )
 
@@ -17,14 +17,9 @@ func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContai
 // StreamContainers is ListContainers in chunks.
 func (s *Service) StreamContainers(req *runtimeapi.StreamContainersRequest, stream runtimeapi.RuntimeService_StreamContainersServer) error {
 	items := s.listContainers(req.GetFilter())
-	for len(items) > 0 {
-		n := min(streamChunk, len(items))
-		if err := stream.Send(&runtimeapi.StreamContainersResponse{Containers: items[:n]}); err != nil {
-			return err
-		}
-		items = items[n:]
-	}
-	return nil
+	return chunk.Send(items, streamChunk, func(c []*runtimeapi.Container) error {
+		return stream.Send(&runtimeapi.StreamContainersResponse{Containers: c})
+	})
 }
 
 func (s *Service) listContainers(f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
@@ -32,16 +27,10 @@ func (s *Service) listContainers(f *runtimeapi.ContainerFilter) []*runtimeapi.Co
 		if f == nil {
 			return true
 		}
-		if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
-			return false
-		}
-		if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()) {
-			return false
-		}
 		if st := f.GetState(); st != nil && c.State != st.GetState() {
 			return false
 		}
-		return store.MatchLabels(c.Labels, f.GetLabelSelector())
+		return store.ContainerMatch(c, f.GetId(), f.GetPodSandboxId(), f.GetLabelSelector())
 	})
 	s.conv.prune(s.store)
 	out := make([]*runtimeapi.Container, 0, len(records))

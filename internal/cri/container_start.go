@@ -73,7 +73,7 @@ func (s *Service) checkContainerUserns(c *store.Container) error {
 	own, err1 := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", c.Pid))
 	pod, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", sb.Pid))
 	if err := errors.Join(err1, err2); err != nil {
-		return fmt.Errorf("%w: reading the user namespaces of container %s and its pod: %v", errdefs.ErrInternal, shortID(c.ID), err)
+		return fmt.Errorf("%w: reading the user namespaces of container %s and its pod: %w", errdefs.ErrInternal, shortID(c.ID), err)
 	}
 	if own != pod {
 		return fmt.Errorf("%w: container %s runs in user namespace %s, not its pod's %s: the runtime did not apply the pod's user namespace; stopped it",

@@ -2,10 +2,10 @@ package cri
 
 import (
 	"context"
-	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/cri/chunk"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/stats"
 	"github.com/berth-cri/berth/internal/store"
@@ -34,25 +34,14 @@ func (s *Service) ListContainerStats(ctx context.Context, req *runtimeapi.ListCo
 // StreamContainerStats is ListContainerStats in chunks.
 func (s *Service) StreamContainerStats(req *runtimeapi.StreamContainerStatsRequest, stream runtimeapi.RuntimeService_StreamContainerStatsServer) error {
 	items := s.listContainerStats(stream.Context(), req.GetFilter())
-	for len(items) > 0 {
-		n := min(streamChunk, len(items))
-		if err := stream.Send(&runtimeapi.StreamContainerStatsResponse{ContainerStats: items[:n]}); err != nil {
-			return err
-		}
-		items = items[n:]
-	}
-	return nil
+	return chunk.Send(items, streamChunk, func(c []*runtimeapi.ContainerStats) error {
+		return stream.Send(&runtimeapi.StreamContainerStatsResponse{ContainerStats: c})
+	})
 }
 
 func (s *Service) listContainerStats(ctx context.Context, f *runtimeapi.ContainerStatsFilter) []*runtimeapi.ContainerStats {
 	records := s.store.Containers(func(c *store.Container) bool {
-		if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
-			return false
-		}
-		if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()) {
-			return false
-		}
-		return store.MatchLabels(c.Labels, f.GetLabelSelector())
+		return store.ContainerMatch(c, f.GetId(), f.GetPodSandboxId(), f.GetLabelSelector())
 	})
 	fs := s.containerFs()
 	out := make([]*runtimeapi.ContainerStats, len(records))

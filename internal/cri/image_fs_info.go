@@ -30,7 +30,7 @@ func (s *Service) ImageFsInfo(ctx context.Context, _ *runtimeapi.ImageFsInfoRequ
 	if err != nil {
 		// Docker's data root cannot be read from here (another mount
 		// namespace, gone): a server-side failure, not the caller's.
-		return nil, fmt.Errorf("%w: image filesystem: %v", errdefs.ErrInternal, err)
+		return nil, fmt.Errorf("%w: image filesystem: %w", errdefs.ErrInternal, err)
 	}
 	resp := &runtimeapi.ImageFsInfoResponse{
 		ImageFilesystems: []*runtimeapi.FilesystemUsage{{

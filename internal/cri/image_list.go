@@ -5,6 +5,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/cri/chunk"
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 )
@@ -31,13 +32,9 @@ func (s *Service) StreamImages(req *runtimeapi.StreamImagesRequest, stream runti
 	if err != nil {
 		return err
 	}
-	for start := 0; start < len(images); start += streamImagesBatch {
-		end := min(start+streamImagesBatch, len(images))
-		if err := stream.Send(&runtimeapi.StreamImagesResponse{Images: images[start:end]}); err != nil {
-			return err
-		}
-	}
-	return nil
+	return chunk.Send(images, streamImagesBatch, func(c []*runtimeapi.Image) error {
+		return stream.Send(&runtimeapi.StreamImagesResponse{Images: c})
+	})
 }
 
 // listImages is one Docker image list plus cached config users: the cost

@@ -7,6 +7,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/cgroups"
+	"github.com/berth-cri/berth/internal/cri/chunk"
 	"github.com/berth-cri/berth/internal/stats"
 	"github.com/berth-cri/berth/internal/store"
 )
@@ -35,14 +36,9 @@ func (s *Service) ListPodSandboxMetrics(ctx context.Context, _ *runtimeapi.ListP
 // StreamPodSandboxMetrics is ListPodSandboxMetrics in chunks.
 func (s *Service) StreamPodSandboxMetrics(_ *runtimeapi.StreamPodSandboxMetricsRequest, stream runtimeapi.RuntimeService_StreamPodSandboxMetricsServer) error {
 	items := s.podMetrics(stream.Context())
-	for len(items) > 0 {
-		n := min(streamChunk, len(items))
-		if err := stream.Send(&runtimeapi.StreamPodSandboxMetricsResponse{PodSandboxMetrics: items[:n]}); err != nil {
-			return err
-		}
-		items = items[n:]
-	}
-	return nil
+	return chunk.Send(items, streamChunk, func(c []*runtimeapi.PodSandboxMetrics) error {
+		return stream.Send(&runtimeapi.StreamPodSandboxMetricsResponse{PodSandboxMetrics: c})
+	})
 }
 
 func (s *Service) podMetrics(ctx context.Context) []*runtimeapi.PodSandboxMetrics {

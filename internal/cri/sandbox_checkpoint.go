@@ -166,7 +166,7 @@ func (s *Service) writePodCheckpoint(ctx context.Context, sb *store.Sandbox, con
 	}
 	cdir := filepath.Join(dir, archive.ContainersDirectory)
 	if err := os.Mkdir(cdir, 0o700); err != nil {
-		return fmt.Errorf("%w: %v", errdefs.ErrInternal, err)
+		return fmt.Errorf("%w: %w", errdefs.ErrInternal, err)
 	}
 	opts := archive.PodOptions{Version: 1, ProcessState: processState, CheckpointedAt: time.Now().UTC(), RuntimeHandler: sb.RuntimeHandler}
 	for _, c := range containers {

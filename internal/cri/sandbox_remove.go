@@ -53,7 +53,7 @@ func (s *Service) removeSandbox(ctx context.Context, id string) error {
 		}
 	}
 	if err := s.checkpoints.Delete(id); err != nil {
-		return fmt.Errorf("%w: deleting the sandbox checkpoint: %v", errdefs.ErrInternal, err)
+		return fmt.Errorf("%w: deleting the sandbox checkpoint: %w", errdefs.ErrInternal, err)
 	}
 	s.store.DeleteSandbox(id)
 	logging.FromContext(ctx).Info("pod sandbox removed", "sandbox", shortID(id))

@@ -200,7 +200,7 @@ func (s *Service) restoreContainer(ctx context.Context, field string, sb *store.
 		// directory: the images go there, and go with the container.
 		dst := filepath.Join(d.CheckpointDir(id), checkpointName)
 		if err := moveTree(filepath.Join(stage, checkpointName), dst); err != nil {
-			return "", fmt.Errorf("%w: putting the CRIU images of container %q where Docker restores from (%s): %v", errdefs.ErrInternal, name, dst, err)
+			return "", fmt.Errorf("%w: putting the CRIU images of container %q where Docker restores from (%s): %w", errdefs.ErrInternal, name, dst, err)
 		}
 	}
 	return id, nil
@@ -252,10 +252,10 @@ func (s *Service) applyDeletions(ctx context.Context, id string, in container.In
 			return fmt.Errorf("%w: the checkpoint deletes %s, but its directory is not in the container's writable layer", errdefs.ErrInternal, p)
 		}
 		if err := os.RemoveAll(target); err != nil {
-			return fmt.Errorf("%w: %v", errdefs.ErrInternal, err)
+			return fmt.Errorf("%w: %w", errdefs.ErrInternal, err)
 		}
 		if err := unix.Mknod(target, unix.S_IFCHR, 0); err != nil {
-			return fmt.Errorf("%w: deleting %s (an overlay whiteout in %s): %v", errdefs.ErrInternal, p, upper, err)
+			return fmt.Errorf("%w: deleting %s (an overlay whiteout in %s): %w", errdefs.ErrInternal, p, upper, err)
 		}
 	}
 	return nil
@@ -291,7 +291,7 @@ func (s *Service) writableLayerDir(ctx context.Context, id string, in container.
 		found, _ := filepath.Glob(filepath.Join(base, "snapshots", "*", "fs", marker))
 		if len(found) == 1 {
 			if err := os.Remove(found[0]); err != nil {
-				return "", fmt.Errorf("%w: %v", errdefs.ErrInternal, err)
+				return "", fmt.Errorf("%w: %w", errdefs.ErrInternal, err)
 			}
 			return filepath.Dir(found[0]), nil
 		}

@@ -180,17 +180,17 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		// the DEL that releases what ADD allocated.
 		cp.Network = toCheckpointNetwork(att, checkpoint.StateAdding)
 		if err := s.checkpoints.Save(cp); err != nil {
-			return "", fmt.Errorf("%w: writing the sandbox checkpoint: %v", errdefs.ErrInternal, err)
+			return "", fmt.Errorf("%w: writing the sandbox checkpoint: %w", errdefs.ErrInternal, err)
 		}
 		undo.Push("CNI DEL "+shortID(id), func(ctx context.Context) error {
 			return s.network.Del(ctx, id, att, netnsIfRunning(sb.Pid))
 		})
 		if err := s.network.Add(ctx, id, att); err != nil {
-			return "", fmt.Errorf("%w: setting up the pod network: %v", errdefs.ErrUnavailable, err)
+			return "", fmt.Errorf("%w: setting up the pod network: %w", errdefs.ErrUnavailable, err)
 		}
 		cp.Network = toCheckpointNetwork(att, checkpoint.StateUp)
 		if err := s.checkpoints.Save(cp); err != nil {
-			return "", fmt.Errorf("%w: writing the sandbox checkpoint: %v", errdefs.ErrInternal, err)
+			return "", fmt.Errorf("%w: writing the sandbox checkpoint: %w", errdefs.ErrInternal, err)
 		}
 		sb.IPs = att.IPs
 	case !hostNet:
@@ -198,7 +198,7 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		fallthrough
 	default:
 		if err := s.checkpoints.Save(cp); err != nil {
-			return "", fmt.Errorf("%w: writing the sandbox checkpoint: %v", errdefs.ErrInternal, err)
+			return "", fmt.Errorf("%w: writing the sandbox checkpoint: %w", errdefs.ErrInternal, err)
 		}
 	}
 	sb.NetworkReady = true
@@ -216,11 +216,11 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 func checkUserns(u *runtimeapi.UserNamespace, pid int, remap bool) error {
 	uids, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid))
 	if err != nil {
-		return fmt.Errorf("%w: reading the pause container's uid_map: %v", errdefs.ErrInternal, err)
+		return fmt.Errorf("%w: reading the pause container's uid_map: %w", errdefs.ErrInternal, err)
 	}
 	gids, err := os.ReadFile(fmt.Sprintf("/proc/%d/gid_map", pid))
 	if err != nil {
-		return fmt.Errorf("%w: reading the pause container's gid_map: %v", errdefs.ErrInternal, err)
+		return fmt.Errorf("%w: reading the pause container's gid_map: %w", errdefs.ErrInternal, err)
 	}
 	if !remap {
 		return dockerspec.CheckWrapperMappings(u, uids, gids)

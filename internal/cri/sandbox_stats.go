@@ -7,6 +7,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/cri/chunk"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/stats"
 	"github.com/berth-cri/berth/internal/store"
@@ -33,14 +34,9 @@ func (s *Service) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListP
 // StreamPodSandboxStats is ListPodSandboxStats in chunks.
 func (s *Service) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsRequest, stream runtimeapi.RuntimeService_StreamPodSandboxStatsServer) error {
 	items := s.listPodStats(stream.Context(), req.GetFilter())
-	for len(items) > 0 {
-		n := min(streamChunk, len(items))
-		if err := stream.Send(&runtimeapi.StreamPodSandboxStatsResponse{PodSandboxStats: items[:n]}); err != nil {
-			return err
-		}
-		items = items[n:]
-	}
-	return nil
+	return chunk.Send(items, streamChunk, func(c []*runtimeapi.PodSandboxStats) error {
+		return stream.Send(&runtimeapi.StreamPodSandboxStatsResponse{PodSandboxStats: c})
+	})
 }
 
 func (s *Service) listPodStats(ctx context.Context, f *runtimeapi.PodSandboxStatsFilter) []*runtimeapi.PodSandboxStats {

@@ -113,13 +113,13 @@ func (s *Service) teardownNetwork(ctx context.Context, sb *store.Sandbox) error 
 		logging.FromContext(ctx).Error("the sandbox checkpoint is corrupt; tearing the network down with the current CNI configuration", "sandbox", sb.ID, "error", err)
 		return s.delWithCurrentConfig(ctx, sb, netns)
 	case err != nil:
-		return fmt.Errorf("%w: reading the sandbox checkpoint: %v", errdefs.ErrInternal, err)
+		return fmt.Errorf("%w: reading the sandbox checkpoint: %w", errdefs.ErrInternal, err)
 	}
 	if cp.Network == nil || cp.Network.State == checkpoint.StateDown {
 		return nil
 	}
 	if err := s.network.Del(ctx, sb.ID, fromCheckpointNetwork(cp.Network), netns); err != nil {
-		return fmt.Errorf("%w: tearing down the pod network: %v", errdefs.ErrUnavailable, err)
+		return fmt.Errorf("%w: tearing down the pod network: %w", errdefs.ErrUnavailable, err)
 	}
 	cp.Network.State = checkpoint.StateDown
 	if err := s.checkpoints.Save(cp); err != nil {
@@ -145,7 +145,7 @@ func (s *Service) delWithCurrentConfig(ctx context.Context, sb *store.Sandbox, n
 		return err
 	}
 	if err := s.network.Del(ctx, sb.ID, att, netns); err != nil {
-		return fmt.Errorf("%w: tearing down the pod network: %v", errdefs.ErrUnavailable, err)
+		return fmt.Errorf("%w: tearing down the pod network: %w", errdefs.ErrUnavailable, err)
 	}
 	return nil
 }

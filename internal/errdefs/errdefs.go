@@ -49,9 +49,10 @@ func (e *fieldError) Error() string { return e.field + ": " + e.msg }
 func (e *fieldError) Unwrap() error { return e.kind }
 
 // Field returns the request field an error names, or "" if it names none.
+// Like Code it looks at the first coded error in chain order, so an
+// internal error whose cause was a bad field names no field.
 func Field(err error) string {
-	var fe *fieldError
-	if errors.As(err, &fe) {
+	if fe, ok := firstCoded(err).(*fieldError); ok {
 		return fe.field
 	}
 	return ""
@@ -76,30 +77,77 @@ var codeOf = []struct {
 	{context.Canceled, codes.Canceled},
 }
 
-// Code returns the gRPC code for err: the code of an existing status error,
-// else of the first sentinel err wraps, else codes.Unknown.
+// Code returns the gRPC code for err: the code of the first sentinel or
+// status error met walking err's chain in order (err itself, then what it
+// wraps, depth first, left to right for errors joined or formatted with
+// several %w), else codes.Unknown. So fmt.Errorf("%w: ...: %w", ErrNotFound,
+// cause) is NotFound whatever cause wraps.
 func Code(err error) codes.Code {
 	if err == nil {
 		return codes.OK
 	}
-	if s, ok := status.FromError(err); ok {
-		return s.Code()
-	}
-	for _, c := range codeOf {
-		if errors.Is(err, c.err) {
-			return c.code
-		}
+	if c, ok := firstCode(err); ok {
+		return c
 	}
 	return codes.Unknown
 }
 
+// firstCode returns the code of firstCoded(err).
+func firstCode(err error) (codes.Code, bool) {
+	switch e := firstCoded(err).(type) {
+	case nil:
+		return codes.OK, false
+	case *fieldError:
+		return firstCode(e.kind)
+	case interface{ GRPCStatus() *status.Status }:
+		return e.GRPCStatus().Code(), true
+	default:
+		for _, c := range codeOf {
+			if e == c.err {
+				return c.code, true
+			}
+		}
+		return codes.OK, false
+	}
+}
+
+// firstCoded walks err's chain in pre-order and returns the first node that
+// is a field error, a sentinel of codeOf or a gRPC status, or nil.
+func firstCoded(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(*fieldError); ok {
+		return err
+	}
+	for _, c := range codeOf {
+		if err == c.err {
+			return err
+		}
+	}
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
+		return err
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return firstCoded(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if c := firstCoded(e); c != nil {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
 // ToGRPC converts err into a gRPC status error carrying err's message and
-// the code Code gives. A status error is returned unchanged.
+// the code Code gives. A status error (not wrapped) is returned unchanged.
 func ToGRPC(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
 		return err
 	}
 	return status.Error(Code(err), err.Error())

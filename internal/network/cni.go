@@ -60,7 +60,7 @@ type Attachment struct {
 func (m *Manager) Prepare(pod PodNetwork) (*Attachment, error) {
 	list, _, err := LoadConfig(m.opts.ConfDir, m.opts.BinDirs)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errdefs.ErrFailedPrecondition, err)
+		return nil, fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
 	}
 	confList := list.Bytes
 	if m.opts.MTU > 0 {
