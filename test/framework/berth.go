@@ -230,6 +230,10 @@ func Start(opts Options) (*Berth, error) {
 		"--root-dir", b.RootDir,
 		"--docker-endpoint", DockerHost(),
 		"--log-level", "debug",
+		// Berth's bound on Docker calls stretches with the clients' (a slow
+		// machine, e.g. make test-cgroupv2's emulated one); 2m at scale 1,
+		// Berth's default.
+		"--runtime-request-timeout", RequestTimeout.String(),
 	}, opts.Args...)
 	if err := b.start(); err != nil {
 		return nil, err
