@@ -137,11 +137,11 @@ func parse(data []byte) (top, runtimes object, err error) {
 		return nil, nil, nil
 	}
 	if top, err = parseObject(data); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if raw, ok := top.get("runtimes"); ok && string(raw) != "null" {
 		if runtimes, err = parseObject(raw); err != nil {
-			return nil, nil, fmt.Errorf("%w: \"runtimes\": %v", ErrInvalid, err)
+			return nil, nil, fmt.Errorf("%w: \"runtimes\": %w", ErrInvalid, err)
 		}
 	}
 	return top, runtimes, nil
@@ -164,13 +164,7 @@ func Register(data []byte, rt Runtime) ([]byte, bool, error) {
 			return data, false, nil
 		}
 	}
-	runtimes = runtimes.set(idmap.RuntimeName, want)
-	rb, err := runtimes.marshal()
-	if err != nil {
-		return nil, false, err
-	}
-	out, err := top.set("runtimes", bytes.TrimSpace(rb)).marshal()
-	return out, err == nil, err
+	return withRuntimes(top, runtimes.set(idmap.RuntimeName, want))
 }
 
 // Unregister returns data without the berth-userns runtime, and whether
@@ -186,7 +180,12 @@ func Unregister(data []byte) ([]byte, bool, error) {
 	// NOTE: "runtimes" stays, empty if berth-userns was its only entry:
 	// dockerd's SIGHUP reload ignores runtimes when the key is absent
 	// (measured on Docker 20.10: the runtime stayed listed).
-	runtimes = runtimes.del(idmap.RuntimeName)
+	return withRuntimes(top, runtimes.del(idmap.RuntimeName))
+}
+
+// withRuntimes returns top with its "runtimes" replaced, as written out,
+// and true (it changed).
+func withRuntimes(top, runtimes object) ([]byte, bool, error) {
 	rb, err := runtimes.marshal()
 	if err != nil {
 		return nil, false, err
