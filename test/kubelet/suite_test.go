@@ -21,10 +21,13 @@ import (
 )
 
 // A mode is one full run of the suite: a fresh Berth and a fresh kubelet
-// with these feature gates.
+// with these feature gates, its static pods and its checks (the suite's
+// pods and checks when nil).
 type mode struct {
-	name  string
-	gates map[string]bool
+	name   string
+	gates  map[string]bool
+	pods   func(podSet) []*corev1.Pod
+	checks []check
 }
 
 // The modes. In the default one kubelet takes containers' figures from
@@ -105,11 +108,29 @@ var (
 // see another test's containers in the shared daemon).
 func TestKubelet(t *testing.T) {
 	lockHost(t)
+	bin := kubeletBinary(t)
+	d, dc := startSuiteDocker(t)
+	t.Cleanup(printSummary)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { runMode(t, m, bin, d, dc) })
+	}
+}
+
+// kubeletBinary is the kubelet under test (BERTH_TEST_KUBELET, else the
+// one hack/build-kubelet.sh builds), its version printed.
+func kubeletBinary(t *testing.T) string {
+	t.Helper()
 	bin := framework.BuiltTool(t, "BERTH_TEST_KUBELET", "build-kubelet.sh")
 	out, _ := exec.Command(bin, "--version").CombinedOutput()
 	fmt.Printf("kubelet: %s (%s)\n", strings.TrimSpace(string(out)), bin)
+	return bin
+}
 
-	d := framework.StartDockerd(t, "")
+// startSuiteDocker starts a private daemon of the engine under test with
+// extra flags, builds the test image into it and connects to it.
+func startSuiteDocker(t *testing.T, extraArgs ...string) (*framework.Dockerd, *client.Client) {
+	t.Helper()
+	d := framework.StartDockerd(t, "", extraArgs...)
 	build := exec.Command(filepath.Join(framework.RepoRoot(), "hack", "build-test-images.sh"), d.Host)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the test images into the private daemon: %v\n%s", err, out)
@@ -119,17 +140,17 @@ func TestKubelet(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dc.Close() })
-
-	t.Cleanup(printSummary)
-	for _, m := range modes {
-		t.Run(m.name, func(t *testing.T) { runMode(t, m, bin, d, dc) })
-	}
+	return d, dc
 }
 
 // runMode sets up Berth and kubelet and runs every check as a subtest.
 func runMode(t *testing.T, m mode, bin string, d *framework.Dockerd, dc *client.Client) {
 	e := setUp(t, m, bin, d, dc)
-	for _, c := range checks {
+	list := m.checks
+	if list == nil {
+		list = checks
+	}
+	for _, c := range list {
 		if c.only != "" && c.only != m.name {
 			continue
 		}
@@ -234,7 +255,11 @@ func setUp(t *testing.T, m mode, bin string, d *framework.Dockerd, dc *client.Cl
 		}
 	}
 	e.pods = podSet{HostDir: e.hostDir, HostPort: framework.FreePort(t)}
-	for _, p := range e.pods.pods() {
+	pods := podSet.pods
+	if m.pods != nil {
+		pods = m.pods
+	}
+	for _, p := range pods(e.pods) {
 		if err := writeManifest(manifests, p); err != nil {
 			t.Fatal(err)
 		}

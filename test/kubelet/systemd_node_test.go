@@ -96,9 +96,7 @@ func TestSystemdNode(t *testing.T) {
 		t.Fatal("this test needs systemd as init (make test-cgroupv2 runs it on such a node)")
 	}
 	ctx := context.Background()
-	bin := framework.BuiltTool(t, "BERTH_TEST_KUBELET", "build-kubelet.sh")
-	out, _ := exec.Command(bin, "--version").CombinedOutput()
-	fmt.Printf("kubelet: %s (%s)\n", strings.TrimSpace(string(out)), bin)
+	bin := kubeletBinary(t)
 
 	// Short: kubelet's socket paths under its root dir are limited.
 	dir, err := os.MkdirTemp("", "bk-")
