@@ -48,6 +48,13 @@ if ! docker_ok; then
 	fi
 fi
 log "docker $(DOCKER_HOST=unix:///var/run/docker.sock docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
+# The tests of Docker's own bridge network need the daemon's docker0. It
+# goes when any dockerd starts with --bridge=none (which deletes the
+# default bridge), and the daemon then fails those tests obscurely: say so.
+if ! ip link show docker0 >/dev/null 2>&1; then
+	log "the system Docker's bridge docker0 is missing (deleted by a dockerd started with --bridge=none?); restart Docker to recreate it"
+	exit 1
+fi
 
 # The user Docker's --userns-remap=default maps containers to, with its
 # subordinate ID range, for the user-namespace tests' private daemons
