@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -107,7 +106,7 @@ var (
 // daemon (kubelet manages every pod its runtime reports, so it must never
 // see another test's containers in the shared daemon).
 func TestKubelet(t *testing.T) {
-	lockHost(t)
+	framework.LockKubeletHost(t, "kubelet")
 	bin := kubeletBinary(t)
 	d, dc := startSuiteDocker(t)
 	t.Cleanup(printSummary)
@@ -418,24 +417,4 @@ func sweepPods(t *testing.T, b *framework.Berth) {
 			t.Logf("sweeping pod %s: %v", sb.Metadata.GetName(), err)
 		}
 	}
-}
-
-// lockHost serialises kubelet suites on this machine: kubelet's device
-// plugin socket and its /var/log/containers are host-wide.
-func lockHost(t *testing.T) {
-	path := filepath.Join(os.TempDir(), "berth-kubelet-suite.lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		fmt.Printf("kubelet: another kubelet suite runs on this host; waiting for %s\n", path)
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	})
 }

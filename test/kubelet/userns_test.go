@@ -70,7 +70,7 @@ var usernsChecks = []check{
 // The wrapper needs Docker 24 or newer, so `make test-kubelet` runs this
 // test on the current engine (hack/setup-docker-current.sh env).
 func TestUserNamespacePod(t *testing.T) {
-	lockHost(t)
+	framework.LockKubeletHost(t, "kubelet")
 	bin := kubeletBinary(t)
 	d, dc := startSuiteDocker(t, framework.UsernsWrapperArgs(t)...)
 	t.Cleanup(printSummary)

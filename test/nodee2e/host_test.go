@@ -16,27 +16,6 @@ import (
 	"github.com/berth-cri/berth/test/framework"
 )
 
-// lockHost serialises kubelet-bearing runs on this machine: kubelet's ports
-// (10250, 10255, 10248), /var/lib/kubelet and /var/log/pods are host-wide.
-// The kubelet suite (test/kubelet) takes the same lock.
-func lockHost(t *testing.T) {
-	path := filepath.Join(os.TempDir(), "berth-kubelet-suite.lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		fmt.Printf("node-e2e: a kubelet suite runs on this host; waiting for %s\n", path)
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	})
-}
-
 // kubeletSysctls are the kernel settings kubelet rewrites at start-up
 // (setupKernelTunables in pkg/kubelet/cm).
 var kubeletSysctls = []string{

@@ -69,7 +69,7 @@ func TestNodeConformance(t *testing.T) {
 	}
 	timeout := env("NODE_E2E_TIMEOUT", "6h")
 
-	lockHost(t)
+	framework.LockKubeletHost(t, "node-e2e")
 	suite := framework.BuiltTool(t, "BERTH_TEST_NODE_E2E", "build-node-e2e.sh")
 	kubelet := framework.BuiltTool(t, "BERTH_TEST_KUBELET", "build-kubelet.sh")
 	for _, p := range []string{filepath.Join(suite, "e2e_node.test"), filepath.Join(suite, "ginkgo"), kubelet} {
