@@ -20,6 +20,7 @@ import (
 	"github.com/berth-cri/berth/internal/checkpoint"
 	"github.com/berth-cri/berth/internal/config"
 	"github.com/berth-cri/berth/internal/cri"
+	"github.com/berth-cri/berth/internal/cri/images"
 	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/hostinfo"
 	"github.com/berth-cri/berth/internal/interceptor"
@@ -122,6 +123,15 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	defer streamServer.Close()
 
+	// The containers' writable layers are measured in the background, for
+	// ImageFsInfo and the stats RPCs.
+	layers := images.NewLayerSampler(dockerClient)
+	imageService := images.New(images.Deps{
+		Config: cfg,
+		Daemon: dockerClient,
+		Docker: dockerClient,
+		Layers: layers,
+	})
 	service := cri.New(cri.Deps{
 		Config:      cfg,
 		Daemon:      dockerClient,
@@ -135,10 +145,11 @@ func Run(ctx context.Context, cfg config.Config) error {
 			Devices:      hostinfo.Devices(),
 			AppArmor:     hostinfo.AppArmor(),
 		},
-		Logs:   logManager,
-		Images: dockerClient,
-		Layers: dockerClient,
-		Logger: log,
+		Logs:          logManager,
+		Images:        dockerClient,
+		SandboxImages: imageService,
+		Layers:        layers,
+		Logger:        log,
 
 		Streams: streamServer,
 		Exec:    streamRuntime,
@@ -167,8 +178,9 @@ func Run(ctx context.Context, cfg config.Config) error {
 		grpc.InitialWindowSize(flowWindow),
 		grpc.InitialConnWindowSize(flowWindow),
 	)
-	runtimeapi.RegisterRuntimeServiceServer(server, service)
-	runtimeapi.RegisterImageServiceServer(server, service)
+	criServer := &cri.Server{Service: service, ImageService: imageService}
+	runtimeapi.RegisterRuntimeServiceServer(server, criServer)
+	runtimeapi.RegisterImageServiceServer(server, criServer)
 
 	gid := -1
 	if cfg.SocketGroup != "" {

@@ -1,7 +1,8 @@
-// Package cri implements the CRI RuntimeService and ImageService on Docker:
-// one file per RPC, each validating its request, reserving what it creates
-// and delegating to dockerspec (translation), docker (the engine), network
-// (CNI) and checkpoint (durable records).
+// Package cri implements the CRI RuntimeService on Docker: one file per
+// RPC, each validating its request, reserving what it creates and
+// delegating to dockerspec (translation), docker (the engine), network
+// (CNI) and checkpoint (durable records). Server puts it together with the
+// services of the other concerns (internal/cri/images) for gRPC.
 package cri
 
 import (
@@ -13,6 +14,7 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/api/types/image"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/checkpoint"
@@ -21,6 +23,7 @@ import (
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/network"
 	"github.com/berth-cri/berth/internal/pause"
+	"github.com/berth-cri/berth/internal/stats"
 	"github.com/berth-cri/berth/internal/store"
 	"github.com/berth-cri/berth/internal/streaming"
 )
@@ -100,13 +103,37 @@ type Deps struct {
 	// Logs forwards containers' output into the files kubelet reads.
 	Logs   Logs
 	Logger *slog.Logger
-	// Images and Layers serve the ImageService (image_*.go).
+	// Images looks up the user an image runs as (CreateContainer).
 	Images Images
-	Layers ContainerLayers
+	// SandboxImages pulls the pod sandbox image when it is missing
+	// (internal/cri/images); nil never pulls it.
+	SandboxImages SandboxImages
+	// Layers has the containers' writable-layer usage for the stats
+	// RPCs (internal/cri/images.LayerSampler); nil reports none.
+	Layers WritableLayers
 	// Streams and Exec serve Exec, Attach, PortForward and ExecSync
 	// (container_exec.go, container_attach.go, sandbox_portforward.go).
 	Streams Streams
 	Exec    Execer
+}
+
+// Images is the part of Docker's image store the runtime reads.
+type Images interface {
+	// InspectImage looks an image up by reference, id or id prefix.
+	InspectImage(ctx context.Context, ref string) (image.InspectResponse, error)
+}
+
+// SandboxImages pulls the pod sandbox image, with the node's credentials.
+type SandboxImages interface {
+	PullSandboxImage(ctx context.Context, image string) error
+}
+
+// WritableLayers reports the last measure of a container's writable layer.
+type WritableLayers interface {
+	// Container returns the usage and when it was measured; inodes are
+	// unknown when inodesKnown is false, and ok is false when the layer
+	// was not measured yet.
+	Container(ctx context.Context, id string) (u stats.DirUsage, at time.Time, inodesKnown, ok bool)
 }
 
 // HostFacts are read once at start-up by internal/hostinfo.
@@ -132,11 +159,10 @@ type Logs interface {
 	Forget(id string)
 }
 
-// Service serves runtime.v1 RuntimeService and ImageService. RPCs it does
-// not implement answer Unimplemented through the embedded types.
+// Service serves runtime.v1 RuntimeService. RPCs it does not implement
+// answer Unimplemented through the embedded type.
 type Service struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
-	runtimeapi.UnimplementedImageServiceServer
 
 	cfg         config.Config
 	daemon      Daemon
@@ -150,7 +176,7 @@ type Service struct {
 	pause       *pause.Ensurer
 	log         *slog.Logger
 	images      Images
-	img         *imageState
+	layers      WritableLayers
 	streams     Streams
 	execer      Execer
 
@@ -180,10 +206,7 @@ type Service struct {
 	events *eventHub
 }
 
-var (
-	_ runtimeapi.RuntimeServiceServer = (*Service)(nil)
-	_ runtimeapi.ImageServiceServer   = (*Service)(nil)
-)
+var _ runtimeapi.RuntimeServiceServer = (*Service)(nil)
 
 // New returns the service. It does no I/O.
 func New(d Deps) *Service {
@@ -203,7 +226,7 @@ func New(d Deps) *Service {
 		imageGroups: newImageGroupCache(256),
 		conv:        newConvCache(),
 		images:      d.Images,
-		img:         newImageState(d.Config, d.Layers),
+		layers:      d.Layers,
 		streams:     d.Streams,
 		execer:      d.Exec,
 	}
@@ -213,8 +236,10 @@ func New(d Deps) *Service {
 		Image:   d.Config.PodInfraContainerImage,
 		Builtin: d.Config.PodInfraContainerImage == config.DefaultPauseImage,
 		Docker:  d.Docker,
-		Pull:    s.pullSandboxImage,
 		Log:     d.Logger,
+	}
+	if d.SandboxImages != nil {
+		s.pause.Pull = d.SandboxImages.PullSandboxImage
 	}
 	return s
 }

@@ -21,7 +21,7 @@ import (
 // container's cgroup is found once from its pid (/proc/<pid>/cgroup) and
 // cached; each stats call reads a few small cgroup files per container;
 // a background sampler keeps two CPU readings per cgroup for the rate; the
-// writable layers are measured in the background (layerUsage).
+// writable layers are measured in the background (images.LayerSampler).
 
 // itemsPerWorker is the fewest objects worth a goroutine of their own in a
 // list call.
@@ -235,10 +235,10 @@ func (s *Service) containerFs() *stats.FsUsage {
 // writableLayer reports a container's writable-layer usage from the
 // background sample, or nil if it has not been measured yet.
 func (s *Service) writableLayer(ctx context.Context, id string, fs *stats.FsUsage) *runtimeapi.FilesystemUsage {
-	if s.img.layers == nil || fs == nil {
+	if s.layers == nil || fs == nil {
 		return nil
 	}
-	u, at, inodesKnown, ok := s.img.layers.Container(ctx, id)
+	u, at, inodesKnown, ok := s.layers.Container(ctx, id)
 	if !ok {
 		return nil
 	}

@@ -1,0 +1,29 @@
+package cri
+
+import (
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Server is what Berth's gRPC server serves: runtime.v1's RuntimeService
+// and ImageService, each RPC from the package whose job it is. The
+// embedded fields say which: a method of an embedded interface is served
+// by the value put there; every other RuntimeService method by Service.
+//
+// NOTE: Service must not have a method of an embedded interface as well:
+// the selector would be ambiguous, and Server would stop implementing
+// RuntimeServiceServer (the assertions below fail to compile).
+type Server struct {
+	// Service is the runtime: sandboxes, containers, exec, attach,
+	// port-forward, container events, status and configuration.
+	*Service
+	// ImageService is internal/cri/images.Service.
+	ImageService
+}
+
+// ImageService is the CRI ImageService (internal/cri/images).
+type ImageService = runtimeapi.ImageServiceServer
+
+var (
+	_ runtimeapi.RuntimeServiceServer = (*Server)(nil)
+	_ runtimeapi.ImageServiceServer   = (*Server)(nil)
+)
