@@ -21,6 +21,7 @@ import (
 	"github.com/berth-cri/berth/internal/config"
 	"github.com/berth-cri/berth/internal/cri"
 	"github.com/berth-cri/berth/internal/cri/images"
+	"github.com/berth-cri/berth/internal/cri/stats"
 	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/hostinfo"
 	"github.com/berth-cri/berth/internal/interceptor"
@@ -148,7 +149,6 @@ func Run(ctx context.Context, cfg config.Config) error {
 		Logs:          logManager,
 		Images:        dockerClient,
 		SandboxImages: imageService,
-		Layers:        layers,
 		Logger:        log,
 
 		Streams: streamServer,
@@ -178,7 +178,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 		grpc.InitialWindowSize(flowWindow),
 		grpc.InitialConnWindowSize(flowWindow),
 	)
-	criServer := &cri.Server{Service: service, ImageService: imageService}
+	statsService := stats.New(stats.Deps{Store: index, Daemon: dockerClient, Layers: layers})
+	criServer := &cri.Server{Service: service, ImageService: imageService, StatsService: statsService}
 	runtimeapi.RegisterRuntimeServiceServer(server, criServer)
 	runtimeapi.RegisterImageServiceServer(server, criServer)
 
@@ -197,7 +198,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 	defer stopBackground()
 	bg := logging.WithLogger(runCtx, log) // internal/panics logs with it
 	panics.Go(bg, panics.Docker, func() { dockerClient.Run(runCtx) })
-	service.Start(bg) // event hub and stats sampler; before recovery
+	service.Start(bg) // event hub; before recovery
+	statsService.Start(bg)
 	panics.Go(bg, panics.Recovery, func() { recoverThenOpen(bg, log, dockerClient, service, gate) })
 
 	var metricsServer *http.Server

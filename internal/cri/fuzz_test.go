@@ -23,6 +23,7 @@ import (
 	"github.com/berth-cri/berth/internal/checkpoint"
 	"github.com/berth-cri/berth/internal/config"
 	"github.com/berth-cri/berth/internal/cri/images"
+	"github.com/berth-cri/berth/internal/cri/stats"
 	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/network"
@@ -311,9 +312,10 @@ func fuzzService(t testing.TB, dir string) *Server {
 		Service: New(Deps{
 			Config: cfg, Daemon: down, Docker: down, Network: down, Checkpoints: cps, Store: st,
 			Logs: down, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Images: down, SandboxImages: imageService, Layers: layers, Streams: down, Exec: down,
+			Images: down, SandboxImages: imageService, Streams: down, Exec: down,
 		}),
 		ImageService: imageService,
+		StatsService: stats.New(stats.Deps{Store: st, Daemon: down, Layers: layers}),
 	}
 }
 

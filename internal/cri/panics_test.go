@@ -3,12 +3,10 @@ package cri
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync"
 	"testing"
 
 	"github.com/berth-cri/berth/internal/errdefs"
-	"github.com/berth-cri/berth/internal/panics"
 )
 
 // The goroutines of internal/cri survive a panic in their work: each
@@ -48,26 +46,5 @@ func TestADetachedRunThatPanicsFailsItsCallersAndFreesTheName(t *testing.T) {
 	id, err := runs.do(context.Background(), "k8s_POD_x", func() (string, error) { return "id", nil })
 	if id != "id" || err != nil {
 		t.Errorf("the next run: %q, %v", id, err)
-	}
-}
-
-func TestForEachRaisesAWorkersPanicInTheCaller(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4)) // several workers
-	var got any
-	func() {
-		defer func() { got = recover() }()
-		forEach(context.Background(), 200, func(i int) {
-			if i == 150 {
-				panic("boom")
-			}
-		})
-	}()
-	perr, ok := got.(*panics.Error)
-	if !ok || perr.Where != panics.StatsWorker || !errors.Is(perr, errdefs.ErrInternal) {
-		t.Fatalf("the caller saw %#v, want the worker's panic as a *panics.Error", got)
-	}
-	// And the interceptor's handling of it is the worker's error itself.
-	if err := panics.Handle(context.Background(), panics.RPC, got); err != perr {
-		t.Errorf("Handle = %v", err)
 	}
 }

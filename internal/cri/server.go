@@ -1,6 +1,8 @@
 package cri
 
 import (
+	"context"
+
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -18,10 +20,26 @@ type Server struct {
 	*Service
 	// ImageService is internal/cri/images.Service.
 	ImageService
+	// StatsService is internal/cri/stats.Service.
+	StatsService
 }
 
 // ImageService is the CRI ImageService (internal/cri/images).
 type ImageService = runtimeapi.ImageServiceServer
+
+// StatsService is the stats and metrics RPCs of the RuntimeService
+// (internal/cri/stats).
+type StatsService interface {
+	ContainerStats(context.Context, *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error)
+	ListContainerStats(context.Context, *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error)
+	StreamContainerStats(*runtimeapi.StreamContainerStatsRequest, runtimeapi.RuntimeService_StreamContainerStatsServer) error
+	PodSandboxStats(context.Context, *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error)
+	ListPodSandboxStats(context.Context, *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error)
+	StreamPodSandboxStats(*runtimeapi.StreamPodSandboxStatsRequest, runtimeapi.RuntimeService_StreamPodSandboxStatsServer) error
+	ListMetricDescriptors(context.Context, *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error)
+	ListPodSandboxMetrics(context.Context, *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error)
+	StreamPodSandboxMetrics(*runtimeapi.StreamPodSandboxMetricsRequest, runtimeapi.RuntimeService_StreamPodSandboxMetricsServer) error
+}
 
 var (
 	_ runtimeapi.RuntimeServiceServer = (*Server)(nil)

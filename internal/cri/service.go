@@ -23,7 +23,6 @@ import (
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/network"
 	"github.com/berth-cri/berth/internal/pause"
-	"github.com/berth-cri/berth/internal/stats"
 	"github.com/berth-cri/berth/internal/store"
 	"github.com/berth-cri/berth/internal/streaming"
 )
@@ -108,9 +107,6 @@ type Deps struct {
 	// SandboxImages pulls the pod sandbox image when it is missing
 	// (internal/cri/images); nil never pulls it.
 	SandboxImages SandboxImages
-	// Layers has the containers' writable-layer usage for the stats
-	// RPCs (internal/cri/images.LayerSampler); nil reports none.
-	Layers WritableLayers
 	// Streams and Exec serve Exec, Attach, PortForward and ExecSync
 	// (container_exec.go, container_attach.go, sandbox_portforward.go).
 	Streams Streams
@@ -126,14 +122,6 @@ type Images interface {
 // SandboxImages pulls the pod sandbox image, with the node's credentials.
 type SandboxImages interface {
 	PullSandboxImage(ctx context.Context, image string) error
-}
-
-// WritableLayers reports the last measure of a container's writable layer.
-type WritableLayers interface {
-	// Container returns the usage and when it was measured; inodes are
-	// unknown when inodesKnown is false, and ok is false when the layer
-	// was not measured yet.
-	Container(ctx context.Context, id string) (u stats.DirUsage, at time.Time, inodesKnown, ok bool)
 }
 
 // HostFacts are read once at start-up by internal/hostinfo.
@@ -176,7 +164,6 @@ type Service struct {
 	pause       *pause.Ensurer
 	log         *slog.Logger
 	images      Images
-	layers      WritableLayers
 	streams     Streams
 	execer      Execer
 
@@ -200,9 +187,8 @@ type Service struct {
 	// watcher starts from there so nothing in between is missed.
 	recoveredAt time.Time
 
-	// stats and events serve the stats, metrics and GetContainerEvents
-	// RPCs (stats_helpers.go, container_events.go); Start runs them.
-	stats  *statsState
+	// events serves GetContainerEvents (container_events.go); Start
+	// runs it.
 	events *eventHub
 }
 
@@ -226,11 +212,9 @@ func New(d Deps) *Service {
 		imageGroups: newImageGroupCache(256),
 		conv:        newConvCache(),
 		images:      d.Images,
-		layers:      d.Layers,
 		streams:     d.Streams,
 		execer:      d.Exec,
 	}
-	s.stats = newStatsState(s.statsTargets)
 	s.events = newEventHub(s.store, d.Logger)
 	s.pause = &pause.Ensurer{
 		Image:   d.Config.PodInfraContainerImage,
