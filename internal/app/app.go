@@ -20,6 +20,7 @@ import (
 	"github.com/berth-cri/berth/internal/checkpoint"
 	"github.com/berth-cri/berth/internal/config"
 	"github.com/berth-cri/berth/internal/cri"
+	"github.com/berth-cri/berth/internal/cri/checkpoints"
 	"github.com/berth-cri/berth/internal/cri/images"
 	"github.com/berth-cri/berth/internal/cri/stats"
 	"github.com/berth-cri/berth/internal/docker"
@@ -96,7 +97,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		PodCIDR:  cfg.PodCIDR,
 	})
 
-	checkpoints, err := checkpoint.Open(filepath.Join(cfg.RootDir, "sandboxes"))
+	sandboxRecords, err := checkpoint.Open(filepath.Join(cfg.RootDir, "sandboxes"))
 	if err != nil {
 		return fmt.Errorf("--root-dir: %w", err)
 	}
@@ -138,7 +139,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		Daemon:      dockerClient,
 		Docker:      dockerClient,
 		Network:     netManager,
-		Checkpoints: checkpoints,
+		Checkpoints: sandboxRecords,
 		Store:       index,
 		OOM:         hostinfo.OOMPolicy(cfg.OOMScoreAdjPolicy, log),
 		Host: cri.HostFacts{
@@ -179,7 +180,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 		grpc.InitialConnWindowSize(flowWindow),
 	)
 	statsService := stats.New(stats.Deps{Store: index, Daemon: dockerClient, Layers: layers})
-	criServer := &cri.Server{Service: service, ImageService: imageService, StatsService: statsService}
+	checkpointService := checkpoints.New(checkpoints.Deps{Config: cfg, Docker: dockerClient, Runtime: service.ForCheckpoints(), Store: index})
+	criServer := &cri.Server{Service: service, ImageService: imageService, StatsService: statsService, CheckpointService: checkpointService}
 	runtimeapi.RegisterRuntimeServiceServer(server, criServer)
 	runtimeapi.RegisterImageServiceServer(server, criServer)
 

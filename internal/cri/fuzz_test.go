@@ -22,6 +22,7 @@ import (
 	"github.com/berth-cri/berth/internal/archive"
 	"github.com/berth-cri/berth/internal/checkpoint"
 	"github.com/berth-cri/berth/internal/config"
+	"github.com/berth-cri/berth/internal/cri/checkpoints"
 	"github.com/berth-cri/berth/internal/cri/images"
 	"github.com/berth-cri/berth/internal/cri/stats"
 	"github.com/berth-cri/berth/internal/docker"
@@ -259,14 +260,14 @@ func fuzzRPCs() []fuzzRPC {
 		confined(rpc("CheckpointPod", (*Server).CheckpointPod,
 			&runtimeapi.CheckpointPodRequest{PodSandboxId: fuzzPod, OutputPath: "/out", ContainerIds: []string{fuzzContainer}},
 			&runtimeapi.CheckpointPodRequest{PodSandboxId: fuzzPod[:12], OutputPath: "/out", ContainerIds: []string{fuzzContainer[:6]},
-				Options: map[string]string{optionProcessState: "omit"}}),
+				Options: map[string]string{"process-state": "omit"}}),
 			func(req *runtimeapi.CheckpointPodRequest, root string) {
 				req.OutputPath = underRoot(root, req.GetOutputPath())
 			}),
 		confined(rpc("RestorePod", (*Server).RestorePod,
 			&runtimeapi.RestorePodRequest{Config: restored, ContainerConfigs: []*runtimeapi.ContainerConfig{ctr}, CheckpointPath: "/checkpoint"},
 			&runtimeapi.RestorePodRequest{Config: restored, ContainerConfigs: []*runtimeapi.ContainerConfig{ctr}, CheckpointPath: "/checkpoint",
-				RuntimeHandler: "runc", Options: map[string]string{optionProcessState: "omit"}}),
+				RuntimeHandler: "runc", Options: map[string]string{"process-state": "omit"}}),
 			func(req *runtimeapi.RestorePodRequest, root string) {
 				req.CheckpointPath = underRoot(root, req.GetCheckpointPath())
 				for _, c := range req.GetContainerConfigs() {
@@ -308,14 +309,16 @@ func fuzzService(t testing.TB, dir string) *Server {
 	down := downBackend{dockerRoot: dir}
 	layers := images.NewLayerSampler(down)
 	imageService := images.New(images.Deps{Config: cfg, Daemon: down, Docker: down, Layers: layers})
+	runtime := New(Deps{
+		Config: cfg, Daemon: down, Docker: down, Network: down, Checkpoints: cps, Store: st,
+		Logs: down, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Images: down, SandboxImages: imageService, Streams: down, Exec: down,
+	})
 	return &Server{
-		Service: New(Deps{
-			Config: cfg, Daemon: down, Docker: down, Network: down, Checkpoints: cps, Store: st,
-			Logs: down, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Images: down, SandboxImages: imageService, Streams: down, Exec: down,
-		}),
-		ImageService: imageService,
-		StatsService: stats.New(stats.Deps{Store: st, Daemon: down, Layers: layers}),
+		Service:           runtime,
+		ImageService:      imageService,
+		StatsService:      stats.New(stats.Deps{Store: st, Daemon: down, Layers: layers}),
+		CheckpointService: checkpoints.New(checkpoints.Deps{Config: cfg, Docker: down, Runtime: runtime.ForCheckpoints(), Store: st}),
 	}
 }
 

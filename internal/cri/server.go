@@ -22,6 +22,8 @@ type Server struct {
 	ImageService
 	// StatsService is internal/cri/stats.Service.
 	StatsService
+	// CheckpointService is internal/cri/checkpoints.Service.
+	CheckpointService
 }
 
 // ImageService is the CRI ImageService (internal/cri/images).
@@ -39,6 +41,14 @@ type StatsService interface {
 	ListMetricDescriptors(context.Context, *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error)
 	ListPodSandboxMetrics(context.Context, *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error)
 	StreamPodSandboxMetrics(*runtimeapi.StreamPodSandboxMetricsRequest, runtimeapi.RuntimeService_StreamPodSandboxMetricsServer) error
+}
+
+// CheckpointService is the checkpoint and restore RPCs of the
+// RuntimeService (internal/cri/checkpoints).
+type CheckpointService interface {
+	CheckpointContainer(context.Context, *runtimeapi.CheckpointContainerRequest) (*runtimeapi.CheckpointContainerResponse, error)
+	CheckpointPod(context.Context, *runtimeapi.CheckpointPodRequest) (*runtimeapi.CheckpointPodResponse, error)
+	RestorePod(context.Context, *runtimeapi.RestorePodRequest) (*runtimeapi.RestorePodResponse, error)
 }
 
 var (

@@ -51,7 +51,10 @@ type Containers interface {
 	ImageID(ctx context.Context, ref string) (string, error)
 	ImageLayers(ctx context.Context, ref string) ([]string, error)
 	ImportImage(ctx context.Context, rootfs io.Reader, ref string, changes []string) error
-	Snapshots
+	// StartContainerFromCheckpoint starts a created container from the
+	// processes of its checkpoint name (in Docker's checkpoint directory
+	// for the container): StartContainer of a container RestorePod made.
+	StartContainerFromCheckpoint(ctx context.Context, id, name string) error
 }
 
 // Network sets up pod networks.
