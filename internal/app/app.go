@@ -155,6 +155,20 @@ func Run(ctx context.Context, cfg config.Config) error {
 		Streams: streamServer,
 		Exec:    streamRuntime,
 	})
+	statsService := stats.New(stats.Deps{Store: index, Daemon: dockerClient, Layers: layers})
+	checkpointService := checkpoints.New(checkpoints.Deps{
+		Config:  cfg,
+		Docker:  dockerClient,
+		Runtime: service.ForCheckpoints(),
+		Store:   index,
+	})
+	// One server for kubelet: each RPC goes to the service of its concern.
+	criServer := &cri.Server{
+		Service:           service,
+		ImageService:      imageService,
+		StatsService:      statsService,
+		CheckpointService: checkpointService,
+	}
 
 	gate := interceptor.NewGate(10*time.Second, func() string {
 		if h := dockerClient.Health(); !h.Ready {
@@ -179,9 +193,6 @@ func Run(ctx context.Context, cfg config.Config) error {
 		grpc.InitialWindowSize(flowWindow),
 		grpc.InitialConnWindowSize(flowWindow),
 	)
-	statsService := stats.New(stats.Deps{Store: index, Daemon: dockerClient, Layers: layers})
-	checkpointService := checkpoints.New(checkpoints.Deps{Config: cfg, Docker: dockerClient, Runtime: service.ForCheckpoints(), Store: index})
-	criServer := &cri.Server{Service: service, ImageService: imageService, StatsService: statsService, CheckpointService: checkpointService}
 	runtimeapi.RegisterRuntimeServiceServer(server, criServer)
 	runtimeapi.RegisterImageServiceServer(server, criServer)
 

@@ -440,3 +440,23 @@ func (downBackend) GetPortForward(*runtimeapi.PortForwardRequest) (*runtimeapi.P
 func (downBackend) RunExec(context.Context, string, streaming.ExecOptions) (streaming.ExecResult, error) {
 	return streaming.ExecResult{}, errDown
 }
+
+// TestServerRoutesEveryRPC: every unary method reaches the service of its
+// concern through Server, none the Unimplemented fallback (which an RPC
+// missing from one of Server's interfaces would silently fall to).
+func TestServerRoutesEveryRPC(t *testing.T) {
+	dir := t.TempDir()
+	for _, r := range fuzzRPCs() {
+		t.Run(r.name, func(t *testing.T) {
+			req := proto.Clone(r.seeds[0])
+			if r.confine != nil {
+				r.confine(req, fuzzHostDir(t))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := r.call(fuzzService(t, dir), ctx, req); errdefs.Code(err) == codes.Unimplemented {
+				t.Errorf("%s: %v", r.name, err)
+			}
+		})
+	}
+}

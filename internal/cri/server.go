@@ -13,7 +13,9 @@ import (
 //
 // NOTE: Service must not have a method of an embedded interface as well:
 // the selector would be ambiguous, and Server would stop implementing
-// RuntimeServiceServer (the assertions below fail to compile).
+// RuntimeServiceServer (the assertions below fail to compile). An RPC
+// left out of the interfaces falls to Service's Unimplemented fallback;
+// TestServerRoutesEveryRPC catches that for the unary RPCs.
 type Server struct {
 	// Service is the runtime: sandboxes, containers, exec, attach,
 	// port-forward, container events, status and configuration.
