@@ -20,6 +20,9 @@ import (
 	"github.com/berth-cri/berth/internal/checkpoint"
 	"github.com/berth-cri/berth/internal/config"
 	"github.com/berth-cri/berth/internal/cri"
+	"github.com/berth-cri/berth/internal/cri/checkpoints"
+	"github.com/berth-cri/berth/internal/cri/images"
+	"github.com/berth-cri/berth/internal/cri/stats"
 	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/hostinfo"
 	"github.com/berth-cri/berth/internal/interceptor"
@@ -94,7 +97,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 		PodCIDR:  cfg.PodCIDR,
 	})
 
-	checkpoints, err := checkpoint.Open(filepath.Join(cfg.RootDir, "sandboxes"))
+	sandboxRecords, err := checkpoint.Open(filepath.Join(cfg.RootDir, "sandboxes"))
 	if err != nil {
 		return fmt.Errorf("--root-dir: %w", err)
 	}
@@ -122,12 +125,21 @@ func Run(ctx context.Context, cfg config.Config) error {
 	}
 	defer streamServer.Close()
 
+	// The containers' writable layers are measured in the background, for
+	// ImageFsInfo and the stats RPCs.
+	layers := images.NewLayerSampler(dockerClient)
+	imageService := images.New(images.Deps{
+		Config: cfg,
+		Daemon: dockerClient,
+		Docker: dockerClient,
+		Layers: layers,
+	})
 	service := cri.New(cri.Deps{
 		Config:      cfg,
 		Daemon:      dockerClient,
 		Docker:      dockerClient,
 		Network:     netManager,
-		Checkpoints: checkpoints,
+		Checkpoints: sandboxRecords,
 		Store:       index,
 		OOM:         hostinfo.OOMPolicy(cfg.OOMScoreAdjPolicy, log),
 		Host: cri.HostFacts{
@@ -135,14 +147,28 @@ func Run(ctx context.Context, cfg config.Config) error {
 			Devices:      hostinfo.Devices(),
 			AppArmor:     hostinfo.AppArmor(),
 		},
-		Logs:   logManager,
-		Images: dockerClient,
-		Layers: dockerClient,
-		Logger: log,
+		Logs:          logManager,
+		Images:        dockerClient,
+		SandboxImages: imageService,
+		Logger:        log,
 
 		Streams: streamServer,
 		Exec:    streamRuntime,
 	})
+	statsService := stats.New(stats.Deps{Store: index, Daemon: dockerClient, Layers: layers})
+	checkpointService := checkpoints.New(checkpoints.Deps{
+		Config:  cfg,
+		Docker:  dockerClient,
+		Runtime: service.ForCheckpoints(),
+		Store:   index,
+	})
+	// One server for kubelet: each RPC goes to the service of its concern.
+	criServer := &cri.Server{
+		Service:           service,
+		ImageService:      imageService,
+		StatsService:      statsService,
+		CheckpointService: checkpointService,
+	}
 
 	gate := interceptor.NewGate(10*time.Second, func() string {
 		if h := dockerClient.Health(); !h.Ready {
@@ -167,8 +193,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 		grpc.InitialWindowSize(flowWindow),
 		grpc.InitialConnWindowSize(flowWindow),
 	)
-	runtimeapi.RegisterRuntimeServiceServer(server, service)
-	runtimeapi.RegisterImageServiceServer(server, service)
+	runtimeapi.RegisterRuntimeServiceServer(server, criServer)
+	runtimeapi.RegisterImageServiceServer(server, criServer)
 
 	gid := -1
 	if cfg.SocketGroup != "" {
@@ -185,7 +211,8 @@ func Run(ctx context.Context, cfg config.Config) error {
 	defer stopBackground()
 	bg := logging.WithLogger(runCtx, log) // internal/panics logs with it
 	panics.Go(bg, panics.Docker, func() { dockerClient.Run(runCtx) })
-	service.Start(bg) // event hub and stats sampler; before recovery
+	service.Start(bg) // event hub; before recovery
+	statsService.Start(bg)
 	panics.Go(bg, panics.Recovery, func() { recoverThenOpen(bg, log, dockerClient, service, gate) })
 
 	var metricsServer *http.Server

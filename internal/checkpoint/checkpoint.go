@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-cri/berth/internal/network"
 	"github.com/berth-cri/berth/internal/safefile"
 )
 
@@ -62,21 +63,13 @@ const (
 	StateDown   = "down"   // DEL succeeded; nothing to undo
 )
 
-// Network is what CNI DEL needs, exactly as ADD had it.
+// Network is what CNI DEL needs, exactly as ADD had it: the pod's CNI
+// attachment, and how far ADD got. The attachment is network's own type,
+// so there is one description of it and nothing to convert; its fields are
+// flattened into the record's JSON beside state.
 type Network struct {
 	State string `json:"state"`
-	// ConfList is the network configuration ADD used, so DEL uses the same
-	// one even if the configuration directory changed meanwhile.
-	ConfList json.RawMessage `json:"confList"`
-	NetNS    string          `json:"netns"`
-	IfName   string          `json:"ifName"`
-	// CapabilityArgs are the runtime capabilities ADD was given
-	// (portMappings, bandwidth, …); DEL gets the same.
-	CapabilityArgs map[string]any  `json:"capabilityArgs,omitempty"`
-	Args           [][2]string     `json:"args,omitempty"`
-	Result         json.RawMessage `json:"result,omitempty"`
-	IPs            []string        `json:"ips,omitempty"`
-	Loopback       bool            `json:"loopback,omitempty"`
+	network.Attachment
 }
 
 type envelope struct {

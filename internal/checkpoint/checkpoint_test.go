@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-cri/berth/internal/network"
 )
 
 func TestSaveLoadDelete(t *testing.T) {
@@ -19,7 +21,8 @@ func TestSaveLoadDelete(t *testing.T) {
 	}
 	rec := &Sandbox{ID: "abc123", Name: "k8s_POD_p_ns_uid_0", PodName: "p", PodNamespace: "ns", PodUID: "uid",
 		PortMappings: []PortMapping{{Protocol: "tcp", ContainerPort: 80, HostPort: 8080}},
-		Network:      &Network{State: StateUp, ConfList: []byte(`{"name":"n"}`), NetNS: "/proc/1/ns/net", IfName: "eth0", IPs: []string{"10.0.0.2"}}}
+		Network: &Network{State: StateUp, Attachment: network.Attachment{
+			ConfList: []byte(`{"name":"n"}`), NetNS: "/proc/1/ns/net", IfName: "eth0", IPs: []string{"10.0.0.2"}}}}
 	if err := s.Save(rec); err != nil {
 		t.Fatal(err)
 	}

@@ -8,10 +8,8 @@ import (
 
 // Start runs the service's background work until ctx ends and returns at
 // once: the container-event hub, subscribed to the index now so that it
-// knows every object Recover adds, and the stats sampler. Call it before
-// Recover.
+// knows every object Recover adds. Call it before Recover.
 func (s *Service) Start(ctx context.Context) {
 	s.events.attach()
 	panics.Go(ctx, panics.EventHub, func() { s.events.run(ctx) })
-	panics.Go(ctx, panics.StatsSampler, func() { s.stats.sampler.Run(ctx) })
 }

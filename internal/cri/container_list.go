@@ -17,7 +17,7 @@ func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContai
 // StreamContainers is ListContainers in chunks.
 func (s *Service) StreamContainers(req *runtimeapi.StreamContainersRequest, stream runtimeapi.RuntimeService_StreamContainersServer) error {
 	items := s.listContainers(req.GetFilter())
-	return chunk.Send(items, streamChunk, func(c []*runtimeapi.Container) error {
+	return chunk.Send(items, chunk.Size, func(c []*runtimeapi.Container) error {
 		return stream.Send(&runtimeapi.StreamContainersResponse{Containers: c})
 	})
 }

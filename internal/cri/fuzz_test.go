@@ -22,6 +22,9 @@ import (
 	"github.com/berth-cri/berth/internal/archive"
 	"github.com/berth-cri/berth/internal/checkpoint"
 	"github.com/berth-cri/berth/internal/config"
+	"github.com/berth-cri/berth/internal/cri/checkpoints"
+	"github.com/berth-cri/berth/internal/cri/images"
+	"github.com/berth-cri/berth/internal/cri/stats"
 	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/network"
@@ -30,7 +33,7 @@ import (
 )
 
 // FuzzRequests decodes arbitrary bytes as one of the CRI requests (the
-// first byte picks which) and sends it through the Service's handler, as
+// first byte picks which) and sends it through the Server's handler, as
 // the gRPC server would, with an index holding one ready pod and one
 // running container (the seeds name them, so mutations reach past the id
 // lookups) and a Docker, CNI and streaming back end that is down: whatever
@@ -108,7 +111,7 @@ func checkHandlerError(t *testing.T, rpc string, err error) {
 type fuzzRPC struct {
 	name  string
 	seeds []proto.Message
-	call  func(s *Service, ctx context.Context, req proto.Message) error
+	call  func(s *Server, ctx context.Context, req proto.Message) error
 	// confine, for methods that act on host paths, rebases the request's
 	// paths into root (fuzzHostDir).
 	confine func(req proto.Message, root string)
@@ -171,8 +174,8 @@ func fuzzHostDir(t *testing.T) string {
 	return root
 }
 
-func rpc[Req proto.Message, Resp any](name string, fn func(*Service, context.Context, Req) (Resp, error), seeds ...Req) fuzzRPC {
-	r := fuzzRPC{name: name, call: func(s *Service, ctx context.Context, req proto.Message) error {
+func rpc[Req proto.Message, Resp any](name string, fn func(*Server, context.Context, Req) (Resp, error), seeds ...Req) fuzzRPC {
+	r := fuzzRPC{name: name, call: func(s *Server, ctx context.Context, req proto.Message) error {
 		_, err := fn(s, ctx, req.(Req))
 		return err
 	}}
@@ -207,64 +210,64 @@ func fuzzRPCs() []fuzzRPC {
 	restored := proto.Clone(pod).(*runtimeapi.PodSandboxConfig)
 	restored.Metadata.Name = "q"
 	return []fuzzRPC{
-		rpc("Version", (*Service).Version, &runtimeapi.VersionRequest{Version: "v1"}),
-		rpc("Status", (*Service).Status, &runtimeapi.StatusRequest{Verbose: true}),
-		rpc("RuntimeConfig", (*Service).RuntimeConfig, &runtimeapi.RuntimeConfigRequest{}),
-		rpc("UpdateRuntimeConfig", (*Service).UpdateRuntimeConfig, &runtimeapi.UpdateRuntimeConfigRequest{
+		rpc("Version", (*Server).Version, &runtimeapi.VersionRequest{Version: "v1"}),
+		rpc("Status", (*Server).Status, &runtimeapi.StatusRequest{Verbose: true}),
+		rpc("RuntimeConfig", (*Server).RuntimeConfig, &runtimeapi.RuntimeConfigRequest{}),
+		rpc("UpdateRuntimeConfig", (*Server).UpdateRuntimeConfig, &runtimeapi.UpdateRuntimeConfigRequest{
 			RuntimeConfig: &runtimeapi.RuntimeConfig{NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: "10.0.0.0/24,fd00::/64"}}}),
-		rpc("RunPodSandbox", (*Service).RunPodSandbox, &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: "runc"}),
-		rpc("StopPodSandbox", (*Service).StopPodSandbox, &runtimeapi.StopPodSandboxRequest{PodSandboxId: fuzzPod}),
-		rpc("RemovePodSandbox", (*Service).RemovePodSandbox, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: fuzzPod[:12]}),
-		rpc("PodSandboxStatus", (*Service).PodSandboxStatus, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: fuzzPod, Verbose: true}),
-		rpc("ListPodSandbox", (*Service).ListPodSandbox, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+		rpc("RunPodSandbox", (*Server).RunPodSandbox, &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: "runc"}),
+		rpc("StopPodSandbox", (*Server).StopPodSandbox, &runtimeapi.StopPodSandboxRequest{PodSandboxId: fuzzPod}),
+		rpc("RemovePodSandbox", (*Server).RemovePodSandbox, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: fuzzPod[:12]}),
+		rpc("PodSandboxStatus", (*Server).PodSandboxStatus, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: fuzzPod, Verbose: true}),
+		rpc("ListPodSandbox", (*Server).ListPodSandbox, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
 			Id: fuzzPod[:5], State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}, LabelSelector: map[string]string{"app": "x"}}}),
-		rpc("UpdatePodSandboxResources", (*Service).UpdatePodSandboxResources, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: fuzzPod, Resources: &runtimeapi.LinuxContainerResources{CpuShares: 2}}),
-		confined(rpc("CreateContainer", (*Service).CreateContainer, &runtimeapi.CreateContainerRequest{PodSandboxId: fuzzPod, Config: ctr, SandboxConfig: pod}),
+		rpc("UpdatePodSandboxResources", (*Server).UpdatePodSandboxResources, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: fuzzPod, Resources: &runtimeapi.LinuxContainerResources{CpuShares: 2}}),
+		confined(rpc("CreateContainer", (*Server).CreateContainer, &runtimeapi.CreateContainerRequest{PodSandboxId: fuzzPod, Config: ctr, SandboxConfig: pod}),
 			func(req *runtimeapi.CreateContainerRequest, root string) {
 				confineMounts(root, req.GetConfig().GetMounts())
 			}),
-		rpc("StartContainer", (*Service).StartContainer, &runtimeapi.StartContainerRequest{ContainerId: fuzzContainer}),
-		rpc("StopContainer", (*Service).StopContainer, &runtimeapi.StopContainerRequest{ContainerId: fuzzContainer, Timeout: 3}),
-		rpc("RemoveContainer", (*Service).RemoveContainer, &runtimeapi.RemoveContainerRequest{ContainerId: fuzzContainer[:12]}),
-		rpc("ListContainers", (*Service).ListContainers, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
+		rpc("StartContainer", (*Server).StartContainer, &runtimeapi.StartContainerRequest{ContainerId: fuzzContainer}),
+		rpc("StopContainer", (*Server).StopContainer, &runtimeapi.StopContainerRequest{ContainerId: fuzzContainer, Timeout: 3}),
+		rpc("RemoveContainer", (*Server).RemoveContainer, &runtimeapi.RemoveContainerRequest{ContainerId: fuzzContainer[:12]}),
+		rpc("ListContainers", (*Server).ListContainers, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
 			Id: fuzzContainer[:4], PodSandboxId: fuzzPod, State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}}}),
-		rpc("ContainerStatus", (*Service).ContainerStatus, &runtimeapi.ContainerStatusRequest{ContainerId: fuzzContainer, Verbose: true}),
-		rpc("UpdateContainerResources", (*Service).UpdateContainerResources, &runtimeapi.UpdateContainerResourcesRequest{
+		rpc("ContainerStatus", (*Server).ContainerStatus, &runtimeapi.ContainerStatusRequest{ContainerId: fuzzContainer, Verbose: true}),
+		rpc("UpdateContainerResources", (*Server).UpdateContainerResources, &runtimeapi.UpdateContainerResourcesRequest{
 			ContainerId: fuzzContainer, Linux: res, Annotations: map[string]string{"a": "b"}}),
-		rpc("ReopenContainerLog", (*Service).ReopenContainerLog, &runtimeapi.ReopenContainerLogRequest{ContainerId: fuzzContainer}),
-		rpc("ExecSync", (*Service).ExecSync, &runtimeapi.ExecSyncRequest{ContainerId: fuzzContainer, Cmd: []string{"true"}, Timeout: 1}),
-		rpc("Exec", (*Service).Exec, &runtimeapi.ExecRequest{ContainerId: fuzzContainer, Cmd: []string{"sh"}, Stdin: true, Stdout: true, Tty: true}),
-		rpc("Attach", (*Service).Attach, &runtimeapi.AttachRequest{ContainerId: fuzzContainer, Stdout: true, Stderr: true}),
-		rpc("PortForward", (*Service).PortForward, &runtimeapi.PortForwardRequest{PodSandboxId: fuzzPod, Port: []int32{80, 443}}),
-		rpc("ContainerStats", (*Service).ContainerStats, &runtimeapi.ContainerStatsRequest{ContainerId: fuzzContainer}),
-		rpc("ListContainerStats", (*Service).ListContainerStats, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{
+		rpc("ReopenContainerLog", (*Server).ReopenContainerLog, &runtimeapi.ReopenContainerLogRequest{ContainerId: fuzzContainer}),
+		rpc("ExecSync", (*Server).ExecSync, &runtimeapi.ExecSyncRequest{ContainerId: fuzzContainer, Cmd: []string{"true"}, Timeout: 1}),
+		rpc("Exec", (*Server).Exec, &runtimeapi.ExecRequest{ContainerId: fuzzContainer, Cmd: []string{"sh"}, Stdin: true, Stdout: true, Tty: true}),
+		rpc("Attach", (*Server).Attach, &runtimeapi.AttachRequest{ContainerId: fuzzContainer, Stdout: true, Stderr: true}),
+		rpc("PortForward", (*Server).PortForward, &runtimeapi.PortForwardRequest{PodSandboxId: fuzzPod, Port: []int32{80, 443}}),
+		rpc("ContainerStats", (*Server).ContainerStats, &runtimeapi.ContainerStatsRequest{ContainerId: fuzzContainer}),
+		rpc("ListContainerStats", (*Server).ListContainerStats, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{
 			Id: fuzzContainer, PodSandboxId: fuzzPod[:3], LabelSelector: map[string]string{"a": "b"}}}),
-		rpc("PodSandboxStats", (*Service).PodSandboxStats, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: fuzzPod}),
-		rpc("ListPodSandboxStats", (*Service).ListPodSandboxStats, &runtimeapi.ListPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{Id: fuzzPod}}),
-		rpc("ListMetricDescriptors", (*Service).ListMetricDescriptors, &runtimeapi.ListMetricDescriptorsRequest{}),
-		rpc("ListPodSandboxMetrics", (*Service).ListPodSandboxMetrics, &runtimeapi.ListPodSandboxMetricsRequest{}),
-		rpc("ListImages", (*Service).ListImages, &runtimeapi.ListImagesRequest{Filter: &runtimeapi.ImageFilter{Image: image}}),
-		rpc("ImageStatus", (*Service).ImageStatus, &runtimeapi.ImageStatusRequest{Image: image, Verbose: true}),
-		rpc("PullImage", (*Service).PullImage, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox"},
+		rpc("PodSandboxStats", (*Server).PodSandboxStats, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: fuzzPod}),
+		rpc("ListPodSandboxStats", (*Server).ListPodSandboxStats, &runtimeapi.ListPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{Id: fuzzPod}}),
+		rpc("ListMetricDescriptors", (*Server).ListMetricDescriptors, &runtimeapi.ListMetricDescriptorsRequest{}),
+		rpc("ListPodSandboxMetrics", (*Server).ListPodSandboxMetrics, &runtimeapi.ListPodSandboxMetricsRequest{}),
+		rpc("ListImages", (*Server).ListImages, &runtimeapi.ListImagesRequest{Filter: &runtimeapi.ImageFilter{Image: image}}),
+		rpc("ImageStatus", (*Server).ImageStatus, &runtimeapi.ImageStatusRequest{Image: image, Verbose: true}),
+		rpc("PullImage", (*Server).PullImage, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox"},
 			Auth: &runtimeapi.AuthConfig{Username: "u", Password: "p", ServerAddress: "registry.example"}, SandboxConfig: pod}),
-		rpc("RemoveImage", (*Service).RemoveImage, &runtimeapi.RemoveImageRequest{Image: image}),
-		rpc("ImageFsInfo", (*Service).ImageFsInfo, &runtimeapi.ImageFsInfoRequest{}),
-		confined(rpc("CheckpointContainer", (*Service).CheckpointContainer,
+		rpc("RemoveImage", (*Server).RemoveImage, &runtimeapi.RemoveImageRequest{Image: image}),
+		rpc("ImageFsInfo", (*Server).ImageFsInfo, &runtimeapi.ImageFsInfoRequest{}),
+		confined(rpc("CheckpointContainer", (*Server).CheckpointContainer,
 			&runtimeapi.CheckpointContainerRequest{ContainerId: fuzzContainer, Location: "/archives/c.tar", Timeout: 5}),
 			func(req *runtimeapi.CheckpointContainerRequest, root string) {
 				req.Location = underRoot(root, req.GetLocation())
 			}),
-		confined(rpc("CheckpointPod", (*Service).CheckpointPod,
+		confined(rpc("CheckpointPod", (*Server).CheckpointPod,
 			&runtimeapi.CheckpointPodRequest{PodSandboxId: fuzzPod, OutputPath: "/out", ContainerIds: []string{fuzzContainer}},
 			&runtimeapi.CheckpointPodRequest{PodSandboxId: fuzzPod[:12], OutputPath: "/out", ContainerIds: []string{fuzzContainer[:6]},
-				Options: map[string]string{optionProcessState: "omit"}}),
+				Options: map[string]string{"process-state": "omit"}}),
 			func(req *runtimeapi.CheckpointPodRequest, root string) {
 				req.OutputPath = underRoot(root, req.GetOutputPath())
 			}),
-		confined(rpc("RestorePod", (*Service).RestorePod,
+		confined(rpc("RestorePod", (*Server).RestorePod,
 			&runtimeapi.RestorePodRequest{Config: restored, ContainerConfigs: []*runtimeapi.ContainerConfig{ctr}, CheckpointPath: "/checkpoint"},
 			&runtimeapi.RestorePodRequest{Config: restored, ContainerConfigs: []*runtimeapi.ContainerConfig{ctr}, CheckpointPath: "/checkpoint",
-				RuntimeHandler: "runc", Options: map[string]string{optionProcessState: "omit"}}),
+				RuntimeHandler: "runc", Options: map[string]string{"process-state": "omit"}}),
 			func(req *runtimeapi.RestorePodRequest, root string) {
 				req.CheckpointPath = underRoot(root, req.GetCheckpointPath())
 				for _, c := range req.GetContainerConfigs() {
@@ -274,10 +277,10 @@ func fuzzRPCs() []fuzzRPC {
 	}
 }
 
-// fuzzService is a Service whose index holds one ready pod (owned, on a
+// fuzzService is a Server whose index holds one ready pod (owned, on a
 // CNI network, with a checkpoint-less record) and one running container in
 // it, and whose back ends are down.
-func fuzzService(t testing.TB, dir string) *Service {
+func fuzzService(t testing.TB, dir string) *Server {
 	t.Helper()
 	cfg := config.Default()
 	cfg.RootDir = dir
@@ -304,11 +307,19 @@ func fuzzService(t testing.TB, dir string) *Service {
 		State:   runtimeapi.ContainerState_CONTAINER_RUNNING, StartedAt: 1, Pid: 1 << 30, Owned: true,
 	})
 	down := downBackend{dockerRoot: dir}
-	return New(Deps{
+	layers := images.NewLayerSampler(down)
+	imageService := images.New(images.Deps{Config: cfg, Daemon: down, Docker: down, Layers: layers})
+	runtime := New(Deps{
 		Config: cfg, Daemon: down, Docker: down, Network: down, Checkpoints: cps, Store: st,
 		Logs: down, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Images: down, Layers: down, Streams: down, Exec: down,
+		Images: down, SandboxImages: imageService, Streams: down, Exec: down,
 	})
+	return &Server{
+		Service:           runtime,
+		ImageService:      imageService,
+		StatsService:      stats.New(stats.Deps{Store: st, Daemon: down, Layers: layers}),
+		CheckpointService: checkpoints.New(checkpoints.Deps{Config: cfg, Docker: down, Runtime: runtime.ForCheckpoints(), Store: st}),
+	}
 }
 
 // downBackend is Docker, CNI, the log forwarder and the streaming server,
@@ -428,4 +439,24 @@ func (downBackend) GetPortForward(*runtimeapi.PortForwardRequest) (*runtimeapi.P
 }
 func (downBackend) RunExec(context.Context, string, streaming.ExecOptions) (streaming.ExecResult, error) {
 	return streaming.ExecResult{}, errDown
+}
+
+// TestServerRoutesEveryRPC: every unary method reaches the service of its
+// concern through Server, none the Unimplemented fallback (which an RPC
+// missing from one of Server's interfaces would silently fall to).
+func TestServerRoutesEveryRPC(t *testing.T) {
+	dir := t.TempDir()
+	for _, r := range fuzzRPCs() {
+		t.Run(r.name, func(t *testing.T) {
+			req := proto.Clone(r.seeds[0])
+			if r.confine != nil {
+				r.confine(req, fuzzHostDir(t))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := r.call(fuzzService(t, dir), ctx, req); errdefs.Code(err) == codes.Unimplemented {
+				t.Errorf("%s: %v", r.name, err)
+			}
+		})
+	}
 }

@@ -3,14 +3,10 @@ package cri
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync"
 	"testing"
 
-	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/errdefs"
-	"github.com/berth-cri/berth/internal/panics"
-	"github.com/berth-cri/berth/internal/stats"
 )
 
 // The goroutines of internal/cri survive a panic in their work: each
@@ -50,51 +46,5 @@ func TestADetachedRunThatPanicsFailsItsCallersAndFreesTheName(t *testing.T) {
 	id, err := runs.do(context.Background(), "k8s_POD_x", func() (string, error) { return "id", nil })
 	if id != "id" || err != nil {
 		t.Errorf("the next run: %q, %v", id, err)
-	}
-}
-
-func TestForEachRaisesAWorkersPanicInTheCaller(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4)) // several workers
-	var got any
-	func() {
-		defer func() { got = recover() }()
-		forEach(context.Background(), 200, func(i int) {
-			if i == 150 {
-				panic("boom")
-			}
-		})
-	}()
-	perr, ok := got.(*panics.Error)
-	if !ok || perr.Where != panics.StatsWorker || !errors.Is(perr, errdefs.ErrInternal) {
-		t.Fatalf("the caller saw %#v, want the worker's panic as a *panics.Error", got)
-	}
-	// And the interceptor's handling of it is the worker's error itself.
-	if err := panics.Handle(context.Background(), panics.RPC, got); err != perr {
-		t.Errorf("Handle = %v", err)
-	}
-}
-
-// panickyLayers panics listing the containers the first time.
-type panickyLayers struct {
-	fakeLayers
-	once sync.Once
-}
-
-func (p *panickyLayers) ListLayerContainers(ctx context.Context) ([]docker.LayerContainer, error) {
-	p.once.Do(func() { panic("boom") })
-	return p.fakeLayers.ListLayerContainers(ctx)
-}
-
-func TestALayerRefreshThatPanicsEndsAsAnError(t *testing.T) {
-	src := &panickyLayers{fakeLayers: fakeLayers{containers: []docker.LayerContainer{{ID: "a"}}}}
-	w := &fakeWalker{walks: map[string]int{}, usage: map[string]stats.DirUsage{"dir-a": {Bytes: 10, Inodes: 1}}}
-	l := newLayerUsage(src)
-	l.walk = w.walk
-	if _, err := l.Usage(context.Background()); !errors.Is(err, errdefs.ErrInternal) {
-		t.Fatalf("the first sample: %v, want the refresh's panic as an internal error", err)
-	}
-	s, err := l.Usage(context.Background()) // a new refresh
-	if err != nil || s.bytes != 10 {
-		t.Fatalf("the next sample: %+v, %v", s, err)
 	}
 }

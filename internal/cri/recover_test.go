@@ -729,10 +729,10 @@ func checkpointOf(id string, pod *runtimeapi.PodSandboxConfig, state string) *ch
 		HostNetwork: pod.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE,
 	}
 	if state != "" {
-		cp.Network = &checkpoint.Network{
-			State: state, ConfList: json.RawMessage(`{"name":"net-` + id[:8] + `"}`),
-			NetNS: "/var/run/netns/cni-" + id[:8], IfName: "eth0", IPs: []string{"10.88.0.10"},
-		}
+		cp.Network = &checkpoint.Network{State: state, Attachment: network.Attachment{
+			ConfList: json.RawMessage(`{"name":"net-` + id[:8] + `"}`),
+			NetNS:    "/var/run/netns/cni-" + id[:8], IfName: "eth0", IPs: []string{"10.88.0.10"},
+		}}
 	}
 	return cp
 }

@@ -10,9 +10,6 @@ import (
 	"github.com/berth-cri/berth/internal/store"
 )
 
-// streamChunk is how many items one message of a Stream* RPC carries.
-const streamChunk = 100
-
 // ListPodSandbox answers from Berth's index, without a Docker call.
 func (s *Service) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
 	return &runtimeapi.ListPodSandboxResponse{Items: s.listSandboxes(req.GetFilter())}, nil
@@ -22,7 +19,7 @@ func (s *Service) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSan
 // would not fit in one message.
 func (s *Service) StreamPodSandboxes(req *runtimeapi.StreamPodSandboxesRequest, stream runtimeapi.RuntimeService_StreamPodSandboxesServer) error {
 	items := s.listSandboxes(req.GetFilter())
-	return chunk.Send(items, streamChunk, func(c []*runtimeapi.PodSandbox) error {
+	return chunk.Send(items, chunk.Size, func(c []*runtimeapi.PodSandbox) error {
 		return stream.Send(&runtimeapi.StreamPodSandboxesResponse{PodSandboxes: c})
 	})
 }

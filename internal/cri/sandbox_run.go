@@ -271,31 +271,15 @@ func cniPorts(pms []*runtimeapi.PortMapping) []network.PortMapping {
 	return out
 }
 
+// toCheckpointNetwork is the record of an attachment in a state.
 func toCheckpointNetwork(a *network.Attachment, state string) *checkpoint.Network {
-	return &checkpoint.Network{
-		State:          state,
-		ConfList:       a.ConfList,
-		NetNS:          a.NetNS,
-		IfName:         a.IfName,
-		CapabilityArgs: a.CapabilityArgs,
-		Args:           a.Args,
-		Result:         a.Result,
-		IPs:            a.IPs,
-		Loopback:       a.Loopback,
-	}
+	return &checkpoint.Network{State: state, Attachment: *a}
 }
 
+// fromCheckpointNetwork is the attachment a record holds.
 func fromCheckpointNetwork(n *checkpoint.Network) *network.Attachment {
-	return &network.Attachment{
-		ConfList:       n.ConfList,
-		NetNS:          n.NetNS,
-		IfName:         n.IfName,
-		CapabilityArgs: n.CapabilityArgs,
-		Args:           n.Args,
-		Result:         n.Result,
-		IPs:            n.IPs,
-		Loopback:       n.Loopback,
-	}
+	a := n.Attachment
+	return &a
 }
 
 func shortID(id string) string {

@@ -1,7 +1,8 @@
-// Package cri implements the CRI RuntimeService and ImageService on Docker:
-// one file per RPC, each validating its request, reserving what it creates
-// and delegating to dockerspec (translation), docker (the engine), network
-// (CNI) and checkpoint (durable records).
+// Package cri implements the CRI RuntimeService on Docker: one file per
+// RPC, each validating its request, reserving what it creates and
+// delegating to dockerspec (translation), docker (the engine), network
+// (CNI) and checkpoint (durable records). Server puts it together with the
+// services of the other concerns (internal/cri/images) for gRPC.
 package cri
 
 import (
@@ -13,6 +14,7 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/api/types/image"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/checkpoint"
@@ -49,7 +51,10 @@ type Containers interface {
 	ImageID(ctx context.Context, ref string) (string, error)
 	ImageLayers(ctx context.Context, ref string) ([]string, error)
 	ImportImage(ctx context.Context, rootfs io.Reader, ref string, changes []string) error
-	Snapshots
+	// StartContainerFromCheckpoint starts a created container from the
+	// processes of its checkpoint name (in Docker's checkpoint directory
+	// for the container): StartContainer of a container RestorePod made.
+	StartContainerFromCheckpoint(ctx context.Context, id, name string) error
 }
 
 // Network sets up pod networks.
@@ -100,13 +105,26 @@ type Deps struct {
 	// Logs forwards containers' output into the files kubelet reads.
 	Logs   Logs
 	Logger *slog.Logger
-	// Images and Layers serve the ImageService (image_*.go).
+	// Images looks up the user an image runs as (CreateContainer).
 	Images Images
-	Layers ContainerLayers
+	// SandboxImages pulls the pod sandbox image when it is missing
+	// (internal/cri/images); nil never pulls it.
+	SandboxImages SandboxImages
 	// Streams and Exec serve Exec, Attach, PortForward and ExecSync
 	// (container_exec.go, container_attach.go, sandbox_portforward.go).
 	Streams Streams
 	Exec    Execer
+}
+
+// Images is the part of Docker's image store the runtime reads.
+type Images interface {
+	// InspectImage looks an image up by reference, id or id prefix.
+	InspectImage(ctx context.Context, ref string) (image.InspectResponse, error)
+}
+
+// SandboxImages pulls the pod sandbox image, with the node's credentials.
+type SandboxImages interface {
+	PullSandboxImage(ctx context.Context, image string) error
 }
 
 // HostFacts are read once at start-up by internal/hostinfo.
@@ -132,11 +150,10 @@ type Logs interface {
 	Forget(id string)
 }
 
-// Service serves runtime.v1 RuntimeService and ImageService. RPCs it does
-// not implement answer Unimplemented through the embedded types.
+// Service serves runtime.v1 RuntimeService. RPCs it does not implement
+// answer Unimplemented through the embedded type.
 type Service struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
-	runtimeapi.UnimplementedImageServiceServer
 
 	cfg         config.Config
 	daemon      Daemon
@@ -150,7 +167,6 @@ type Service struct {
 	pause       *pause.Ensurer
 	log         *slog.Logger
 	images      Images
-	img         *imageState
 	streams     Streams
 	execer      Execer
 
@@ -174,16 +190,12 @@ type Service struct {
 	// watcher starts from there so nothing in between is missed.
 	recoveredAt time.Time
 
-	// stats and events serve the stats, metrics and GetContainerEvents
-	// RPCs (stats_helpers.go, container_events.go); Start runs them.
-	stats  *statsState
+	// events serves GetContainerEvents (container_events.go); Start
+	// runs it.
 	events *eventHub
 }
 
-var (
-	_ runtimeapi.RuntimeServiceServer = (*Service)(nil)
-	_ runtimeapi.ImageServiceServer   = (*Service)(nil)
-)
+var _ runtimeapi.RuntimeServiceServer = (*Service)(nil)
 
 // New returns the service. It does no I/O.
 func New(d Deps) *Service {
@@ -203,18 +215,18 @@ func New(d Deps) *Service {
 		imageGroups: newImageGroupCache(256),
 		conv:        newConvCache(),
 		images:      d.Images,
-		img:         newImageState(d.Config, d.Layers),
 		streams:     d.Streams,
 		execer:      d.Exec,
 	}
-	s.stats = newStatsState(s.statsTargets)
 	s.events = newEventHub(s.store, d.Logger)
 	s.pause = &pause.Ensurer{
 		Image:   d.Config.PodInfraContainerImage,
 		Builtin: d.Config.PodInfraContainerImage == config.DefaultPauseImage,
 		Docker:  d.Docker,
-		Pull:    s.pullSandboxImage,
 		Log:     d.Logger,
+	}
+	if d.SandboxImages != nil {
+		s.pause.Pull = d.SandboxImages.PullSandboxImage
 	}
 	return s
 }

@@ -42,17 +42,27 @@ type PortMapping struct {
 }
 
 // Attachment is a pod's CNI attachment: everything DEL needs to undo ADD
-// exactly, and what ADD returned. It is stored in the sandbox checkpoint.
+// exactly, and what ADD returned. It is stored in the sandbox checkpoint
+// (internal/checkpoint.Network embeds it).
+//
+// NOTE: these fields are the on-disk format of sandbox records, which
+// outlive Berth's versions: a field added here is persisted (give it a
+// JSON name and omitempty); renaming or removing one needs a new record
+// version. internal/checkpoint's TestNetworkRecordFormat pins the format.
 type Attachment struct {
-	ConfList       json.RawMessage
-	NetNS          string
-	IfName         string
-	CapabilityArgs map[string]any
-	Args           [][2]string
-	Result         json.RawMessage
-	IPs            []string
+	// ConfList is the network configuration ADD used, so DEL uses the
+	// same one even if the configuration directory changed meanwhile.
+	ConfList json.RawMessage `json:"confList"`
+	NetNS    string          `json:"netns"`
+	IfName   string          `json:"ifName"`
+	// CapabilityArgs are the runtime capabilities ADD was given
+	// (portMappings, bandwidth, …); DEL gets the same.
+	CapabilityArgs map[string]any  `json:"capabilityArgs,omitempty"`
+	Args           [][2]string     `json:"args,omitempty"`
+	Result         json.RawMessage `json:"result,omitempty"`
+	IPs            []string        `json:"ips,omitempty"`
 	// Loopback is true when the loopback plugin ran too.
-	Loopback bool
+	Loopback bool `json:"loopback,omitempty"`
 }
 
 // Prepare loads the current network configuration and builds the

@@ -2,6 +2,10 @@
 // the one loop behind the six Stream* RPCs.
 package chunk
 
+// Size is how many items one message of a Stream* RPC carries, unless the
+// RPC says otherwise (StreamImages).
+const Size = 100
+
 // Send calls send with consecutive slices of items, each at most size long
 // (size < 1 counts as 1), and stops at the first error. An empty list sends
 // nothing.

@@ -1,7 +1,8 @@
-package cri
+package images
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -82,7 +83,7 @@ func TestLayerUsageMeasuresOnlyWhatMayHaveChanged(t *testing.T) {
 		"dir-new":     {Bytes: 5, Inodes: 1},
 	}}
 	clock := time.Unix(1000, 0)
-	l := newLayerUsage(src)
+	l := NewLayerSampler(src)
 	l.walk = w.walk
 	l.now = func() time.Time { return clock }
 	ctx := context.Background()
@@ -146,7 +147,7 @@ func TestLayerUsageMeasuresOnlyWhatMayHaveChanged(t *testing.T) {
 	}
 }
 
-func waitForSample(t *testing.T, l *layerUsage, ok func(layerSample) bool) layerSample {
+func waitForSample(t *testing.T, l *LayerSampler, ok func(layerSample) bool) layerSample {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -172,7 +173,7 @@ func TestLayerUsagePerContainer(t *testing.T) {
 	var mu sync.Mutex
 	clock := time.Unix(1000, 0)
 	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
-	l := newLayerUsage(src)
+	l := NewLayerSampler(src)
 	l.walk = w.walk
 	l.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	ctx := context.Background()
@@ -217,5 +218,30 @@ func TestLayerUsagePerContainer(t *testing.T) {
 	waitForSample(t, l, func(s layerSample) bool { return true })
 	if w.count("dir-run") != 2 {
 		t.Errorf("walks %v, want the running layer walked again", w.walks)
+	}
+}
+
+// panickyLayers panics listing the containers the first time.
+type panickyLayers struct {
+	fakeLayers
+	once sync.Once
+}
+
+func (p *panickyLayers) ListLayerContainers(ctx context.Context) ([]docker.LayerContainer, error) {
+	p.once.Do(func() { panic("boom") })
+	return p.fakeLayers.ListLayerContainers(ctx)
+}
+
+func TestALayerRefreshThatPanicsEndsAsAnError(t *testing.T) {
+	src := &panickyLayers{fakeLayers: fakeLayers{containers: []docker.LayerContainer{{ID: "a"}}}}
+	w := &fakeWalker{walks: map[string]int{}, usage: map[string]stats.DirUsage{"dir-a": {Bytes: 10, Inodes: 1}}}
+	l := NewLayerSampler(src)
+	l.walk = w.walk
+	if _, err := l.Usage(context.Background()); !errors.Is(err, errdefs.ErrInternal) {
+		t.Fatalf("the first sample: %v, want the refresh's panic as an internal error", err)
+	}
+	s, err := l.Usage(context.Background()) // a new refresh
+	if err != nil || s.bytes != 10 {
+		t.Fatalf("the next sample: %+v, %v", s, err)
 	}
 }

@@ -1,4 +1,4 @@
-package cri
+package images
 
 import (
 	"context"
@@ -12,9 +12,9 @@ import (
 	"github.com/berth-cri/berth/internal/errdefs"
 )
 
-// inspectOnly is an Images whose only working call is InspectImage.
+// inspectOnly is a Docker whose only working call is InspectImage.
 type inspectOnly struct {
-	Images
+	Docker
 	mu       sync.Mutex
 	users    map[string]string // id → User; absent ids are not found
 	inspects map[string]int
@@ -31,7 +31,7 @@ func (f *inspectOnly) InspectImage(_ context.Context, id string) (image.InspectR
 	return image.InspectResponse{ID: id, Config: &dockerimage.DockerOCIImageConfig{ImageConfig: ocispec.ImageConfig{User: u}}}, nil
 }
 
-var _ Images = (*inspectOnly)(nil)
+var _ Docker = (*inspectOnly)(nil)
 
 func TestUserCache(t *testing.T) {
 	f := &inspectOnly{users: map[string]string{"a": "1000", "b": "app", "c": ""}, inspects: map[string]int{}}

@@ -1,4 +1,4 @@
-package cri
+package stats
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 
 	"github.com/berth-cri/berth/internal/cri/chunk"
 	"github.com/berth-cri/berth/internal/errdefs"
-	"github.com/berth-cri/berth/internal/stats"
+	kernelstats "github.com/berth-cri/berth/internal/stats"
 	"github.com/berth-cri/berth/internal/store"
 )
 
@@ -34,7 +34,7 @@ func (s *Service) ListContainerStats(ctx context.Context, req *runtimeapi.ListCo
 // StreamContainerStats is ListContainerStats in chunks.
 func (s *Service) StreamContainerStats(req *runtimeapi.StreamContainerStatsRequest, stream runtimeapi.RuntimeService_StreamContainerStatsServer) error {
 	items := s.listContainerStats(stream.Context(), req.GetFilter())
-	return chunk.Send(items, streamChunk, func(c []*runtimeapi.ContainerStats) error {
+	return chunk.Send(items, chunk.Size, func(c []*runtimeapi.ContainerStats) error {
 		return stream.Send(&runtimeapi.StreamContainerStatsResponse{ContainerStats: c})
 	})
 }
@@ -51,7 +51,7 @@ func (s *Service) listContainerStats(ctx context.Context, f *runtimeapi.Containe
 
 // containerStats is one container's stats: attributes, its cgroup's
 // figures while it runs, and its writable layer.
-func (s *Service) containerStats(ctx context.Context, c *store.Container, fs *stats.FsUsage) *runtimeapi.ContainerStats {
+func (s *Service) containerStats(ctx context.Context, c *store.Container, fs *kernelstats.FsUsage) *runtimeapi.ContainerStats {
 	cs, _, _ := s.containerStatsRaw(ctx, c, fs)
 	return cs
 }
@@ -59,7 +59,7 @@ func (s *Service) containerStats(ctx context.Context, c *store.Container, fs *st
 // containerStatsRaw is containerStats, also returning the raw figures
 // (ok false when the container has none: not running, or just exited),
 // for pod-level sums.
-func (s *Service) containerStatsRaw(ctx context.Context, c *store.Container, fs *stats.FsUsage) (*runtimeapi.ContainerStats, cgroupUsage, bool) {
+func (s *Service) containerStatsRaw(ctx context.Context, c *store.Container, fs *kernelstats.FsUsage) (*runtimeapi.ContainerStats, cgroupUsage, bool) {
 	cs := &runtimeapi.ContainerStats{
 		Attributes: &runtimeapi.ContainerAttributes{
 			Id:          c.ID,

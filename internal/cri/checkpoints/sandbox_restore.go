@@ -1,4 +1,4 @@
-package cri
+package checkpoints
 
 import (
 	"archive/tar"
@@ -80,7 +80,7 @@ func (s *Service) RestorePod(ctx context.Context, req *runtimeapi.RestorePodRequ
 		return nil, fmt.Errorf("checkpoint_path: the checkpoint has the containers' files but not their processes (it was taken with %s=omit); "+
 			"the option %s=omit restores it, starting the processes afresh: %w", optionProcessState, optionProcessState, errdefs.ErrFailedPrecondition)
 	}
-	h, err := s.daemonReady(ctx)
+	h, err := s.runtime.DaemonReady(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -97,19 +97,19 @@ func (s *Service) RestorePod(ctx context.Context, req *runtimeapi.RestorePodRequ
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 2*s.cfg.RuntimeRequestTimeout)
+		ctx, cancel = context.WithTimeout(ctx, 2*s.requestTimeout)
 		defer cancel()
 	}
 
 	log := logging.FromContext(ctx)
 	var undo cleanup.Stack
 	defer undo.Run(log)
-	run, err := s.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: req.GetConfig(), RuntimeHandler: req.GetRuntimeHandler()})
+	run, err := s.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: req.GetConfig(), RuntimeHandler: req.GetRuntimeHandler()})
 	if err != nil {
 		return nil, err
 	}
 	sandboxID := run.GetPodSandboxId()
-	undo.Push("remove the restored pod sandbox "+shortID(sandboxID), func(ctx context.Context) error { return s.removeSandbox(ctx, sandboxID) })
+	undo.Push("remove the restored pod sandbox "+shortID(sandboxID), func(ctx context.Context) error { return s.runtime.RemoveSandbox(ctx, sandboxID) })
 	sb, ok := s.store.Sandbox(sandboxID)
 	if !ok {
 		return nil, fmt.Errorf("%w: the restored pod sandbox %s vanished", errdefs.ErrInternal, shortID(sandboxID))
@@ -177,11 +177,11 @@ func (s *Service) restoreContainer(ctx context.Context, field string, sb *store.
 		labels = map[string]string{dockerspec.LabelRestore: checkpointName}
 	}
 
-	id, err := s.createContainer(ctx, sb, cfg, dockerspec.ContainerName(sb.Metadata, cfg.GetMetadata()), labels)
+	id, err := s.runtime.CreateContainer(ctx, sb, cfg, dockerspec.ContainerName(sb.Metadata, cfg.GetMetadata()), labels)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", field, err)
 	}
-	undo.Push("remove restored container "+shortID(id), func(ctx context.Context) error { return s.removeContainer(ctx, id) })
+	undo.Push("remove restored container "+shortID(id), func(ctx context.Context) error { return s.runtime.RemoveContainer(ctx, id) })
 	in, err := s.docker.InspectContainer(ctx, id)
 	if err != nil {
 		return "", err

@@ -1,4 +1,4 @@
-package cri
+package images
 
 import (
 	"context"
@@ -44,7 +44,7 @@ func (s *Service) listImages(ctx context.Context, filter *runtimeapi.ImageFilter
 	if err != nil {
 		return nil, errdefs.InvalidArgument("filter.image.image", "%v", err)
 	}
-	summaries, err := s.images.ListImages(ctx)
+	summaries, err := s.docker.ListImages(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -58,13 +58,13 @@ func (s *Service) listImages(ctx context.Context, filter *runtimeapi.ImageFilter
 			ids = append(ids, refs.ID)
 		}
 	}
-	users, err := s.img.users.get(ctx, s.images, ids)
+	users, err := s.users.get(ctx, s.docker, ids)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]*runtimeapi.Image, 0, len(selected))
 	for _, sm := range selected {
-		out = append(out, dockerspec.ImageFromSummary(store, sm, users[dockerspec.ImageID(sm.ID)], s.img.pinned))
+		out = append(out, dockerspec.ImageFromSummary(store, sm, users[dockerspec.ImageID(sm.ID)], s.pinned))
 	}
 	return out, nil
 }

@@ -1,4 +1,4 @@
-package cri
+package stats
 
 import (
 	"context"
@@ -8,21 +8,21 @@ import (
 
 	"github.com/berth-cri/berth/internal/cgroups"
 	"github.com/berth-cri/berth/internal/cri/chunk"
-	"github.com/berth-cri/berth/internal/stats"
+	kernelstats "github.com/berth-cri/berth/internal/stats"
 	"github.com/berth-cri/berth/internal/store"
 )
 
 // metricFields is what ListPodSandboxMetrics reads of each cgroup: all of
 // it (kubelet asks for metrics at Prometheus' scrape interval, not at
 // housekeeping's).
-const metricFields = stats.FieldCPU | stats.FieldCPUDetail | stats.FieldMemory | stats.FieldMemoryDetail |
-	stats.FieldPids | stats.FieldPidsLimit | stats.FieldPSI | stats.FieldIO | stats.FieldProcesses
+const metricFields = kernelstats.FieldCPU | kernelstats.FieldCPUDetail | kernelstats.FieldMemory | kernelstats.FieldMemoryDetail |
+	kernelstats.FieldPids | kernelstats.FieldPidsLimit | kernelstats.FieldPSI | kernelstats.FieldIO | kernelstats.FieldProcesses
 
 // ListMetricDescriptors lists the cAdvisor-compatible metrics
 // ListPodSandboxMetrics returns (kubelet's /metrics/cadvisor serves them
 // when it takes pod and container stats from CRI).
 func (s *Service) ListMetricDescriptors(ctx context.Context, _ *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error) {
-	return &runtimeapi.ListMetricDescriptorsResponse{Descriptors: stats.Descriptors()}, nil
+	return &runtimeapi.ListMetricDescriptorsResponse{Descriptors: kernelstats.Descriptors()}, nil
 }
 
 // ListPodSandboxMetrics returns every running pod's metrics: the pod-level
@@ -36,7 +36,7 @@ func (s *Service) ListPodSandboxMetrics(ctx context.Context, _ *runtimeapi.ListP
 // StreamPodSandboxMetrics is ListPodSandboxMetrics in chunks.
 func (s *Service) StreamPodSandboxMetrics(_ *runtimeapi.StreamPodSandboxMetricsRequest, stream runtimeapi.RuntimeService_StreamPodSandboxMetricsServer) error {
 	items := s.podMetrics(stream.Context())
-	return chunk.Send(items, streamChunk, func(c []*runtimeapi.PodSandboxMetrics) error {
+	return chunk.Send(items, chunk.Size, func(c []*runtimeapi.PodSandboxMetrics) error {
 		return stream.Send(&runtimeapi.StreamPodSandboxMetricsResponse{PodSandboxMetrics: c})
 	})
 }
@@ -58,56 +58,56 @@ func (s *Service) podMetrics(ctx context.Context) []*runtimeapi.PodSandboxMetric
 	return out
 }
 
-func (s *Service) sandboxMetrics(ctx context.Context, sb *store.Sandbox, containers []*store.Container, fs *stats.FsUsage, now time.Time) *runtimeapi.PodSandboxMetrics {
+func (s *Service) sandboxMetrics(ctx context.Context, sb *store.Sandbox, containers []*store.Container, fs *kernelstats.FsUsage, now time.Time) *runtimeapi.PodSandboxMetrics {
 	pm := &runtimeapi.PodSandboxMetrics{PodSandboxId: sb.ID}
 	ns, pod := sb.Metadata.GetNamespace(), sb.Metadata.GetName()
 	if cg, ok := s.podCgroup(sb); ok {
-		if st, err := stats.ReadCgroup(cg, metricFields); err == nil {
-			pm.Metrics = append(pm.Metrics, stats.Metrics(stats.MetricSource{
+		if st, err := kernelstats.ReadCgroup(cg, metricFields); err == nil {
+			pm.Metrics = append(pm.Metrics, kernelstats.Metrics(kernelstats.MetricSource{
 				Labels:     []string{"", cgroupID(cg), "", "", ns, pod},
 				Cgroup:     &st,
-				DeviceName: stats.BlockDeviceName,
+				DeviceName: kernelstats.BlockDeviceName,
 				Now:        now,
 			})...)
 		}
 	}
 	if cg, ok := s.pauseCgroup(sb); ok {
-		src := stats.MetricSource{
+		src := kernelstats.MetricSource{
 			Labels:     []string{"POD", cgroupID(cg), sb.Image, sb.Name, ns, pod},
 			Leaf:       true,
-			DeviceName: stats.BlockDeviceName,
+			DeviceName: kernelstats.BlockDeviceName,
 			Now:        now,
 		}
-		if st, err := stats.ReadCgroup(cg, metricFields); err == nil {
+		if st, err := kernelstats.ReadCgroup(cg, metricFields); err == nil {
 			src.Cgroup = &st
 		}
 		if sb.Namespaces.GetNetwork() != runtimeapi.NamespaceMode_NODE {
-			src.Network, _ = stats.NetDev(sb.Pid)
+			src.Network, _ = kernelstats.NetDev(sb.Pid)
 		}
-		pm.Metrics = append(pm.Metrics, stats.Metrics(src)...)
+		pm.Metrics = append(pm.Metrics, kernelstats.Metrics(src)...)
 	}
 	for _, c := range containers {
 		cg, ok := s.containerCgroup(c)
 		if !ok {
 			continue
 		}
-		st, err := stats.ReadCgroup(cg, metricFields)
+		st, err := kernelstats.ReadCgroup(cg, metricFields)
 		if err != nil {
 			continue // it exited meanwhile
 		}
-		src := stats.MetricSource{
+		src := kernelstats.MetricSource{
 			Labels:     []string{c.Metadata.GetName(), cgroupID(cg), imageLabel(c.Image), c.Name, ns, pod},
 			Cgroup:     &st,
 			Spec:       specOf(c.Resources),
 			Leaf:       true,
-			DeviceName: stats.BlockDeviceName,
+			DeviceName: kernelstats.BlockDeviceName,
 			Now:        now,
 		}
 		if c.StartedAt > 0 {
 			src.Start = time.Unix(0, c.StartedAt)
 		}
 		if wl := s.writableLayer(ctx, c.ID, fs); wl != nil {
-			src.Fs = &stats.FsSample{
+			src.Fs = &kernelstats.FsSample{
 				Device:      fs.Device,
 				UsedBytes:   wl.GetUsedBytes().GetValue(),
 				LimitBytes:  fs.CapacityBytes,
@@ -118,7 +118,7 @@ func (s *Service) sandboxMetrics(ctx context.Context, sb *store.Sandbox, contain
 		}
 		pm.ContainerMetrics = append(pm.ContainerMetrics, &runtimeapi.ContainerMetrics{
 			ContainerId: c.ID,
-			Metrics:     stats.Metrics(src),
+			Metrics:     kernelstats.Metrics(src),
 		})
 	}
 	return pm
@@ -126,7 +126,7 @@ func (s *Service) sandboxMetrics(ctx context.Context, sb *store.Sandbox, contain
 
 // cgroupID is the cgroup's path within its hierarchy, the "id" label
 // cAdvisor gives a container.
-func cgroupID(cg stats.Cgroup) string {
+func cgroupID(cg kernelstats.Cgroup) string {
 	if cg.V2 {
 		return cgroups.Relative(cg.Paths[""])
 	}
@@ -150,12 +150,12 @@ func imageLabel(img *runtimeapi.ImageSpec) string {
 }
 
 // specOf is the spec metrics' view of a container's configured limits.
-func specOf(r *runtimeapi.LinuxContainerResources) *stats.Spec {
+func specOf(r *runtimeapi.LinuxContainerResources) *kernelstats.Spec {
 	if r == nil {
 		return nil
 	}
 	nonNeg := func(v int64) uint64 { return uint64(max(v, 0)) }
-	sp := &stats.Spec{
+	sp := &kernelstats.Spec{
 		CPUShares:   nonNeg(r.CpuShares),
 		CPUQuota:    nonNeg(r.CpuQuota),
 		CPUPeriod:   nonNeg(r.CpuPeriod),

@@ -1,4 +1,4 @@
-package cri
+package checkpoints
 
 import (
 	"context"
@@ -75,7 +75,7 @@ func (s *Service) CheckpointPod(ctx context.Context, req *runtimeapi.CheckpointP
 	if err != nil {
 		return nil, err
 	}
-	h, err := s.daemonReady(ctx)
+	h, err := s.runtime.DaemonReady(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -87,11 +87,11 @@ func (s *Service) CheckpointPod(ctx context.Context, req *runtimeapi.CheckpointP
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 2*s.cfg.RuntimeRequestTimeout)
+		ctx, cancel = context.WithTimeout(ctx, 2*s.requestTimeout)
 		defer cancel()
 	}
 
-	unlock := s.locks.lock(sb.ID)
+	unlock := s.runtime.Lock(sb.ID)
 	defer unlock()
 	ids := make([]string, 0, len(containers))
 	for _, c := range containers {
@@ -99,7 +99,7 @@ func (s *Service) CheckpointPod(ctx context.Context, req *runtimeapi.CheckpointP
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		defer s.locks.lock(id)()
+		defer s.runtime.Lock(id)()
 	}
 	if sb, _ = s.store.Sandbox(sb.ID); sb == nil || sb.State() != runtimeapi.PodSandboxState_SANDBOX_READY {
 		return nil, fmt.Errorf("pod_sandbox_id: pod sandbox %s is not ready: %w", shortID(req.GetPodSandboxId()), errdefs.ErrFailedPrecondition)

@@ -1,4 +1,4 @@
-package cri
+package images
 
 import (
 	"context"
@@ -18,7 +18,7 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRe
 	if err != nil {
 		return nil, errdefs.InvalidArgument("image.image", "%v", err)
 	}
-	img, err := s.images.InspectImage(ctx, ref)
+	img, err := s.docker.InspectImage(ctx, ref)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return &runtimeapi.ImageStatusResponse{}, nil
 	}
@@ -26,10 +26,10 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRe
 		return nil, err
 	}
 	store := s.imageStore()
-	resp := &runtimeapi.ImageStatusResponse{Image: dockerspec.ImageFromInspect(store, img, s.img.pinned)}
-	s.img.users.put(resp.Image.Id, dockerspec.ImageConfigUser(img))
+	resp := &runtimeapi.ImageStatusResponse{Image: dockerspec.ImageFromInspect(store, img, s.pinned)}
+	s.users.put(resp.Image.Id, dockerspec.ImageConfigUser(img))
 	if req.GetVerbose() {
-		history, err := s.images.ImageHistory(ctx, img.ID)
+		history, err := s.docker.ImageHistory(ctx, img.ID)
 		if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return nil, err
 		}

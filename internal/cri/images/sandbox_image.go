@@ -1,4 +1,4 @@
-package cri
+package images
 
 import (
 	"context"
@@ -13,12 +13,12 @@ import (
 	"github.com/berth-cri/berth/internal/logging"
 )
 
-// pullSandboxImage pulls the sandbox image for pause.Ensurer, through the
-// same shared pull as PullImage. kubelet never pulls the sandbox image and
-// so never sends credentials for it; the node's own, what `docker login`
-// wrote into Docker's configuration file, are used instead, as
-// cri-dockerd's keyring did.
-func (s *Service) pullSandboxImage(ctx context.Context, image string) error {
+// PullSandboxImage pulls the sandbox image for the runtime's pause.Ensurer,
+// through the same shared pull as PullImage. kubelet never pulls the
+// sandbox image and so never sends credentials for it; the node's own,
+// what `docker login` wrote into Docker's configuration file, are used
+// instead, as cri-dockerd's keyring did.
+func (s *Service) PullSandboxImage(ctx context.Context, image string) error {
 	ref, err := dockerspec.ParseImageRef(image)
 	if err != nil {
 		return err

@@ -1,24 +1,28 @@
-package cri
+package stats
 
 import (
 	"context"
+	"errors"
+	"runtime"
 	"sync/atomic"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/berth-cri/berth/internal/stats"
+	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/panics"
+	kernelstats "github.com/berth-cri/berth/internal/stats"
 )
 
 func TestNetworkUsageDefaultInterface(t *testing.T) {
-	n := networkUsage(1, []stats.Interface{{Name: "net1", RxBytes: 1}, {Name: "eth0", TxBytes: 2, TxErrors: 3}})
+	n := networkUsage(1, []kernelstats.Interface{{Name: "net1", RxBytes: 1}, {Name: "eth0", TxBytes: 2, TxErrors: 3}})
 	if n.DefaultInterface.Name != "eth0" || n.DefaultInterface.TxBytes.Value != 2 || n.DefaultInterface.TxErrors.Value != 3 {
 		t.Errorf("default interface %v", n.DefaultInterface)
 	}
 	if len(n.Interfaces) != 1 || n.Interfaces[0].Name != "net1" || n.Interfaces[0].RxBytes.Value != 1 {
 		t.Errorf("other interfaces %v", n.Interfaces)
 	}
-	if n := networkUsage(1, []stats.Interface{{Name: "ens3"}}); n.DefaultInterface.Name != "ens3" || len(n.Interfaces) != 0 {
+	if n := networkUsage(1, []kernelstats.Interface{{Name: "ens3"}}); n.DefaultInterface.Name != "ens3" || len(n.Interfaces) != 0 {
 		t.Errorf("without eth0: %v", n)
 	}
 	if networkUsage(1, nil) != nil {
@@ -48,7 +52,7 @@ func TestSumUsage(t *testing.T) {
 
 func TestSpecOf(t *testing.T) {
 	sp := specOf(&runtimeapi.LinuxContainerResources{CpuShares: 512, CpuQuota: -1, CpuPeriod: 100000, MemoryLimitInBytes: 1 << 20, MemorySwapLimitInBytes: 2 << 20})
-	if *sp != (stats.Spec{CPUShares: 512, CPUPeriod: 100000, MemoryLimit: 1 << 20, SwapLimit: 2 << 20}) {
+	if *sp != (kernelstats.Spec{CPUShares: 512, CPUPeriod: 100000, MemoryLimit: 1 << 20, SwapLimit: 2 << 20}) {
 		t.Errorf("specOf = %+v", sp)
 	}
 	if specOf(nil) != nil {
@@ -65,5 +69,26 @@ func TestForEachVisitsEveryIndexOnce(t *testing.T) {
 				t.Fatalf("n=%d: index %d visited %d times", n, i, c)
 			}
 		}
+	}
+}
+
+func TestForEachRaisesAWorkersPanicInTheCaller(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4)) // several workers
+	var got any
+	func() {
+		defer func() { got = recover() }()
+		forEach(context.Background(), 200, func(i int) {
+			if i == 150 {
+				panic("boom")
+			}
+		})
+	}()
+	perr, ok := got.(*panics.Error)
+	if !ok || perr.Where != panics.StatsWorker || !errors.Is(perr, errdefs.ErrInternal) {
+		t.Fatalf("the caller saw %#v, want the worker's panic as a *panics.Error", got)
+	}
+	// And the interceptor's handling of it is the worker's error itself.
+	if err := panics.Handle(context.Background(), panics.RPC, got); err != perr {
+		t.Errorf("Handle = %v", err)
 	}
 }

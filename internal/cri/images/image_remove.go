@@ -1,4 +1,4 @@
-package cri
+package images
 
 import (
 	"context"
@@ -24,7 +24,7 @@ func (s *Service) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRe
 	if err != nil {
 		return nil, errdefs.InvalidArgument("image.image", "%v", err)
 	}
-	img, err := s.images.InspectImage(ctx, ref)
+	img, err := s.docker.InspectImage(ctx, ref)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return &runtimeapi.RemoveImageResponse{}, nil
 	}
@@ -32,7 +32,7 @@ func (s *Service) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRe
 		return nil, err
 	}
 	id := dockerspec.ImageID(img.ID)
-	_, _, err = s.img.removes.Do(ctx, id, func(ctx context.Context) (struct{}, error) {
+	_, _, err = s.removes.Do(ctx, id, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, s.removeImage(ctx, spec, id)
 	})
 	if err != nil {
@@ -44,7 +44,7 @@ func (s *Service) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRe
 func (s *Service) removeImage(ctx context.Context, spec, id string) error {
 	// Docker removes an image a stopped container uses when forced (and
 	// forcing is what removes every tag at once), so ask first.
-	users, err := s.images.ContainersUsingImage(ctx, id)
+	users, err := s.docker.ContainersUsingImage(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -52,14 +52,14 @@ func (s *Service) removeImage(ctx context.Context, spec, id string) error {
 		return fmt.Errorf("image %s (%s) is in use by container(s) %s; remove them first: %w",
 			spec, id, strings.Join(users, ", "), errdefs.ErrFailedPrecondition)
 	}
-	err = s.images.RemoveImage(ctx, id)
+	err = s.docker.RemoveImage(ctx, id)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		err = nil
 	}
 	if err != nil {
 		return fmt.Errorf("removing image %s (%s): %w", spec, id, err)
 	}
-	s.img.users.forget(id)
+	s.users.forget(id)
 	logging.FromContext(ctx).Info("removed image", "image", spec, "id", id)
 	return nil
 }

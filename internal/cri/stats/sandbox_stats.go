@@ -1,4 +1,4 @@
-package cri
+package stats
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 
 	"github.com/berth-cri/berth/internal/cri/chunk"
 	"github.com/berth-cri/berth/internal/errdefs"
-	"github.com/berth-cri/berth/internal/stats"
+	kernelstats "github.com/berth-cri/berth/internal/stats"
 	"github.com/berth-cri/berth/internal/store"
 )
 
@@ -34,7 +34,7 @@ func (s *Service) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListP
 // StreamPodSandboxStats is ListPodSandboxStats in chunks.
 func (s *Service) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsRequest, stream runtimeapi.RuntimeService_StreamPodSandboxStatsServer) error {
 	items := s.listPodStats(stream.Context(), req.GetFilter())
-	return chunk.Send(items, streamChunk, func(c []*runtimeapi.PodSandboxStats) error {
+	return chunk.Send(items, chunk.Size, func(c []*runtimeapi.PodSandboxStats) error {
 		return stream.Send(&runtimeapi.StreamPodSandboxStatsResponse{PodSandboxStats: c})
 	})
 }
@@ -67,7 +67,7 @@ func (s *Service) containersBySandbox() map[string][]*store.Container {
 // cgroup (the cgroup parent kubelet gave it); a pod without one (no cgroup
 // parent: not started by kubelet) gets the sum of its pause container and
 // containers instead, without a memory limit.
-func (s *Service) podStats(ctx context.Context, sb *store.Sandbox, containers []*store.Container, fs *stats.FsUsage) *runtimeapi.PodSandboxStats {
+func (s *Service) podStats(ctx context.Context, sb *store.Sandbox, containers []*store.Container, fs *kernelstats.FsUsage) *runtimeapi.PodSandboxStats {
 	ps := &runtimeapi.PodSandboxStats{
 		Attributes: &runtimeapi.PodSandboxAttributes{
 			Id:          sb.ID,
@@ -89,11 +89,11 @@ func (s *Service) podStats(ctx context.Context, sb *store.Sandbox, containers []
 		return ps
 	}
 	if cg, ok := s.podCgroup(sb); ok {
-		if _, u, ok := s.readUsage(podKeyPrefix+sb.ID, cg, stats.FieldPids); ok {
+		if _, u, ok := s.readUsage(podKeyPrefix+sb.ID, cg, kernelstats.FieldPids); ok {
 			ps.Linux.Cpu, ps.Linux.Memory, ps.Linux.Io, ps.Linux.Process = u.cpu, u.memory, u.io, u.pids
 		}
 	} else if cg, ok := s.pauseCgroup(sb); ok {
-		if _, u, ok := s.readUsage(sb.ID, cg, stats.FieldPids); ok {
+		if _, u, ok := s.readUsage(sb.ID, cg, kernelstats.FieldPids); ok {
 			sum := sumUsage(append(parts, u))
 			ps.Linux.Cpu, ps.Linux.Memory, ps.Linux.Process = sum.cpu, sum.memory, sum.pids
 		}
@@ -113,7 +113,7 @@ func (s *Service) podNetwork(sb *store.Sandbox) *runtimeapi.NetworkUsage {
 	if !ok {
 		return nil
 	}
-	ifs, err := stats.NetDevFiles(sb.Pid, cg.Files)
+	ifs, err := kernelstats.NetDevFiles(sb.Pid, cg.Files)
 	if err != nil {
 		return nil
 	}
@@ -122,7 +122,7 @@ func (s *Service) podNetwork(sb *store.Sandbox) *runtimeapi.NetworkUsage {
 
 // networkUsage converts interfaces; eth0 (the interface CNI and Docker
 // create) is the default one, or the first when there is no eth0.
-func networkUsage(ts int64, ifs []stats.Interface) *runtimeapi.NetworkUsage {
+func networkUsage(ts int64, ifs []kernelstats.Interface) *runtimeapi.NetworkUsage {
 	if len(ifs) == 0 {
 		return nil
 	}
@@ -133,7 +133,7 @@ func networkUsage(ts int64, ifs []stats.Interface) *runtimeapi.NetworkUsage {
 			break
 		}
 	}
-	conv := func(i stats.Interface) *runtimeapi.NetworkInterfaceUsage {
+	conv := func(i kernelstats.Interface) *runtimeapi.NetworkInterfaceUsage {
 		return &runtimeapi.NetworkInterfaceUsage{
 			Name:     i.Name,
 			RxBytes:  &runtimeapi.UInt64Value{Value: i.RxBytes},

@@ -1,4 +1,4 @@
-package cri
+package images
 
 import (
 	"context"
@@ -53,7 +53,7 @@ func (s *Service) sharedPull(ctx context.Context, ref dockerspec.ImageRef, auth 
 	// through a pull made with someone else's credentials.
 	sum := sha256.Sum256([]byte(auth))
 	key := ref.String() + "\x00" + hex.EncodeToString(sum[:])
-	id, _, err := s.img.pulls.Do(ctx, key, func(ctx context.Context) (string, error) {
+	id, _, err := s.pulls.Do(ctx, key, func(ctx context.Context) (string, error) {
 		return s.pull(ctx, ref, auth)
 	})
 	return id, err
@@ -64,20 +64,20 @@ func (s *Service) pull(ctx context.Context, ref dockerspec.ImageRef, auth string
 	log := logging.FromContext(ctx)
 	start := time.Now()
 	log.Debug("pulling image", "image", ref.String(), "authenticated", auth != "")
-	err := s.images.PullImage(ctx, ref.Docker(), docker.PullOptions{
+	err := s.docker.PullImage(ctx, ref.Docker(), docker.PullOptions{
 		RegistryAuth:     auth,
-		ProgressDeadline: s.cfg.ImagePullProgressDeadline,
+		ProgressDeadline: s.progressDeadline,
 		Registry:         ref.Registry(),
 	})
 	if err != nil {
 		return "", err
 	}
-	img, err := s.images.InspectImage(ctx, ref.Docker())
+	img, err := s.docker.InspectImage(ctx, ref.Docker())
 	if err != nil {
 		return "", fmt.Errorf("pulled %s but Docker cannot show it: %w", ref.String(), err)
 	}
 	id := dockerspec.ImageID(img.ID)
-	s.img.users.put(id, dockerspec.ImageConfigUser(img))
+	s.users.put(id, dockerspec.ImageConfigUser(img))
 	log.Info("pulled image", "image", ref.String(), "id", id, "took", time.Since(start).Round(time.Millisecond))
 	return id, nil
 }

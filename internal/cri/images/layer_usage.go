@@ -1,4 +1,4 @@
-package cri
+package images
 
 import (
 	"context"
@@ -62,8 +62,9 @@ type layerEntry struct {
 	running  bool // whether the container ran when last measured
 }
 
-// layerUsage keeps a recent sample of the writable layers' total usage.
-type layerUsage struct {
+// LayerSampler keeps a recent sample of the containers' writable layers:
+// their total for ImageFsInfo, and each container's for the stats RPCs.
+type LayerSampler struct {
 	src     ContainerLayers
 	walk    func(context.Context, string) (stats.DirUsage, error)
 	now     func() time.Time
@@ -77,8 +78,10 @@ type layerUsage struct {
 	refreshing chan struct{} // non-nil while a refresh runs; closed when it ends
 }
 
-func newLayerUsage(src ContainerLayers) *layerUsage {
-	return &layerUsage{
+// NewLayerSampler returns a sampler that measures the layers src lists. It
+// does no I/O until asked.
+func NewLayerSampler(src ContainerLayers) *LayerSampler {
+	return &LayerSampler{
 		src:     src,
 		walk:    stats.WalkUsage,
 		now:     time.Now,
@@ -91,7 +94,7 @@ func newLayerUsage(src ContainerLayers) *layerUsage {
 // Usage returns the latest sample. When it is older than the list interval
 // a refresh starts in the background; only a caller that finds no sample
 // at all waits for one, for at most firstSampleWait.
-func (l *layerUsage) Usage(ctx context.Context) (layerSample, error) {
+func (l *LayerSampler) Usage(ctx context.Context) (layerSample, error) {
 	l.mu.Lock()
 	sample, refreshing := l.sample, l.kickLocked(ctx)
 	l.mu.Unlock()
@@ -118,7 +121,7 @@ func (l *layerUsage) Usage(ctx context.Context) (layerSample, error) {
 // kickLocked starts a background refresh when the sample is missing or
 // older than the list interval and none runs, and returns the running
 // refresh's channel (nil if none). l.mu must be held.
-func (l *layerUsage) kickLocked(ctx context.Context) chan struct{} {
+func (l *LayerSampler) kickLocked(ctx context.Context) chan struct{} {
 	if (l.sample == nil || l.now().Sub(l.sample.at) >= l.listAge) && l.refreshing == nil {
 		done := make(chan struct{})
 		l.refreshing = done
@@ -141,7 +144,7 @@ func (l *layerUsage) kickLocked(ctx context.Context) chan struct{} {
 // otherwise only when running containers are due for a new walk, so that
 // stats polled every second do not list Docker's containers every few
 // seconds.
-func (l *layerUsage) Container(ctx context.Context, id string) (u stats.DirUsage, at time.Time, inodesKnown, ok bool) {
+func (l *LayerSampler) Container(ctx context.Context, id string) (u stats.DirUsage, at time.Time, inodesKnown, ok bool) {
 	l.mu.Lock()
 	e := l.entries[id]
 	if e == nil || l.sample == nil || l.now().Sub(l.sample.at) >= l.rerun {
@@ -156,14 +159,14 @@ func (l *layerUsage) Container(ctx context.Context, id string) (u stats.DirUsage
 
 // refresh lists the containers and measures the layers that may have
 // changed.
-func (l *layerUsage) refresh(ctx context.Context) (layerSample, error) {
+func (l *LayerSampler) refresh(ctx context.Context) (layerSample, error) {
 	ctx, cancel := context.WithTimeout(ctx, layerRefreshTimeout)
 	defer cancel()
 	return l.measure(ctx)
 }
 
 // finish stores a refresh's sample, or its error, and ends the refresh.
-func (l *layerUsage) finish(ctx context.Context, sample layerSample, err error, done chan struct{}) {
+func (l *LayerSampler) finish(ctx context.Context, sample layerSample, err error, done chan struct{}) {
 	l.mu.Lock()
 	if err == nil {
 		l.sample = &sample
@@ -176,7 +179,7 @@ func (l *layerUsage) finish(ctx context.Context, sample layerSample, err error, 
 	close(done)
 }
 
-func (l *layerUsage) measure(ctx context.Context) (layerSample, error) {
+func (l *LayerSampler) measure(ctx context.Context) (layerSample, error) {
 	containers, err := l.src.ListLayerContainers(ctx)
 	if err != nil {
 		return layerSample{}, err
@@ -232,7 +235,7 @@ func (l *layerUsage) measure(ctx context.Context) (layerSample, error) {
 }
 
 // measureOne walks a layer directory, or asks Docker when there is none.
-func (l *layerUsage) measureOne(ctx context.Context, id string, e *layerEntry) error {
+func (l *LayerSampler) measureOne(ctx context.Context, id string, e *layerEntry) error {
 	if e.dir == "" {
 		size, err := l.src.WritableLayerSize(ctx, id)
 		if err != nil {

@@ -1,7 +1,8 @@
-package cri
+package stats
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -12,16 +13,9 @@ import (
 
 	"github.com/berth-cri/berth/internal/cgroups"
 	"github.com/berth-cri/berth/internal/panics"
-	"github.com/berth-cri/berth/internal/stats"
+	kernelstats "github.com/berth-cri/berth/internal/stats"
 	"github.com/berth-cri/berth/internal/store"
 )
-
-// Stats are read from the kernel, never from Docker's stats endpoint (which
-// costs dockerd a cgroup walk and a stream set-up per container): a
-// container's cgroup is found once from its pid (/proc/<pid>/cgroup) and
-// cached; each stats call reads a few small cgroup files per container;
-// a background sampler keeps two CPU readings per cgroup for the rate; the
-// writable layers are measured in the background (layerUsage).
 
 // itemsPerWorker is the fewest objects worth a goroutine of their own in a
 // list call.
@@ -82,11 +76,11 @@ const fsInfoMaxAge = 10 * time.Second
 // statsState is what the stats RPCs keep between calls.
 type statsState struct {
 	v2      bool
-	sampler *stats.Sampler
+	sampler *kernelstats.Sampler
 
 	mu     sync.Mutex // guards paths, fs, fsAt
 	paths  map[string]cgroupEntry
-	fs     *stats.FsUsage
+	fs     *kernelstats.FsUsage
 	fsAt   time.Time
 	fsPath string
 }
@@ -98,19 +92,19 @@ type statsState struct {
 type cgroupEntry struct {
 	pid   int
 	paths map[string]string
-	files *stats.OpenFiles
+	files *kernelstats.OpenFiles
 }
 
 // newStatsState returns the state; its sampler reads what targets lists
 // once Start runs it.
-func newStatsState(targets func() []stats.Target) *statsState {
-	return &statsState{v2: cgroups.IsV2(), paths: map[string]cgroupEntry{}, sampler: stats.NewSampler(targets)}
+func newStatsState(targets func() []kernelstats.Target) *statsState {
+	return &statsState{v2: cgroups.IsV2(), paths: map[string]cgroupEntry{}, sampler: kernelstats.NewSampler(targets)}
 }
 
 // cgroupOf returns the cgroup of process pid, cached under key.
-func (st *statsState) cgroupOf(key string, pid int) (stats.Cgroup, bool) {
+func (st *statsState) cgroupOf(key string, pid int) (kernelstats.Cgroup, bool) {
 	if pid <= 0 {
-		return stats.Cgroup{}, false
+		return kernelstats.Cgroup{}, false
 	}
 	st.mu.Lock()
 	e, ok := st.paths[key]
@@ -118,9 +112,9 @@ func (st *statsState) cgroupOf(key string, pid int) (stats.Cgroup, bool) {
 	if !ok || e.pid != pid {
 		paths, err := cgroups.Paths(pid)
 		if err != nil {
-			return stats.Cgroup{}, false // the process exited
+			return kernelstats.Cgroup{}, false // the process exited
 		}
-		e = cgroupEntry{pid: pid, paths: paths, files: stats.NewOpenFiles()}
+		e = cgroupEntry{pid: pid, paths: paths, files: kernelstats.NewOpenFiles()}
 		st.mu.Lock()
 		if old, ok := st.paths[key]; ok {
 			old.files.Close()
@@ -128,7 +122,7 @@ func (st *statsState) cgroupOf(key string, pid int) (stats.Cgroup, bool) {
 		st.paths[key] = e
 		st.mu.Unlock()
 	}
-	return stats.Cgroup{V2: st.v2, Paths: e.paths, Files: e.files}, true
+	return kernelstats.Cgroup{V2: st.v2, Paths: e.paths, Files: e.files}, true
 }
 
 // forget drops the cached cgroups of objects not in keep.
@@ -144,19 +138,19 @@ func (st *statsState) forget(keep map[string]bool) {
 }
 
 // containerCgroup returns the cgroup of a running container.
-func (s *Service) containerCgroup(c *store.Container) (stats.Cgroup, bool) {
+func (s *Service) containerCgroup(c *store.Container) (kernelstats.Cgroup, bool) {
 	if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		return stats.Cgroup{}, false
+		return kernelstats.Cgroup{}, false
 	}
-	return s.stats.cgroupOf(c.ID, c.Pid)
+	return s.state.cgroupOf(c.ID, c.Pid)
 }
 
 // pauseCgroup returns the cgroup of a sandbox's running pause container.
-func (s *Service) pauseCgroup(sb *store.Sandbox) (stats.Cgroup, bool) {
+func (s *Service) pauseCgroup(sb *store.Sandbox) (kernelstats.Cgroup, bool) {
 	if !sb.Running || sb.ContainerGone {
-		return stats.Cgroup{}, false
+		return kernelstats.Cgroup{}, false
 	}
-	return s.stats.cgroupOf(sb.ID, sb.Pid)
+	return s.state.cgroupOf(sb.ID, sb.Pid)
 }
 
 // podCgroup returns a sandbox's pod-level cgroup: the parent of its pause
@@ -164,57 +158,57 @@ func (s *Service) pauseCgroup(sb *store.Sandbox) (stats.Cgroup, bool) {
 // both drivers a container's cgroup is a child of its cgroup parent).
 // Without one, the pause container sits directly under Docker's default
 // parent, shared by every container, and there is no pod-level cgroup.
-func (s *Service) podCgroup(sb *store.Sandbox) (stats.Cgroup, bool) {
+func (s *Service) podCgroup(sb *store.Sandbox) (kernelstats.Cgroup, bool) {
 	if sb.CgroupParent == "" {
-		return stats.Cgroup{}, false
+		return kernelstats.Cgroup{}, false
 	}
 	cg, ok := s.pauseCgroup(sb)
 	if !ok {
-		return stats.Cgroup{}, false
+		return kernelstats.Cgroup{}, false
 	}
-	return stats.Cgroup{V2: cg.V2, Paths: cgroups.Parent(cg.Paths), Files: cg.Files}, true
+	return kernelstats.Cgroup{V2: cg.V2, Paths: cgroups.Parent(cg.Paths), Files: cg.Files}, true
 }
 
 // statsTargets lists what the sampler reads: every running container, pause
 // container and pod-level cgroup. It also forgets (and closes the files of)
 // the cgroups of everything no longer running: an open file of a removed
 // cgroup would keep the kernel's record of it alive.
-func (s *Service) statsTargets() []stats.Target {
-	var out []stats.Target
+func (s *Service) statsTargets() []kernelstats.Target {
+	var out []kernelstats.Target
 	keep := map[string]bool{}
 	for _, sb := range s.store.Sandboxes(nil) {
 		if cg, ok := s.pauseCgroup(sb); ok {
 			keep[sb.ID] = true
-			out = append(out, stats.Target{Key: sb.ID, Cgroup: cg})
+			out = append(out, kernelstats.Target{Key: sb.ID, Cgroup: cg})
 		}
 		if cg, ok := s.podCgroup(sb); ok {
-			out = append(out, stats.Target{Key: podKeyPrefix + sb.ID, Cgroup: cg})
+			out = append(out, kernelstats.Target{Key: podKeyPrefix + sb.ID, Cgroup: cg})
 		}
 	}
 	for _, c := range s.store.Containers(nil) {
 		if cg, ok := s.containerCgroup(c); ok {
 			keep[c.ID] = true
-			out = append(out, stats.Target{Key: c.ID, Cgroup: cg})
+			out = append(out, kernelstats.Target{Key: c.ID, Cgroup: cg})
 		}
 	}
-	s.stats.forget(keep)
+	s.state.forget(keep)
 	return out
 }
 
 // containerFs returns the filesystem the writable layers are on (Docker's
 // storage-driver directory, as ImageFsInfo reports it), cached briefly.
-func (s *Service) containerFs() *stats.FsUsage {
+func (s *Service) containerFs() *kernelstats.FsUsage {
 	h := s.daemon.Health()
 	if !h.Ready {
 		return nil
 	}
 	dir := h.Daemon.RootDir
 	if h.Daemon.StorageDriver != "" {
-		if d := filepath.Join(dir, h.Daemon.StorageDriver); dirExists(d) {
+		if d := filepath.Join(dir, h.Daemon.StorageDriver); isDir(d) {
 			dir = d
 		}
 	}
-	st := s.stats
+	st := s.state
 	st.mu.Lock()
 	if st.fs != nil && st.fsPath == dir && time.Since(st.fsAt) < fsInfoMaxAge {
 		fs := st.fs
@@ -222,7 +216,7 @@ func (s *Service) containerFs() *stats.FsUsage {
 		return fs
 	}
 	st.mu.Unlock()
-	fsu, err := stats.Filesystem(dir)
+	fsu, err := kernelstats.Filesystem(dir)
 	if err != nil {
 		return nil
 	}
@@ -234,11 +228,11 @@ func (s *Service) containerFs() *stats.FsUsage {
 
 // writableLayer reports a container's writable-layer usage from the
 // background sample, or nil if it has not been measured yet.
-func (s *Service) writableLayer(ctx context.Context, id string, fs *stats.FsUsage) *runtimeapi.FilesystemUsage {
-	if s.img.layers == nil || fs == nil {
+func (s *Service) writableLayer(ctx context.Context, id string, fs *kernelstats.FsUsage) *runtimeapi.FilesystemUsage {
+	if s.layers == nil || fs == nil {
 		return nil
 	}
-	u, at, inodesKnown, ok := s.img.layers.Container(ctx, id)
+	u, at, inodesKnown, ok := s.layers.Container(ctx, id)
 	if !ok {
 		return nil
 	}
@@ -265,18 +259,18 @@ type cgroupUsage struct {
 // readUsage reads a cgroup's CPU, memory (and, with f, more) now, and adds
 // the CPU rate and PSI from the sampler under key. ok is false if the
 // cgroup is gone.
-func (s *Service) readUsage(key string, cg stats.Cgroup, f stats.Fields) (stats.CgroupStats, cgroupUsage, bool) {
-	st, err := stats.ReadCgroup(cg, f|stats.FieldCPU|stats.FieldMemory)
+func (s *Service) readUsage(key string, cg kernelstats.Cgroup, f kernelstats.Fields) (kernelstats.CgroupStats, cgroupUsage, bool) {
+	st, err := kernelstats.ReadCgroup(cg, f|kernelstats.FieldCPU|kernelstats.FieldMemory)
 	if err != nil {
-		return stats.CgroupStats{}, cgroupUsage{}, false
+		return kernelstats.CgroupStats{}, cgroupUsage{}, false
 	}
 	now := time.Now()
 	ts := now.UnixNano()
 	var u cgroupUsage
-	psi, _, havePSI := s.stats.sampler.PSI(key)
+	psi, _, havePSI := s.state.sampler.PSI(key)
 	if st.HasCPU {
 		u.cpu = &runtimeapi.CpuUsage{Timestamp: ts, UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: st.CPU.UsageNs}}
-		if nc, ok := s.stats.sampler.NanoCores(key, now, st.CPU.UsageNs); ok {
+		if nc, ok := s.state.sampler.NanoCores(key, now, st.CPU.UsageNs); ok {
 			u.cpu.UsageNanoCores = &runtimeapi.UInt64Value{Value: nc}
 		}
 		if havePSI {
@@ -317,12 +311,17 @@ func (s *Service) readUsage(key string, cg stats.Cgroup, f stats.Fields) (stats.
 
 // psiToCRI converts PSI figures; CRI's totals are nanoseconds, the
 // kernel's microseconds.
-func psiToCRI(p *stats.Pressure) *runtimeapi.PsiStats {
+func psiToCRI(p *kernelstats.Pressure) *runtimeapi.PsiStats {
 	if p == nil {
 		return nil
 	}
-	conv := func(d stats.PressureData) *runtimeapi.PsiData {
+	conv := func(d kernelstats.PressureData) *runtimeapi.PsiData {
 		return &runtimeapi.PsiData{Total: d.TotalUs * 1000, Avg10: d.Avg10, Avg60: d.Avg60, Avg300: d.Avg300}
 	}
 	return &runtimeapi.PsiStats{Some: conv(p.Some), Full: conv(p.Full)}
+}
+
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }

@@ -1,8 +1,9 @@
-package cri
+package images
 
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -40,10 +41,10 @@ func (s *Service) ImageFsInfo(ctx context.Context, _ *runtimeapi.ImageFsInfoRequ
 			InodesUsed: &runtimeapi.UInt64Value{Value: fsu.InodesUsed},
 		}},
 	}
-	if s.img.layers == nil {
+	if s.layers == nil {
 		return resp, nil
 	}
-	layers, err := s.img.layers.Usage(ctx)
+	layers, err := s.layers.Usage(ctx)
 	if err != nil {
 		// The image filesystem is still worth reporting; kubelet treats
 		// a missing container filesystem as "same as the image one".
@@ -72,4 +73,9 @@ func imageStorageDir(d docker.DaemonInfo) string {
 		}
 	}
 	return dirs[len(dirs)-1]
+}
+
+func dirExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }

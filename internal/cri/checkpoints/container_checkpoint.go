@@ -1,4 +1,4 @@
-package cri
+package checkpoints
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/moby/moby/api/types/container"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/archive"
@@ -19,23 +18,6 @@ import (
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/store"
 )
-
-// Snapshots is the part of the Docker client that checkpoints containers
-// and restores them.
-type Snapshots interface {
-	// CheckpointContainer dumps a running container's processes with
-	// CRIU into dir/name (experimental daemons only).
-	CheckpointContainer(ctx context.Context, id, dir, name string) error
-	// StartContainerFromCheckpoint starts a created container from the
-	// processes of its checkpoint name (in Docker's checkpoint directory
-	// for the container).
-	StartContainerFromCheckpoint(ctx context.Context, id, name string) error
-	ContainerChanges(ctx context.Context, id string) ([]container.FilesystemChange, error)
-	CopyFromContainer(ctx context.Context, id, path string) (io.ReadCloser, error)
-	CopyToContainer(ctx context.Context, id, dir string, content io.Reader) error
-	PauseContainer(ctx context.Context, id string) error
-	UnpauseContainer(ctx context.Context, id string) error
-}
 
 // checkpointName is the name Berth gives Docker's checkpoints. Docker keeps
 // a checkpoint's CRIU images in <checkpoint dir>/<name>, so a container
@@ -69,7 +51,7 @@ func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.Check
 	if err != nil {
 		return nil, err
 	}
-	h, err := s.daemonReady(ctx)
+	h, err := s.runtime.DaemonReady(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +63,7 @@ func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.Check
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Second)
 		defer cancel()
 	}
-	unlock := s.locks.lock(c.ID)
+	unlock := s.runtime.Lock(c.ID)
 	defer unlock()
 	if c, _ = s.store.Container(c.ID); c == nil || c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		return nil, fmt.Errorf("container_id: container %s is not running: %w", shortID(req.GetContainerId()), errdefs.ErrFailedPrecondition)
@@ -108,7 +90,7 @@ func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.Check
 func (s *Service) pauseAll(ctx context.Context, ids []string) (resume func(), err error) {
 	var paused []string
 	resume = func() {
-		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RuntimeRequestTimeout)
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.requestTimeout)
 		defer cancel()
 		for _, id := range paused {
 			if err := s.docker.UnpauseContainer(tctx, id); err != nil {
@@ -194,7 +176,7 @@ func (s *Service) writeContainerArchive(ctx context.Context, c *store.Container,
 // Berth's root directory, where Docker (on the same host) can read and
 // write it too.
 func (s *Service) workDir(prefix string) (string, error) {
-	base := filepath.Join(s.cfg.RootDir, "checkpoints")
+	base := filepath.Join(s.rootDir, "checkpoints")
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		return "", fmt.Errorf("%w: %w", errdefs.ErrInternal, err)
 	}
