@@ -132,6 +132,13 @@ deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.de
 SOURCES
 	local opts=(-o "Dir::Etc::sourcelist=$apt/sources.list" -o Dir::Etc::sourceparts=/nonexistent
 		-o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache")
+	local tool
+	for tool in gcc make bzip2 xz patch; do
+		if ! command -v "$tool" >/dev/null; then
+			echo "build-node-e2e-images: building busybox needs $tool (hack/setup.sh installs it)" >&2
+			exit 1
+		fi
+	done
 	echo "build-node-e2e-images: building busybox from Debian's source package (a few minutes, once)" >&2
 	if ! apt-get "${opts[@]}" update >"$apt/log" 2>&1 ||
 		! (cd "$apt/src" && apt-get "${opts[@]}" source --download-only busybox) >>"$apt/log" 2>&1; then
