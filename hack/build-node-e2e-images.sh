@@ -11,18 +11,23 @@
 # import keeps setuid bits, which Docker 20.10's legacy builder drops on
 # COPY) and is faithful to what the specs run in it:
 #
-#   e2e-test-images/busybox:1.37.0-2   upstream: busybox:1.37.0. Here
-#       Debian's busybox 1.35 (dynamic, every applet a hard link, as in
-#       hack/build-test-images.sh) with the upstream image's /etc/passwd
-#       and /etc/group.
+#   e2e-test-images/busybox:1.37.0-2   upstream: busybox:1.37.0 (the
+#       Docker library image: busybox built with upstream's defconfig,
+#       every applet a hard link in /bin). Here busybox 1.35 built the same
+#       way from the upstream tarball of Debian's source package with
+#       Debian's security patches only (busybox_bin says why), linked
+#       dynamically against Debian's glibc with the libraries it needs,
+#       cached under /var/cache/berth; upstream's /etc/passwd and
+#       /etc/group.
 #   e2e-test-images/agnhost:2.66.1     upstream: alpine 3.21 + bash, curl,
 #       nc, dig, iproute2 + /agnhost. Here the busybox root (sh, nc, wget,
-#       nslookup, ip as applets), Debian's bash-static as /bin/bash,
+#       nslookup, ip as applets, also at their alpine paths), Debian's
+#       bash-static as /bin/bash, Debian's curl with its libraries,
 #       agnhost 2.66.1 built from k8s.io/kubernetes/test/images/agnhost at
 #       the suite's version, /agnhost-2, /uploads, porter's certificate,
 #       user-defined-in-image (1000) in group-defined-in-image (50000).
-#       No curl, dig or iperf: a spec that runs them fails for the image's
-#       sake (docs/conformance.md counts it as environment).
+#       No dig or iperf: a spec that runs them fails for the image's sake
+#       (docs/conformance.md counts it as environment).
 #   e2e-test-images/agnhost:2.55       the same image: the suite's
 #       previous agnhost; its specs only run and replace it.
 #   e2e-test-images/nonewprivs:1.4     upstream: alpine + setuid-root
@@ -30,6 +35,13 @@
 #       root + nnp built from the suite's source, setuid root.
 #   e2e-test-images/nonroot:1.5        upstream: debian-base, USER 1234.
 #       Here the busybox root, USER 1234.
+#   e2e-test-images/glibc-dns-testing:2.1.1   upstream: debian
+#       bookworm-slim + dnsutils (and coredns, which no spec here runs).
+#       The specs run `sh -c "echo $(hostname)';'$(hostname -f)';'"`:
+#       Debian's glibc resolving the pod's name through /etc/hosts. Here
+#       Debian's dash as /bin/sh, Debian's hostname, bash-static as
+#       /bin/bash, dig and nslookup from Debian's bind9-dnsutils, each with
+#       its libraries, and Debian's nsswitch.conf. No coreutils.
 #   pause:3.10.2                       upstream: /pause, USER 65535:65535.
 #       Here Berth's own pause program, the same user.
 set -euo pipefail
@@ -42,8 +54,7 @@ export DOCKER_HOST=$host
 cache=/var/cache/berth
 mkdir -p "$cache"
 # deb PACKAGE prints the path of PACKAGE's .deb in the cache, downloading it
-# from Debian's archive once (not installed: busybox conflicts with the
-# busybox-static the other suites use).
+# from Debian's archive once (not installed: these go into images only).
 deb() {
 	local f
 	f=$(ls "$cache/$1"_*.deb 2>/dev/null | head -1 || true)
@@ -57,29 +68,123 @@ deb() {
 	fi
 	echo "$f"
 }
-busybox_deb=$(deb busybox)
-bash_deb=$(deb bash-static)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# busybox_root DIR makes DIR the busybox image's root.
+# debs DIR PACKAGE... unpacks the packages' .debs into DIR.
+debs() {
+	local dir=$1 p
+	shift
+	mkdir -p "$dir"
+	for p in "$@"; do
+		dpkg-deb -x "$(deb "$p")" "$dir"
+	done
+}
+
+# with_libs ROOT LIBDIR FILE... copies into ROOT the shared libraries FILE
+# needs (ldd, looking in LIBDIR first: libraries unpacked from .debs, the
+# rest from this Debian host).
+with_libs() {
+	local root=$1 libdir=$2 f lib
+	shift 2
+	for f in "$@"; do
+		if LD_LIBRARY_PATH=$libdir ldd "$f" | grep -q 'not found'; then
+			echo "build-node-e2e-images: $f needs libraries this host lacks:" >&2
+			LD_LIBRARY_PATH=$libdir ldd "$f" | grep 'not found' >&2
+			exit 1
+		fi
+		for lib in $(LD_LIBRARY_PATH=$libdir ldd "$f" | grep -o '/[^ ]*'); do
+			local dest=$lib
+			[[ $lib == "$libdir"/* ]] && dest=/usr/lib/$multiarch/${lib#"$libdir"/}
+			[[ -e $root$dest ]] && continue
+			mkdir -p "$root$(dirname "$dest")"
+			cp -L "$lib" "$root$dest"
+		done
+	done
+}
+
+# busybox_bin prints the path of a busybox built as the upstream image's
+# is, `make defconfig`, building it once into the cache. Debian's binary
+# packages configure busybox their own way and leave out applets the specs
+# run (nmeter, and top in the dynamic one); Debian's patches change what
+# the specs see too (revert-9c143ce… and temp-deb-installer-hack make ash
+# drop environment variables whose names are not shell identifiers, which
+# upstream passes on: `sh -c env` must show a secret's data-1=value-1).
+# So: the pristine upstream tarball of Debian's source package with only
+# Debian's security fixes (its CVE-*.patch). The source comes through a
+# private apt configuration with a deb-src entry for this release, so the
+# system's apt is untouched.
+busybox_bin() {
+	local f
+	f=$(ls "$cache"/busybox-*-defconfig 2>/dev/null | head -1 || true)
+	if [[ -n $f ]]; then
+		echo "$f"
+		return
+	fi
+	local codename apt src p
+	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+	apt=$work/apt
+	mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/src"
+	cat >"$apt/sources.list" <<SOURCES
+deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $codename main
+deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security $codename-security main
+SOURCES
+	local opts=(-o "Dir::Etc::sourcelist=$apt/sources.list" -o Dir::Etc::sourceparts=/nonexistent
+		-o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache")
+	local tool
+	for tool in gcc make bzip2 xz patch; do
+		if ! command -v "$tool" >/dev/null; then
+			echo "build-node-e2e-images: building busybox needs $tool (hack/setup.sh installs it)" >&2
+			exit 1
+		fi
+	done
+	echo "build-node-e2e-images: building busybox from Debian's source package (a few minutes, once)" >&2
+	if ! apt-get "${opts[@]}" update >"$apt/log" 2>&1 ||
+		! (cd "$apt/src" && apt-get "${opts[@]}" source --download-only busybox) >>"$apt/log" 2>&1; then
+		echo "build-node-e2e-images: cannot fetch Debian's busybox source package:" >&2
+		cat "$apt/log" >&2
+		exit 1
+	fi
+	(
+		cd "$apt/src"
+		tar -xjf busybox_*.orig.tar.bz2
+		tar -xJf busybox_*.debian.tar.xz
+		cd busybox-*/
+		for p in $(grep '^CVE-' ../debian/patches/series); do
+			patch -p1 <"../debian/patches/$p"
+		done
+		make defconfig
+		nice -n 10 make -j"$(nproc)" busybox
+	) >>"$apt/log" 2>&1 || {
+		echo "build-node-e2e-images: building busybox failed:" >&2
+		tail -30 "$apt/log" >&2
+		exit 1
+	}
+	src=$(ls -d "$apt"/src/busybox-*/)
+	f=$cache/$(basename "$src")-defconfig
+	cp "$src/busybox" "$f.tmp"
+	mv "$f.tmp" "$f"
+	echo "$f"
+}
+busybox=$(busybox_bin)
+debs "$work/debs" bash-static curl libcurl4 dash hostname \
+	bind9-dnsutils bind9-libs libjemalloc2 libuv1 libmaxminddb0 libfstrm0 liblmdb0
+multiarch=$(uname -m)-linux-gnu
+libdir=$work/debs/usr/lib/$multiarch
+
+# busybox_root DIR makes DIR the busybox image's root: as in the upstream
+# image, every applet a hard link to /bin/busybox in /bin.
 busybox_root() {
 	local root=$1
 	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root,home,proc,sys,dev,var/www,var/spool/mail,run}
 	chmod 1777 "$root/tmp"
-	mkdir -p "$work/busybox-deb"
-	[[ -e $work/busybox-deb/bin/busybox ]] || dpkg-deb -x "$busybox_deb" "$work/busybox-deb"
-	cp "$work/busybox-deb/bin/busybox" "$root/bin/busybox"
-	local lib applet
-	for lib in $(ldd "$root/bin/busybox" | grep -o '/[^ ]*'); do
-		mkdir -p "$root$(dirname "$lib")"
-		cp -L "$lib" "$root$lib"
-	done
-	for applet in $("$root/bin/busybox" --list-full); do
-		[[ $applet == bin/busybox ]] && continue
-		mkdir -p "$root/$(dirname "$applet")"
-		ln -f "$root/bin/busybox" "$root/$applet"
+	cp "$busybox" "$root/bin/busybox"
+	with_libs "$root" "$libdir" "$root/bin/busybox"
+	local applet
+	for applet in $("$root/bin/busybox" --list); do
+		[[ $applet == busybox ]] && continue
+		ln -f "$root/bin/busybox" "$root/bin/$applet"
 	done
 	cat >"$root/etc/passwd" <<'PASSWD'
 root:x:0:0:root:/root:/bin/sh
@@ -145,11 +250,18 @@ import "$work/busybox" e2e-test-images/busybox:1.37.0-2 "$path" 'CMD ["sh"]'
 
 cp -a "$work/busybox" "$work/agnhost"
 r=$work/agnhost
-mkdir -p "$work/bash-deb" "$r/uploads"
-dpkg-deb -x "$bash_deb" "$work/bash-deb"
-rm -f "$r/bin/bash"
-cp "$work/bash-deb/bin/bash-static" "$r/bin/bash"
-ln -sf /bin/bash "$r/usr/bin/bash"
+mkdir -p "$r/uploads"
+# alpine's busybox has its applets at their own paths (/usr/bin/wget,
+# /sbin/ip); the specs' absolute paths into agnhost are alpine's.
+for applet in $("$r/bin/busybox" --list-full); do
+	[[ -e $r/$applet ]] || ln "$r/bin/busybox" "$r/$applet"
+done
+rm -f "$r/bin/bash" "$r/usr/bin/bash"
+cp "$work/debs/bin/bash-static" "$r/bin/bash"
+ln -s /bin/bash "$r/usr/bin/bash"
+rm -f "$r/usr/bin/curl"
+cp "$work/debs/usr/bin/curl" "$r/usr/bin/curl"
+with_libs "$r" "$libdir" "$r/usr/bin/curl"
 cp "$bins/agnhost" "$r/agnhost"
 ln -s agnhost "$r/agnhost-2"
 porter=$(cd "$(dirname "$0")/../test/nodee2e/build" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/test/images/agnhost/porter
@@ -172,6 +284,20 @@ chmod 4755 "$work/nonewprivs/usr/local/bin/nnp"
 import "$work/nonewprivs" e2e-test-images/nonewprivs:1.4 "$path" 'CMD ["nnp"]'
 
 import "$work/busybox" e2e-test-images/nonroot:1.5 "$path" 'USER 1234' 'CMD ["sh"]'
+
+r=$work/glibc-dns-testing
+mkdir -p "$r"/{bin,usr/bin,etc,tmp,root,home,proc,sys,dev,run,var/tmp}
+chmod 1777 "$r/tmp" "$r/var/tmp"
+cp "$work/debs/bin/dash" "$work/debs/bin/hostname" "$r/bin/"
+ln -s dash "$r/bin/sh"
+cp "$work/debs/bin/bash-static" "$r/bin/bash"
+cp "$work/debs/usr/bin/dig" "$work/debs/usr/bin/nslookup" "$r/usr/bin/"
+with_libs "$r" "$libdir" "$r/bin/dash" "$r/bin/hostname" "$r/usr/bin/dig" "$r/usr/bin/nslookup"
+# Debian's own defaults, as base-passwd and libc-bin install them.
+cp /usr/share/base-passwd/passwd.master "$r/etc/passwd"
+cp /usr/share/base-passwd/group.master "$r/etc/group"
+cp /usr/share/libc-bin/nsswitch.conf "$r/etc/nsswitch.conf"
+import "$r" e2e-test-images/glibc-dns-testing:2.1.1 "$path" 'CMD ["bash"]'
 
 mkdir -p "$work/pause"
 tar -C "$work/pause" -xf "$pause_tar"

@@ -11,7 +11,10 @@ if [[ $(id -u) -ne 0 ]]; then
 	exit 1
 fi
 
-packages=(docker.io containernetworking-plugins busybox-static docker-registry iptables apache2-utils libseccomp-dev criu)
+# gcc, make, libc6-dev, bzip2, xz-utils, patch: hack/build-node-e2e-images.sh builds
+# busybox from Debian's source package.
+packages=(docker.io containernetworking-plugins busybox-static docker-registry iptables apache2-utils libseccomp-dev criu
+	gcc make libc6-dev bzip2 xz-utils patch)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -156,7 +156,7 @@ func ContainerStatusToCRI(c *store.Container) *runtimeapi.ContainerStatus {
 		StartedAt:   c.StartedAt,
 		FinishedAt:  c.FinishedAt,
 		ExitCode:    c.ExitCode,
-		Image:       c.Image,
+		Image:       statusImage(c.Image),
 		ImageRef:    c.ImageID,
 		ImageId:     c.ImageID,
 		Reason:      c.Reason,
@@ -174,4 +174,29 @@ func ContainerStatusToCRI(c *store.Container) *runtimeapi.ContainerStatus {
 		st.User = &runtimeapi.ContainerUser{Linux: c.User}
 	}
 	return st
+}
+
+// statusImage is the image a ContainerStatus names. kubelet creates a
+// container by image id (image: "sha256:…") and says what the pod asked for
+// in user_specified_image; it shows the status's image as the pod's
+// containerStatuses[].image, which users and the node conformance specs
+// ("Containers Lifecycle … the image is updated") compare with the pod
+// spec's image. So where the container was created by id, the status names
+// the user's image, as CRI-O does (containerd names the image's first repo
+// tag); a container created by name keeps that name.
+func statusImage(spec *runtimeapi.ImageSpec) *runtimeapi.ImageSpec {
+	user := spec.GetUserSpecifiedImage()
+	if user == "" {
+		return spec
+	}
+	ref, err := ParseImageRef(spec.GetImage())
+	if err != nil || ref.ID == "" {
+		return spec
+	}
+	return &runtimeapi.ImageSpec{
+		Image:              user,
+		Annotations:        spec.GetAnnotations(),
+		UserSpecifiedImage: user,
+		RuntimeHandler:     spec.GetRuntimeHandler(),
+	}
 }

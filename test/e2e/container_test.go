@@ -187,6 +187,29 @@ func TestContainerLifecycle(t *testing.T) {
 	}
 }
 
+// TestContainerStatusImageByID: kubelet creates a container by image id
+// and names the pod's image in user_specified_image; ContainerStatus must
+// name that image, which kubelet shows as the pod's
+// containerStatuses[].image (the node conformance specs "Containers
+// Lifecycle … the image is updated" compare it with the pod spec's image).
+func TestContainerStatusImageByID(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	img, err := berth.Images.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: framework.TestImage}, false)
+	if err != nil || img.GetImage() == nil {
+		t.Fatalf("ImageStatus(%s): %v", framework.TestImage, err)
+	}
+	imageID := img.GetImage().GetId() // what kubelet passes: PullImage's image_ref
+	p := newPod(t, berth, "ctr-imgid")
+	cfg := containerConfig("main", "sleep 3600")
+	cfg.Image = &runtimeapi.ImageSpec{Image: imageID, UserSpecifiedImage: framework.TestImage}
+	id := p.create(t, cfg)
+	st := containerStatus(t, berth, id)
+	if st.GetImage().GetImage() != framework.TestImage || st.GetImage().GetUserSpecifiedImage() != framework.TestImage || st.GetImageRef() != imageID {
+		t.Errorf("status image %v ref %q, want image %q ref %q", st.GetImage(), st.GetImageRef(), framework.TestImage, imageID)
+	}
+}
+
 func TestContainerStopSignal(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -24,6 +24,18 @@ var imageChecks = []imageCheck{
 	// The Container Runtime, Pods and probe specs run shell scripts.
 	{image: "e2e-test-images/busybox:1.37.0-2", args: []string{"sh", "-c", "echo ok; ls /bin/ls >/dev/null"}, want: "ok"},
 	{image: "e2e-test-images/busybox:1.37.0-2", args: []string{"sh", "-c", "id -u nobody"}, want: "65534"},
+	// The Secrets and ConfigMap specs print `sh -c env` with variables
+	// whose names are not shell identifiers (upstream's ash passes them on).
+	{image: "e2e-test-images/busybox:1.37.0-2", flags: []string{"-e", "data-1=value-1"},
+		args: []string{"sh", "-c", "env"}, want: "data-1=value-1"},
+	// The Containers Lifecycle specs time-stamp their logs with
+	// `date +%FT$(nmeter -d0 '%3t' | head -n1)Z`.
+	{image: "e2e-test-images/busybox:1.37.0-2", args: []string{"sh", "-c",
+		`t=$(date +%FT$(nmeter -d0 '%3t' | head -n1)Z); case $t in ????-??-??T??:??:??.???Z) echo stamped;; *) echo "$t";; esac`},
+		want: "stamped"},
+	// The PID namespace specs run /bin/top and look for it with pidof.
+	{image: "e2e-test-images/busybox:1.37.0-2", args: []string{"sh", "-c",
+		"/bin/top >/dev/null & sleep 1; /bin/pidof top >/dev/null && echo top"}, want: "top"},
 	// agnhost's specs run `/bin/bash -c …` and agnhost's own commands.
 	{image: "e2e-test-images/agnhost:2.66.1", flags: []string{"--entrypoint", "/bin/bash"},
 		args: []string{"-c", "echo ${BASH_VERSION%%.*}"}, want: "5"},
@@ -31,6 +43,19 @@ var imageChecks = []imageCheck{
 		args: []string{"mounttest", "--fs_type=/scratch"}, want: `mount type of "/scratch": tmpfs`},
 	{image: "e2e-test-images/agnhost:2.55", flags: []string{"--entrypoint", "/bin/sh"},
 		args: []string{"-c", "id -G user-defined-in-image"}, want: "1000 50000"},
+	// The networking specs and the prestop hook reach agnhost's netexec
+	// with curl over http.
+	{image: "e2e-test-images/agnhost:2.66.1", flags: []string{"--entrypoint", "/bin/sh", "--hostname", "curl-check"},
+		args: []string{"-c", "/agnhost netexec --http-port=8080 >/dev/null 2>&1 & sleep 2; curl -g -q -s http://127.0.0.1:8080/hostName; echo"},
+		want: "curl-check"},
+	// The hostname specs resolve the pod's FQDN through kubelet's
+	// /etc/hosts with glibc: `hostname -f`.
+	{image: "e2e-test-images/glibc-dns-testing:2.1.1", flags: []string{"--hostname", "hostfqdn"},
+		args: []string{"sh", "-c", `echo "10.9.8.7 hostfqdn.t.ns.svc.cluster.local hostfqdn" >/etc/hosts; echo $(hostname)';'$(hostname -f)';'`},
+		want: "hostfqdn;hostfqdn.t.ns.svc.cluster.local;"},
+	// The DNS specs query with dig.
+	{image: "e2e-test-images/glibc-dns-testing:2.1.1",
+		args: []string{"sh", "-c", `v=$(dig -v 2>&1); case $v in "DiG 9."*) echo dig;; *) echo "$v";; esac`}, want: "dig"},
 	// The nonewprivs specs read the effective uid of a setuid-root program.
 	{image: "e2e-test-images/nonewprivs:1.4", flags: []string{"--user", "1000"}, want: "Effective uid: 0"},
 	// The nonroot specs rely on the image's own USER.
