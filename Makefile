@@ -48,7 +48,7 @@ E2E_CURRENT_TESTS := \
 	SandboxImageIsPulled SandboxImageFallsBackToALocalBuild SandboxImagePullUsesTheNodesDockerCredentials \
 	PodSandboxLifecycle DockerBridgeMode HostNetworkPod DNSConfigReachesContainers \
 	PodSecurityContextReachesThePauseContainer \
-	ContainerLifecycle ContainerStopSignal ContainerExitReasons BindMounts \
+	ContainerLifecycle ContainerStatusImageByID ContainerStopSignal ContainerExitReasons BindMounts \
 	MountPropagation ReadOnlyMountsRecursiveOrNot MountOptionsAreRefused \
 	ResourcesLandInTheCgroup ResourcesUnified UpdateContainerResources \
 	OOMKillIsReported Capabilities PrivilegedWorksWithoutEveryCapability \
