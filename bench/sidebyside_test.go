@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -83,8 +84,13 @@ func BenchmarkSideBySide(b *testing.B) {
 	parent := "/berth-bench-" + framework.UniqueName("sbs")[4:]
 	b.Cleanup(func() { removeCgroupTree(parent) })
 	logs := b.TempDir()
-	raw := &rawFleet{dc: dc, cni: libcni.NewCNIConfigWithCacheDir([]string{framework.CNIBinDir}, b.TempDir(), nil), list: list, logs: logs, parent: parent}
-	fleets := []*criFleet{{name: "berth", rt: br.Runtime, logs: logs, parent: parent}}
+	raw := &rawFleet{fleetBase: fleetBase{name: "docker", logs: logs, parent: parent}, dc: dc,
+		cni: libcni.NewCNIConfigWithCacheDir([]string{framework.CNIBinDir}, b.TempDir(), nil), list: list}
+	berth := &criFleet{fleetBase: fleetBase{name: "berth", logs: logs, parent: parent}, rt: br.Runtime}
+	// fleets are in the order of the first iteration; each iteration starts
+	// one later, so that no runtime always follows the same one.
+	fleets := []fleet{berth}
+	var ctrd *criFleet
 	if ep := os.Getenv(containerdEndpointEnv); ep != "" {
 		rt, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(ep).
 			WithConnectionTimeout(framework.RequestTimeout).WithTracerProvider(nil).Build(ctx)
@@ -97,9 +103,15 @@ func BenchmarkSideBySide(b *testing.B) {
 			b.Fatalf("containerd at %s: %v", ep, err)
 		}
 		b.Logf("containerd: %s %s at %s", v.RuntimeName, v.RuntimeVersion, ep)
-		fleets = append(fleets, &criFleet{name: "containerd", rt: rt, logs: logs, parent: parent})
+		ctrd = &criFleet{fleetBase: fleetBase{name: "containerd", logs: logs, parent: parent}, rt: rt}
+		fleets = append(fleets, ctrd)
 	} else {
 		b.Logf("%s is not set: no containerd figures (eval \"$(hack/setup-containerd.sh env)\")", containerdEndpointEnv)
+	}
+	fleets = append(fleets, raw)
+	cris := []*criFleet{berth}
+	if ctrd != nil {
+		cris = append(cris, ctrd)
 	}
 	b.Cleanup(func() {
 		start := time.Now()
@@ -107,7 +119,6 @@ func BenchmarkSideBySide(b *testing.B) {
 		for _, f := range fleets {
 			wg.Go(func() { f.removeAll(ctx) })
 		}
-		wg.Go(func() { raw.removeAll() })
 		wg.Wait()
 		b.Logf("removed the fleets in %v", time.Since(start).Round(time.Second))
 	})
@@ -115,179 +126,157 @@ func BenchmarkSideBySide(b *testing.B) {
 	// Warm up each runtime (Berth builds its pause image on its first pod).
 	for _, f := range fleets {
 		p, _, err := f.addPod(ctx, "warm", 0)
+		if err == nil {
+			err = f.removePod(ctx, p)
+		}
 		if err != nil {
-			b.Fatalf("%s: %v", f.name, err)
-		}
-		if err := f.removePod(ctx, p); err != nil {
-			b.Fatalf("%s: %v", f.name, err)
+			b.Fatalf("%s: %v", f.base().name, err)
 		}
 	}
-	p, _, err := raw.addPod(ctx, "warm", 0)
-	if err != nil {
-		b.Fatalf("docker: %v", err)
-	}
-	raw.removePod(p)
 
 	// Grow the fleets, round robin.
 	growth := map[string]map[string][]time.Duration{}
 	total := map[string]time.Duration{}
-	record := func(name string, t podTimes) {
-		if growth[name] == nil {
-			growth[name] = map[string][]time.Duration{}
-		}
-		growth[name]["run"] = append(growth[name]["run"], t.run)
-		growth[name]["create"] = append(growth[name]["create"], t.create)
-		growth[name]["start"] = append(growth[name]["start"], t.start)
-		total[name] += t.run + t.create + t.start
-	}
 	for i := range pods {
-		for _, f := range fleets {
+		rotate(fleets, i, func(f fleet) {
+			fb := f.base()
 			p, t, err := f.addPod(ctx, "fleet", i)
 			if err != nil {
-				b.Fatalf("%s: pod %d: %v", f.name, i, err)
+				b.Fatalf("%s: pod %d: %v", fb.name, i, err)
 			}
-			f.pods = append(f.pods, p)
-			record(f.name, t)
-		}
-		p, t, err := raw.addPod(ctx, "fleet", i)
-		if err != nil {
-			b.Fatalf("docker: pod %d: %v", i, err)
-		}
-		raw.pods = append(raw.pods, p)
-		record("docker", t)
+			fb.pods = append(fb.pods, p)
+			if growth[fb.name] == nil {
+				growth[fb.name] = map[string][]time.Duration{}
+			}
+			g := growth[fb.name]
+			g["run"] = append(g["run"], t.run)
+			g["create"] = append(g["create"], t.create)
+			g["start"] = append(g["start"], t.start)
+			total[fb.name] += t.run + t.create + t.start
+		})
 	}
-	names := slices.Sorted(func(yield func(string) bool) {
-		for k := range growth {
-			if !yield(k) {
-				return
-			}
-		}
-	})
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(growth)) {
 		g := growth[name]
 		b.Logf("%s: %d pods started one at a time in %.1f s; medians: RunPodSandbox %.1f ms, CreateContainer %.1f ms, StartContainer %.1f ms",
 			name, pods, total[name].Seconds(), ms(median(g["run"])), ms(median(g["create"])), ms(median(g["start"])))
 	}
 
-	// each makes one call per runtime per iteration, in the same order, and
-	// reports the medians. A nil call skips that runtime.
-	each := func(b *testing.B, berthAndContainerd func(f *criFleet, i int) error, docker func(i int) error) {
+	// each makes one call per runtime per iteration, rotating the order, and
+	// reports the medians; a runtime without a call is left out.
+	each := func(b *testing.B, calls map[string]func(i int) error) {
 		series := map[string][]time.Duration{}
 		for i := 0; i < b.N; i++ {
-			for _, f := range fleets {
-				start := time.Now()
-				if err := berthAndContainerd(f, i); err != nil {
-					b.Fatalf("%s: %v", f.name, err)
+			rotate(fleets, i, func(f fleet) {
+				name := f.base().name
+				call := calls[name]
+				if call == nil {
+					return
 				}
-				series[f.name] = append(series[f.name], time.Since(start))
-			}
-			if docker != nil {
 				start := time.Now()
-				if err := docker(i); err != nil {
-					b.Fatalf("docker: %v", err)
+				if err := call(i); err != nil {
+					b.Fatalf("%s: %v", name, err)
 				}
-				series["docker"] = append(series["docker"], time.Since(start))
-			}
+				series[name] = append(series[name], time.Since(start))
+			})
 		}
 		reportSeries(b, series)
+	}
+	// forCRI is a call made the same way on Berth and containerd.
+	forCRI := func(calls map[string]func(i int) error, call func(f *criFleet, i int) error) map[string]func(i int) error {
+		for _, f := range cris {
+			calls[f.name] = func(i int) error { return call(f, i) }
+		}
+		return calls
 	}
 	b.Run("RunPodSandbox", func(b *testing.B) {
 		series := map[string][]time.Duration{}
 		for i := 0; i < b.N; i++ {
-			for _, f := range fleets {
+			rotate(fleets, i, func(f fleet) {
+				name := f.base().name
 				p, t, err := f.addSandbox(ctx, "extra", i)
+				if err == nil {
+					series[name] = append(series[name], t)
+					err = f.removePod(ctx, p)
+				}
 				if err != nil {
-					b.Fatalf("%s: %v", f.name, err)
+					b.Fatalf("%s: %v", name, err)
 				}
-				series[f.name] = append(series[f.name], t)
-				if err := f.removePod(ctx, p); err != nil {
-					b.Fatalf("%s: %v", f.name, err)
-				}
-			}
-			p, t, err := raw.addSandbox(ctx, "extra", i)
-			if err != nil {
-				b.Fatalf("docker: %v", err)
-			}
-			series["docker"] = append(series["docker"], t)
-			raw.removePod(p)
+			})
 		}
 		reportSeries(b, series)
 	})
 	b.Run("CreateStartContainer", func(b *testing.B) {
 		series := map[string][]time.Duration{}
-		add := func(name string, t podTimes) {
-			series[name] = append(series[name], t.create+t.start)
-			series[name+"-create"] = append(series[name+"-create"], t.create)
-			series[name+"-start"] = append(series[name+"-start"], t.start)
-		}
 		for i := 0; i < b.N; i++ {
-			for _, f := range fleets {
-				p := f.pods[i%len(f.pods)]
-				id, t, err := f.addContainer(ctx, p, fmt.Sprintf("extra%d", i))
+			rotate(fleets, i, func(f fleet) {
+				fb := f.base()
+				id, t, err := f.addContainer(ctx, fb.pods[i%len(fb.pods)], fmt.Sprintf("extra%d", i))
+				if err == nil {
+					series[fb.name] = append(series[fb.name], t.create+t.start)
+					series[fb.name+"-create"] = append(series[fb.name+"-create"], t.create)
+					series[fb.name+"-start"] = append(series[fb.name+"-start"], t.start)
+					err = f.removeContainer(ctx, id)
+				}
 				if err != nil {
-					b.Fatalf("%s: %v", f.name, err)
+					b.Fatalf("%s: %v", fb.name, err)
 				}
-				add(f.name, t)
-				if err := f.removeContainer(ctx, id); err != nil {
-					b.Fatalf("%s: %v", f.name, err)
-				}
-			}
-			p := raw.pods[i%len(raw.pods)]
-			id, t, err := raw.addContainer(ctx, p, fmt.Sprintf("extra%d", i))
-			if err != nil {
-				b.Fatalf("docker: %v", err)
-			}
-			add("docker", t)
-			raw.removeContainer(id)
+			})
 		}
 		reportSeries(b, series)
 	})
 	b.Run("PodSandboxStatus", func(b *testing.B) {
-		each(b, func(f *criFleet, i int) error {
-			_, err := f.rt.PodSandboxStatus(ctx, f.pods[i%len(f.pods)].sandbox, false)
-			return err
-		}, func(i int) error {
+		each(b, forCRI(map[string]func(int) error{"docker": func(i int) error {
 			_, err := dc.ContainerInspect(ctx, raw.pods[i%len(raw.pods)].sandbox, client.ContainerInspectOptions{})
 			return err
-		})
+		}}, func(f *criFleet, i int) error {
+			_, err := f.rt.PodSandboxStatus(ctx, f.pods[i%len(f.pods)].sandbox, false)
+			return err
+		}))
 	})
 	b.Run("ContainerStatus", func(b *testing.B) {
-		each(b, func(f *criFleet, i int) error {
-			_, err := f.rt.ContainerStatus(ctx, f.pods[i%len(f.pods)].container, false)
-			return err
-		}, func(i int) error {
+		each(b, forCRI(map[string]func(int) error{"docker": func(i int) error {
 			_, err := dc.ContainerInspect(ctx, raw.pods[i%len(raw.pods)].container, client.ContainerInspectOptions{})
 			return err
-		})
+		}}, func(f *criFleet, i int) error {
+			_, err := f.rt.ContainerStatus(ctx, f.pods[i%len(f.pods)].container, false)
+			return err
+		}))
 	})
 	b.Run("ListPodSandbox", func(b *testing.B) {
-		each(b, func(f *criFleet, _ int) error {
+		each(b, forCRI(map[string]func(int) error{"docker": func(int) error {
+			return raw.listKind(ctx, "podsandbox", pods)
+		}}, func(f *criFleet, _ int) error {
 			items, err := f.rt.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: f.selector()})
 			return wantCount("ListPodSandbox", len(items), pods, err)
-		}, func(int) error {
-			return raw.listKind(ctx, "podsandbox", pods)
-		})
+		}))
 	})
 	b.Run("ListContainers", func(b *testing.B) {
-		each(b, func(f *criFleet, _ int) error {
+		each(b, forCRI(map[string]func(int) error{"docker": func(int) error {
+			return raw.listKind(ctx, "container", pods)
+		}}, func(f *criFleet, _ int) error {
 			items, err := f.rt.ListContainers(ctx, &runtimeapi.ContainerFilter{LabelSelector: f.selector()})
 			return wantCount("ListContainers", len(items), pods, err)
-		}, func(int) error {
-			return raw.listKind(ctx, "container", pods)
-		})
+		}))
 	})
 	b.Run("ListContainerStats", func(b *testing.B) {
-		each(b, func(f *criFleet, _ int) error {
+		each(b, forCRI(map[string]func(int) error{}, func(f *criFleet, _ int) error {
 			st, err := f.rt.ListContainerStats(ctx, &runtimeapi.ContainerStatsFilter{LabelSelector: f.selector()})
 			return wantCount("ListContainerStats", len(st), pods, err)
-		}, nil)
+		}))
 	})
 	b.Run("ListPodSandboxStats", func(b *testing.B) {
-		each(b, func(f *criFleet, _ int) error {
+		each(b, forCRI(map[string]func(int) error{}, func(f *criFleet, _ int) error {
 			st, err := f.rt.ListPodSandboxStats(ctx, &runtimeapi.PodSandboxStatsFilter{LabelSelector: f.selector()})
 			return wantCount("ListPodSandboxStats", len(st), pods, err)
-		}, nil)
+		}))
 	})
+}
+
+// rotate calls fn on every fleet, starting with the i-th.
+func rotate(fleets []fleet, i int, fn func(fleet)) {
+	for k := range fleets {
+		fn(fleets[(i+k)%len(fleets)])
+	}
 }
 
 // reportSeries reports the median of each series as <name>-ms, and
@@ -323,16 +312,63 @@ type benchPod struct {
 	undo               func() // raw Docker only: CNI DEL, remove the pause container
 }
 
-// criFleet is the pods the benchmark runs on one CRI runtime.
-type criFleet struct {
-	name   string
-	rt     internalapi.RuntimeService
+// fleet is the pods the benchmark runs on one runtime, and how it makes
+// and removes them.
+type fleet interface {
+	base() *fleetBase
+	addSandbox(ctx context.Context, name string, i int) (benchPod, time.Duration, error)
+	addContainer(ctx context.Context, p benchPod, name string) (string, podTimes, error)
+	removeContainer(ctx context.Context, id string) error
+	removePod(ctx context.Context, p benchPod) error
+	addPod(ctx context.Context, name string, i int) (benchPod, podTimes, error)
+	removeAll(ctx context.Context)
+}
+
+// fleetBase is what every fleet has.
+type fleetBase struct {
+	name   string // berth, containerd or docker
 	logs   string // the pods' log directories go under it
 	parent string // the pods' cgroup parents go under it
 	pods   []benchPod
 }
 
-func (f *criFleet) selector() map[string]string { return map[string]string{fleetLabel: f.name} }
+func (f *fleetBase) base() *fleetBase { return f }
+
+func (f *fleetBase) selector() map[string]string { return map[string]string{fleetLabel: f.name} }
+
+// addPod makes a pod with one container on f.
+func addPod(ctx context.Context, f fleet, name string, i int) (benchPod, podTimes, error) {
+	p, run, err := f.addSandbox(ctx, name, i)
+	if err != nil {
+		return p, podTimes{run: run}, err
+	}
+	id, t, err := f.addContainer(ctx, p, "app")
+	t.run, p.container = run, id
+	if err != nil {
+		_ = f.removePod(ctx, p)
+	}
+	return p, t, err
+}
+
+// removeAll removes f's pods, a few at a time.
+func removeAll(ctx context.Context, f fleet) {
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, p := range f.base().pods {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_ = f.removePod(ctx, p)
+		})
+	}
+	wg.Wait()
+}
+
+// criFleet is the pods the benchmark runs on one CRI runtime.
+type criFleet struct {
+	fleetBase
+	rt internalapi.RuntimeService
+}
 
 // fleetPodConfig is a pod's configuration, labelled with its fleet, with a
 // log directory and a cgroup parent of its own.
@@ -375,16 +411,7 @@ func (f *criFleet) addContainer(ctx context.Context, p benchPod, name string) (s
 }
 
 func (f *criFleet) addPod(ctx context.Context, name string, i int) (benchPod, podTimes, error) {
-	p, run, err := f.addSandbox(ctx, name, i)
-	if err != nil {
-		return p, podTimes{run: run}, err
-	}
-	id, t, err := f.addContainer(ctx, p, "app")
-	t.run, p.container = run, id
-	if err != nil {
-		_ = f.removePod(ctx, p)
-	}
-	return p, t, err
+	return addPod(ctx, f, name, i)
 }
 
 func (f *criFleet) removeContainer(ctx context.Context, id string) error {
@@ -401,27 +428,14 @@ func (f *criFleet) removePod(ctx context.Context, p benchPod) error {
 	return f.rt.RemovePodSandbox(ctx, p.sandbox)
 }
 
-func (f *criFleet) removeAll(ctx context.Context) {
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
-	for _, p := range f.pods {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			_ = f.removePod(ctx, p)
-		})
-	}
-	wg.Wait()
-}
+func (f *criFleet) removeAll(ctx context.Context) { removeAll(ctx, f) }
 
 // rawFleet is the same pods made directly on the Docker API and libcni.
 type rawFleet struct {
-	dc     *client.Client
-	cni    *libcni.CNIConfig
-	list   *libcni.NetworkConfigList
-	logs   string
-	parent string
-	pods   []benchPod
+	fleetBase
+	dc   *client.Client
+	cni  *libcni.CNIConfig
+	list *libcni.NetworkConfigList
 }
 
 func (r *rawFleet) addSandbox(ctx context.Context, name string, i int) (benchPod, time.Duration, error) {
@@ -455,43 +469,26 @@ func (r *rawFleet) addContainer(ctx context.Context, p benchPod, name string) (s
 }
 
 func (r *rawFleet) addPod(ctx context.Context, name string, i int) (benchPod, podTimes, error) {
-	p, run, err := r.addSandbox(ctx, name, i)
-	if err != nil {
-		return p, podTimes{run: run}, err
-	}
-	id, t, err := r.addContainer(ctx, p, "app")
-	t.run, p.container = run, id
-	if err != nil {
-		r.removePod(p)
-	}
-	return p, t, err
+	return addPod(ctx, r, name, i)
 }
 
-func (r *rawFleet) removeContainer(id string) {
-	_, _ = r.dc.ContainerRemove(context.Background(), id, client.ContainerRemoveOptions{Force: true})
+func (r *rawFleet) removeContainer(ctx context.Context, id string) error {
+	_, err := r.dc.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true})
+	return err
 }
 
-func (r *rawFleet) removePod(p benchPod) {
+func (r *rawFleet) removePod(ctx context.Context, p benchPod) error {
+	var err error
 	if p.container != "" {
-		r.removeContainer(p.container)
+		err = r.removeContainer(ctx, p.container)
 	}
 	if p.undo != nil {
 		p.undo()
 	}
+	return err
 }
 
-func (r *rawFleet) removeAll() {
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
-	for _, p := range r.pods {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			r.removePod(p)
-		})
-	}
-	wg.Wait()
-}
+func (r *rawFleet) removeAll(ctx context.Context) { removeAll(ctx, r) }
 
 // listKind is Docker's label-filtered list of the fleet's pause containers
 // (kind "podsandbox") or app containers ("container").
