@@ -4,10 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,11 +41,15 @@ const fleetLabel = "berth-bench-fleet"
 // BERTH_BENCH_CONTAINERD_ENDPOINT names its socket — interleaved, call by
 // call, in one run, so the machine's load weighs on all alike.
 //
-// The three fleets are grown one pod at a time, round robin (the medians of
-// that growth are logged, with each fleet's total); then each sub-benchmark
-// makes one call per iteration on each runtime, at full size, and reports
-// the median latency of each (berth-ms, docker-ms, containerd-ms):
+// The three fleets are grown one pod at a time, round robin; then each
+// sub-benchmark makes one call per iteration on each runtime, at full size,
+// and reports the median latency of each (berth-ms, docker-ms,
+// containerd-ms):
 //
+//   - Start: no calls of its own; the medians of RunPodSandbox (-run-ms),
+//     CreateContainer (-create-ms) and StartContainer (-start-ms) while the
+//     fleets grew, and the time each took to start all its pods one at a
+//     time (-all-s);
 //   - RunPodSandbox: one more pod, removed again untimed;
 //   - CreateStartContainer: one more container in a running pod, created and
 //     started (create and start also reported apart), removed untimed;
@@ -135,7 +137,7 @@ func BenchmarkSideBySide(b *testing.B) {
 	}
 
 	// Grow the fleets, round robin.
-	growth := map[string]map[string][]time.Duration{}
+	growth := map[string][]time.Duration{}
 	total := map[string]time.Duration{}
 	for i := range pods {
 		rotate(fleets, i, func(f fleet) {
@@ -145,21 +147,25 @@ func BenchmarkSideBySide(b *testing.B) {
 				b.Fatalf("%s: pod %d: %v", fb.name, i, err)
 			}
 			fb.pods = append(fb.pods, p)
-			if growth[fb.name] == nil {
-				growth[fb.name] = map[string][]time.Duration{}
-			}
-			g := growth[fb.name]
-			g["run"] = append(g["run"], t.run)
-			g["create"] = append(g["create"], t.create)
-			g["start"] = append(g["start"], t.start)
+			growth[fb.name+"-run"] = append(growth[fb.name+"-run"], t.run)
+			growth[fb.name+"-create"] = append(growth[fb.name+"-create"], t.create)
+			growth[fb.name+"-start"] = append(growth[fb.name+"-start"], t.start)
 			total[fb.name] += t.run + t.create + t.start
 		})
 	}
-	for _, name := range slices.Sorted(maps.Keys(growth)) {
-		g := growth[name]
-		b.Logf("%s: %d pods started one at a time in %.1f s; medians: RunPodSandbox %.1f ms, CreateContainer %.1f ms, StartContainer %.1f ms",
-			name, pods, total[name].Seconds(), ms(median(g["run"])), ms(median(g["create"])), ms(median(g["start"])))
-	}
+	// Start reports the growth: the medians of each call while the fleets
+	// grew, and the time each fleet took to start all its pods, one at a
+	// time. It measures nothing itself (ns/op is 0).
+	b.Run("Start", func(b *testing.B) {
+		reportSeries(b, growth)
+		if d, br := median(growth["docker-run"]), median(growth["berth-run"]); d > 0 {
+			b.ReportMetric(100*(float64(br)/float64(d)-1), "run-overhead-%")
+		}
+		for name, d := range total {
+			b.ReportMetric(d.Seconds(), name+"-all-s")
+		}
+		b.ReportMetric(0, "ns/op")
+	})
 
 	// each makes one call per runtime per iteration, rotating the order, and
 	// reports the medians; a runtime without a call is left out.
