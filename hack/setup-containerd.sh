@@ -316,7 +316,7 @@ stop_daemon() {
 # same way here (hack/pause-rootfs writes Berth's pause program as a root
 # filesystem).
 import_images() {
-	local repo ref have missing=()
+	local repo ref id have missing=()
 	repo=$(cd "$(dirname "$0")/.." && pwd)
 	"$(dirname "$0")/build-test-images.sh" "$docker_host"
 	if ! DOCKER_HOST=$docker_host docker image inspect "$sandbox_image" >/dev/null 2>&1; then
@@ -324,13 +324,31 @@ import_images() {
 		(cd "$repo" && go run ./hack/pause-rootfs) |
 			DOCKER_HOST=$docker_host docker import --change 'ENTRYPOINT ["/pause"]' - "$sandbox_image" >/dev/null
 	fi
+	# An image is there when containerd has its name and Docker's image id
+	# (the config digest on Docker 20.10; the CRI names every image by it
+	# too): a test image rebuilt in Docker is copied again. (Under current
+	# Docker's containerd image store the id is the manifest digest, so the
+	# images are copied on every start: a second or so.)
 	have=$(ctr_ images ls -q)
-	for ref in "$sandbox_image" "docker.io/$test_image"; do
-		grep -qxF "$ref" <<<"$have" || missing+=("${ref#docker.io/}")
+	for ref in "$sandbox_image" "$test_image"; do
+		id=$(DOCKER_HOST=$docker_host docker image inspect -f '{{.Id}}' "$ref")
+		if ! grep -qxF "$id" <<<"$have" || ! grep -qxF "$(ctr_name "$ref")" <<<"$have"; then
+			missing+=("$ref")
+		fi
 	done
 	((${#missing[@]})) || return 0
 	log "importing ${missing[*]} from $docker_host"
 	DOCKER_HOST=$docker_host docker save "${missing[@]}" | ctr_ images import --platform linux/amd64 - >/dev/null
+}
+
+# ctr_name is the name ctr gives an image Docker calls ref (Docker Hub's
+# short names in full).
+ctr_name() {
+	case $1 in
+	*.*/* | *:*/* | localhost/*) echo "$1" ;;
+	*/*) echo "docker.io/$1" ;;
+	*) echo "docker.io/library/$1" ;;
+	esac
 }
 
 lock() {
