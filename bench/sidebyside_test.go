@@ -39,7 +39,10 @@ const fleetLabel = "berth-bench-fleet"
 // container each), on Berth, on the same work done directly on the Docker
 // API and CNI (raw Docker), and on containerd's CRI plugin when
 // BERTH_BENCH_CONTAINERD_ENDPOINT names its socket — interleaved, call by
-// call, in one run, so the machine's load weighs on all alike.
+// call, in one run, so the machine's load weighs on all alike. Berth and
+// raw Docker share a private Docker daemon of the suite's engine (Debian's
+// 20.10, or the current engine with `hack/setup-docker-current.sh env`),
+// as BenchmarkStats does.
 //
 // The three fleets are grown one pod at a time, round robin; then each
 // sub-benchmark makes one call per iteration on each runtime, at full size,
@@ -67,12 +70,16 @@ const fleetLabel = "berth-bench-fleet"
 func BenchmarkSideBySide(b *testing.B) {
 	ctx := context.Background()
 	pods := *sideBySidePods
+	// A private daemon: no other Berth (and no kubelet behind one) sees
+	// these pods, and theirs do not weigh on these figures.
+	d := framework.StartDockerd(b, "")
+	loadImage(b, d.Host, framework.TestImage)
 	n := framework.NewCNINetwork(b, framework.CNIOptions{})
-	br := framework.StartBerth(b, framework.Options{Args: append(n.Args(), "--log-level", "info")})
+	br := framework.StartBerth(b, framework.Options{Args: append(n.Args(), "--docker-endpoint", d.Host, "--log-level", "info")})
 	// NOTE: the clients are closed in cleanups registered before the one
 	// that removes the fleets, so that they are still open when it runs
 	// (a defer would close them first).
-	dc, err := framework.DockerClient()
+	dc, err := client.New(client.WithHost(d.Host), client.WithAPIVersionNegotiation())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -29,7 +29,8 @@
 #   - NRI off (it would listen on /var/run/nri/nri.sock), no debug socket, no
 #     metrics listener, streaming on 127.0.0.1 on a free port;
 #   - a CNI conf dir of its own with a bridge network of its own
-#     (berthctrd0, 10.231.0.0/16), the same plugin chain the benchmarks give
+#     (berthctrd0, 10.232.0.0/16: private dockerds take 10.231.x), the same
+#     plugin chain the benchmarks give
 #     Berth (bridge + host-local + portmap + firewall + bandwidth);
 #   - runc by absolute path (BinaryName), never put on PATH.
 #
@@ -60,7 +61,7 @@ cni_conf_dir=$run_dir/net.d
 cni_bin_dir=/usr/lib/cni
 network=berth-containerd
 bridge=berthctrd0
-subnet=10.231.0.0/16
+subnet=10.232.0.0/16
 sandbox_image=berth.local/pause:1.0
 test_image=berth-test/busybox:latest
 # Where the images are copied from: the Docker the benchmarks run against.
@@ -174,6 +175,10 @@ build() {
 	log "built into $cache"
 }
 
+# write_config writes the daemon's config and CNI network as config.new and
+# conflist.new in its run directory (never in the CNI conf dir, where a
+# half-written file would be read); install_config moves them in.
+conflist=$cni_conf_dir/10-$network.conflist
 write_config() {
 	local runc=$1
 	mkdir -p "$run_dir" "$root_dir" "$cni_conf_dir"
@@ -225,8 +230,7 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.zf
       conf_dir = '$cni_conf_dir'
       max_conf_num = 1
 EOF
-	mv "$config.new" "$config"
-	cat >"$cni_conf_dir/10-$network.conflist.new" <<EOF
+	cat >"$run_dir/conflist.new" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "$network",
@@ -239,7 +243,15 @@ EOF
   ]
 }
 EOF
-	mv "$cni_conf_dir/10-$network.conflist.new" "$cni_conf_dir/10-$network.conflist"
+}
+
+# config_current succeeds when the written config and network are the ones
+# in use.
+config_current() { cmp -s "$config.new" "$config" && cmp -s "$run_dir/conflist.new" "$conflist"; }
+
+install_config() {
+	mv "$config.new" "$config"
+	mv "$run_dir/conflist.new" "$conflist"
 }
 
 # daemon_cmd is the daemon's command line.
@@ -252,21 +264,30 @@ start_daemon() {
 		log "no runc: run hack/setup-docker-current.sh (it builds runc 1.5) or install Debian's runc"
 		exit 1
 	}
+	write_config "$runc"
 	if pid=$(daemon_pid); then
 		if [[ $(readlink "/proc/$pid/exe") != "$cache/containerd" ]]; then
 			log "replacing containerd pid $pid ($(readlink "/proc/$pid/exe" || true)) with $CONTAINERD_VERSION"
-			stop_daemon
+		elif ! config_current; then
+			# Written by an older version of this script (or another
+			# runc): its pods go, and the bridge, whose address may
+			# have changed.
+			log "restarting containerd pid $pid with this script's configuration"
 		else
+			rm -f "$config.new" "$run_dir/conflist.new"
 			for _ in $(seq 1 12); do
 				ctrd_ok && return 0
 				sleep 1
 			done
 			log "containerd pid $pid does not answer; replacing it"
-			stop_daemon
+			write_config "$runc"
 		fi
+		ctrd_ok && remove_pods
+		stop_daemon
+		ip link del "$bridge" 2>/dev/null || true
 	fi
 	rm -f "$pidfile"
-	write_config "$runc"
+	install_config
 	log "starting containerd $CONTAINERD_VERSION on $endpoint with runc $runc (log: $log_file)"
 	# NOTE: 9>&- below: the daemon must not inherit the set-up lock.
 	setsid nohup "${daemon_cmd[@]}" >>"$log_file" 2>&1 </dev/null 9>&- &
