@@ -39,8 +39,9 @@
 # not lower oom_score_adj (restrict_oom_score_adj = true clamps the pause
 # container's -998 to containerd's own score); no AppArmor in the kernel.
 # No registry is reachable: the sandbox image is Berth's own pause image
-# (berth.local/pause:1.0) and the test image is hack/build-test-images.sh's,
-# both copied from Docker (`docker save | ctr images import`).
+# (berth.local/pause:1.0, written by hack/pause-image), and the test image is
+# hack/build-test-images.sh's, copied from Docker (`docker save | ctr images
+# import`).
 set -euo pipefail
 
 # The engine under test. Bumping the version builds into a new cache
@@ -331,35 +332,33 @@ stop_daemon() {
 	done
 }
 
-# import_images copies the sandbox and test images from Docker into the
-# k8s.io namespace (the CRI's), unless they are there. Berth builds the pause
-# image on its first pod; when Docker does not have it yet it is built the
-# same way here (hack/pause-rootfs writes Berth's pause program as a root
-# filesystem).
+# import_images puts the sandbox and test images into the k8s.io namespace
+# (the CRI's), unless they are there: Berth's pause image straight from
+# Berth's code (hack/pause-image writes it as an image archive), the test
+# image copied from Docker (read only: Docker is not changed).
 import_images() {
-	local repo ref id have missing=()
+	local repo id have
 	repo=$(cd "$(dirname "$0")/.." && pwd)
-	"$(dirname "$0")/build-test-images.sh" "$docker_host"
-	if ! DOCKER_HOST=$docker_host docker image inspect "$sandbox_image" >/dev/null 2>&1; then
-		log "building $sandbox_image in $docker_host"
-		(cd "$repo" && go run ./hack/pause-rootfs) |
-			DOCKER_HOST=$docker_host docker import --change 'ENTRYPOINT ["/pause"]' - "$sandbox_image" >/dev/null
-	fi
-	# An image is there when containerd has its name and Docker's image id
-	# (the config digest on Docker 20.10; the CRI names every image by it
-	# too): a test image rebuilt in Docker is copied again. (Under current
-	# Docker's containerd image store the id is the manifest digest, so the
-	# images are copied on every start: a second or so.)
 	have=$(ctr_ images ls -q)
-	for ref in "$sandbox_image" "$test_image"; do
-		id=$(DOCKER_HOST=$docker_host docker image inspect -f '{{.Id}}' "$ref")
-		if ! grep -qxF "$id" <<<"$have" || ! grep -qxF "$(ctr_name "$ref")" <<<"$have"; then
-			missing+=("$ref")
-		fi
-	done
-	((${#missing[@]})) || return 0
-	log "importing ${missing[*]} from $docker_host"
-	DOCKER_HOST=$docker_host docker save "${missing[@]}" | ctr_ images import --platform linux/amd64 - >/dev/null
+	# An image is there when containerd has its name and its id (the CRI
+	# names every image by its config digest too), so a changed image is
+	# imported again.
+	id=$(cd "$repo" && go run ./hack/pause-image "$sandbox_image" | tar -t | sed -n 's/\.json$//p')
+	if ! grep -qxF "sha256:$id" <<<"$have" || ! grep -qxF "$sandbox_image" <<<"$have"; then
+		log "importing Berth's pause image as $sandbox_image"
+		(cd "$repo" && go run ./hack/pause-image "$sandbox_image") | ctr_ images import - >/dev/null
+	fi
+	# Docker's image id is the config digest on Docker 20.10; under current
+	# Docker's containerd image store it is the manifest digest, so there
+	# the image is copied on every start (a second or so).
+	if ! id=$(DOCKER_HOST=$docker_host docker image inspect -f '{{.Id}}' "$test_image" 2>/dev/null); then
+		log "$test_image is missing in $docker_host: run hack/setup.sh (or hack/setup-docker-current.sh for that engine)"
+		exit 1
+	fi
+	if ! grep -qxF "$id" <<<"$have" || ! grep -qxF "$(ctr_name "$test_image")" <<<"$have"; then
+		log "importing $test_image from $docker_host"
+		DOCKER_HOST=$docker_host docker save "$test_image" | ctr_ images import --platform linux/amd64 - >/dev/null
+	fi
 }
 
 # ctr_name is the name ctr gives an image Docker calls ref (Docker Hub's
