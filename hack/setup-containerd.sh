@@ -70,16 +70,19 @@ docker_host=${BERTH_TEST_DOCKER_HOST:-unix:///var/run/docker.sock}
 
 log() { printf 'setup-containerd: %s\n' "$*" >&2; }
 
-# runc: the current-engine build's (hack/setup-docker-current.sh), else
-# Debian's. containerd 2.x wants runc >= 1.2; Debian's is 1.1.5.
+# runc: the current-engine build's (hack/setup-docker-current.sh; the
+# newest, should there be several), else Debian's. containerd 2.x wants
+# runc >= 1.2; Debian's is 1.1.5.
 runc_bin() {
-	local c
-	for c in "$engines"/moby-*-runc-v1.5.2/runc; do
-		[[ -x $c ]] && {
-			echo "$c"
-			return
-		}
+	local c found=
+	for c in "$engines"/moby-*-runc-v*/runc; do
+		[[ -x $c ]] && found=$c
 	done
+	if [[ -n $found ]]; then
+		echo "$found"
+		return
+	fi
+	log "no runc built by hack/setup-docker-current.sh in $engines; trying the one on PATH (containerd 2.x wants runc >= 1.2)"
 	command -v runc || true
 }
 
