@@ -23,7 +23,7 @@ import (
 	"github.com/berth-cri/berth/test/framework"
 )
 
-var sideBySidePods = flag.Int("sidebyside.pods", 50, "how many pods (one container each) BenchmarkSideBySide runs on each runtime")
+var sideBySidePods = flag.Int("sidebyside.pods", 50, "how many pods (one container each) BenchmarkSideBySide runs on each runtime (at most 250: each fleet's CNI network is a /24)")
 
 // containerdEndpointEnv names containerd's CRI endpoint, when there is one
 // to compare with (hack/setup-containerd.sh env sets it).
@@ -84,7 +84,10 @@ func BenchmarkSideBySide(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { dc.Close() })
-	list, _, err := network.LoadConfig(n.ConfDir, []string{framework.CNIBinDir})
+	// Raw Docker's pods get a network of their own, with the same plugins:
+	// each network is a /24, and two fleets of 200 would not fit in one.
+	rawNet := framework.NewCNINetwork(b, framework.CNIOptions{})
+	list, _, err := network.LoadConfig(rawNet.ConfDir, []string{framework.CNIBinDir})
 	if err != nil {
 		b.Fatal(err)
 	}
