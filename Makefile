@@ -75,7 +75,7 @@ TORTURE_PARALLEL ?= 1
 TORTURE_CI_PARALLEL ?= 16
 TORTURE_RUN ?=
 
-.PHONY: all build setup setup-docker-current run test vet unit e2e e2e-system e2e-current test-kubelet test-cgroupv2 kubelet node-e2e test-node-e2e test-node-e2e-serial bench fuzz doctor-test torture torture-ci test-migrate deb deb-test fmt clean
+.PHONY: all build setup setup-docker-current setup-containerd bench-sidebyside run test vet unit e2e e2e-system e2e-current test-kubelet test-cgroupv2 kubelet node-e2e test-node-e2e test-node-e2e-serial bench fuzz doctor-test torture torture-ci test-migrate deb deb-test fmt clean
 
 all: build
 
@@ -195,8 +195,32 @@ test-node-e2e-serial: setup
 		NODE_E2E_SKIP='\[Flaky\]|\[Slow\]|\[Alpha\]' NODE_E2E_NODES=1 \
 		$(GO) test -count=1 -timeout $(NODE_E2E_TIMEOUT) -v -run '^TestNodeConformance$$' ./test/nodee2e/ 2>&1 | hack/test-summary.sh
 
+# Every benchmark, BenchmarkSideBySide also on containerd 2.x (hack/setup-
+# containerd.sh builds it once from the Go module proxy, about 10 minutes on
+# two cores, caches it and starts it on its own socket). BENCH_CONTAINERD=0
+# leaves containerd out.
+BENCH_CONTAINERD ?= 1
+BENCH_TIMEOUT ?= 120m
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./bench/
+	$(if $(filter 1,$(BENCH_CONTAINERD)),hack/setup-containerd.sh && eval "$$(hack/setup-containerd.sh env)" &&) \
+		$(GO) test -run '^$$' -bench . -benchtime 3s -timeout $(BENCH_TIMEOUT) ./bench/
+
+# Berth, raw Docker + CNI and containerd 2.x side by side on the same pods
+# (docs/performance.md): SIDEBYSIDE_PODS pods, SIDEBYSIDE_TIME iterations of
+# each call. On current Docker: BERTH_TEST_DOCKER_HOST from
+# `hack/setup-docker-current.sh env`.
+SIDEBYSIDE_PODS ?= 50
+SIDEBYSIDE_TIME ?= 20x
+bench-sidebyside: setup-containerd
+	eval "$$(hack/setup-containerd.sh env)" && \
+		$(GO) test -run '^$$' -bench '^BenchmarkSideBySide$$' -benchtime $(SIDEBYSIDE_TIME) -timeout $(BENCH_TIMEOUT) ./bench/ \
+		-args -sidebyside.pods $(SIDEBYSIDE_PODS)
+
+# Builds (once; cached) and starts containerd 2.x with its CRI plugin, the
+# benchmarks' second reference. `hack/setup-containerd.sh stop` removes its
+# pods and stops it.
+setup-containerd:
+	hack/setup-containerd.sh
 
 # The reliability suite at full size against the system Docker: Berth
 # killed while 50 pods come and go, Docker restarted with and without

@@ -27,36 +27,36 @@ func podConfig(name string, i int) *runtimeapi.PodSandboxConfig {
 
 // rawSandbox does what RunPodSandbox does, straight on the Docker API and
 // libcni: create and start the pause container, inspect it, CNI ADD. It
-// returns the undo.
-func rawSandbox(ctx context.Context, dc *client.Client, cni *libcni.CNIConfig, list *libcni.NetworkConfigList, cfg *runtimeapi.PodSandboxConfig) (func(), error) {
+// returns the pause container's id and the undo.
+func rawSandbox(ctx context.Context, dc *client.Client, cni *libcni.CNIConfig, list *libcni.NetworkConfigList, cfg *runtimeapi.PodSandboxConfig) (string, func(), error) {
 	spec, err := dockerspec.SandboxSpec(cfg, "", dockerspec.SandboxOptions{Image: "berth.local/pause:1.0", CNI: true, CgroupDriver: "cgroupfs", OOM: dockerspec.OOMPolicy{Clamp: true}})
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	spec.Name = "raw_" + spec.Name
 	res, err := dc.ContainerCreate(ctx, client.ContainerCreateOptions{Name: spec.Name, Config: spec.Config, HostConfig: spec.HostConfig})
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	undo := func() {
 		_, _ = dc.ContainerRemove(context.Background(), res.ID, client.ContainerRemoveOptions{Force: true})
 	}
 	if _, err := dc.ContainerStart(ctx, res.ID, client.ContainerStartOptions{}); err != nil {
 		undo()
-		return nil, err
+		return "", nil, err
 	}
 	in, err := dc.ContainerInspect(ctx, res.ID, client.ContainerInspectOptions{})
 	if err != nil {
 		undo()
-		return nil, err
+		return "", nil, err
 	}
 	rt := &libcni.RuntimeConf{ContainerID: res.ID, NetNS: fmt.Sprintf("/proc/%d/ns/net", in.Container.State.Pid), IfName: "eth0",
 		Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "berth-bench"}, {"K8S_POD_NAME", cfg.Metadata.Name}}}
 	if _, err := cni.AddNetworkList(ctx, list, rt); err != nil {
 		undo()
-		return nil, err
+		return "", nil, err
 	}
-	return func() {
+	return res.ID, func() {
 		_ = cni.DelNetworkList(context.Background(), list, rt)
 		undo()
 	}, nil
@@ -91,7 +91,7 @@ func BenchmarkRunPodSandbox(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		undo, err := rawSandbox(ctx, dc, cni, list, podConfig("raw", i))
+		_, undo, err := rawSandbox(ctx, dc, cni, list, podConfig("raw", i))
 		raw = append(raw, time.Since(start))
 		if err != nil {
 			b.Fatal(err)

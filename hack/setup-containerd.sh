@@ -1,0 +1,429 @@
+#!/usr/bin/env bash
+# Builds and starts containerd 2.x with its CRI plugin, as the reference the
+# benchmarks compare Berth with (bench/sidebyside_test.go): the containerd
+# daemon, its runc shim and ctr, built from the Go module proxy (nothing else
+# is downloaded), on its own socket, root, state dir, config, shim socket dir
+# and CNI network, so it never disturbs the system Docker's containerd (which
+# owns /run/containerd) or anything else. Idempotent; needs root.
+#
+#   hack/setup-containerd.sh        build (cached) and start it if it is not
+#                                   running, import the test images and the
+#                                   pause image into its k8s.io namespace,
+#                                   print its version
+#   hack/setup-containerd.sh env    print the environment the benchmarks
+#                                   need to run against it (for eval)
+#   hack/setup-containerd.sh stop   remove every pod on it (through its CRI:
+#                                   CNI DEL runs), stop it and its shims,
+#                                   remove its bridge; its root stays
+#   hack/setup-containerd.sh build  only build the binaries (cached)
+#
+# Like hack/setup-docker-current.sh's daemon, it keeps running after the
+# script exits; a second run finds it up and takes seconds.
+#
+# Isolation (each is a default of containerd that would collide):
+#   - socket, ttrpc socket, root, state dir and config of its own, and
+#     imports = [] (the default imports /etc/containerd/conf.d/*.toml);
+#   - shim sockets in its own directory (socket_dir; by default every
+#     containerd run as root puts them in /run/containerd/s);
+#   - pod network namespaces under its state dir, not /var/run/netns;
+#   - NRI off (it would listen on /var/run/nri/nri.sock), no debug socket, no
+#     metrics listener, streaming on 127.0.0.1 on a free port;
+#   - a CNI conf dir of its own with a bridge network of its own
+#     (berthctrd0, 10.232.0.0/16: private dockerds take 10.231.x), the same
+#     plugin chain the benchmarks give
+#     Berth (bridge + host-local + portmap + firewall + bandwidth);
+#   - runc by absolute path (BinaryName), never put on PATH.
+#
+# Host specifics: cgroup v1 with the cgroupfs driver (SystemdCgroup =
+# false); no CAP_SYS_RESOURCE in any process's bounding set, so the CRI must
+# not lower oom_score_adj (restrict_oom_score_adj = true clamps the pause
+# container's -998 to containerd's own score); no AppArmor in the kernel.
+# No registry is reachable: the sandbox image is Berth's own pause image
+# (berth.local/pause:1.0, written by hack/pause-image), and the test image is
+# hack/build-test-images.sh's, copied from Docker (`docker save | ctr images
+# import`).
+set -euo pipefail
+
+# The engine under test. Bumping the version builds into a new cache
+# directory and restarts the daemon on the new binaries.
+CONTAINERD_VERSION=v2.4.2
+
+name=berth-containerd
+engines=${BERTH_ENGINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/engines}
+cache=$engines/containerd-$CONTAINERD_VERSION
+run_dir=/run/$name
+root_dir=/var/lib/$name
+log_file=/var/log/$name.log
+sock=$run_dir/containerd.sock
+endpoint=unix://$sock
+config=$run_dir/config.toml
+pidfile=$run_dir/containerd.pid
+cni_conf_dir=$run_dir/net.d
+cni_bin_dir=/usr/lib/cni
+network=berth-containerd
+bridge=berthctrd0
+subnet=10.232.0.0/16
+sandbox_image=berth.local/pause:1.0
+test_image=berth-test/busybox:latest
+# Where the images are copied from: the Docker the benchmarks run against.
+docker_host=${BERTH_TEST_DOCKER_HOST:-unix:///var/run/docker.sock}
+
+log() { printf 'setup-containerd: %s\n' "$*" >&2; }
+
+# runc: the current-engine build's (hack/setup-docker-current.sh; the
+# newest, should there be several), else Debian's. containerd 2.x wants
+# runc >= 1.2; Debian's is 1.1.5.
+runc_bin() {
+	local c found=
+	for c in "$engines"/moby-*-runc-v*/runc; do
+		[[ -x $c ]] && found=$c
+	done
+	if [[ -n $found ]]; then
+		echo "$found"
+		return
+	fi
+	log "no runc built by hack/setup-docker-current.sh in $engines; trying the one on PATH (containerd 2.x wants runc >= 1.2)"
+	command -v runc || true
+}
+
+print_env() {
+	printf 'export BERTH_BENCH_CONTAINERD_ENDPOINT=%q\n' "$endpoint"
+}
+
+# ctr_ runs ctr on the CRI's namespace (its warning that cgroup v1 is deprecated
+# is left out).
+ctr_() { "$cache/ctr" --address "$sock" --namespace k8s.io "$@" 2> >(grep -v "DEPRECATION: The support for cgroup v1" >&2); }
+
+ctrd_ok() { timeout 5 "$cache/ctr" --address "$sock" version >/dev/null 2>&1; }
+
+# daemon_pid prints the pid of the daemon this script started, if it runs:
+# a process whose command line names this script's config (/run may outlive
+# a reboot here, and a stale pid may now be someone else's process).
+daemon_pid() {
+	local pid
+	[[ -f $pidfile ]] || return 1
+	pid=$(cat "$pidfile")
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--config $config " || return 1
+	echo "$pid"
+}
+
+# shim_pids prints the pids of the shims of this containerd (their command
+# lines name its socket).
+shim_pids() {
+	local p
+	for p in /proc/[0-9]*; do
+		if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q "^$cache/containerd-shim-runc-v2 .*-address $sock "; then
+			echo "${p#/proc/}"
+		fi
+	done
+}
+
+# quietly runs a command in dir with its output (go's hundreds of
+# "downloading" lines on a clean machine) kept back unless it fails.
+quietly() {
+	local dir=$1 out
+	shift
+	if ! out=$(cd "$dir" && "$@" 2>&1); then
+		printf '%s\n' "$out" | tail -40 >&2
+		log "failed: $*"
+		exit 1
+	fi
+}
+
+binaries=(containerd containerd-shim-runc-v2 ctr)
+
+# build installs the binaries at exactly the pinned version into the cache;
+# only the ones missing there are built, at low priority (the machine is
+# shared). A partial build never lands: they go to a temporary directory
+# and are moved in at the end.
+build() {
+	local b missing=()
+	for b in "${binaries[@]}"; do
+		[[ -x $cache/$b ]] || missing+=("$b")
+	done
+	((${#missing[@]})) || return 0
+	command -v go >/dev/null || {
+		log "go is not installed"
+		exit 1
+	}
+	local tmp module=github.com/containerd/containerd/v2
+	local ldflags="-X $module/version.Version=${CONTAINERD_VERSION#v}"
+	mkdir -p "$engines"
+	tmp=$(mktemp -d "$engines/.build-XXXXXX")
+	# shellcheck disable=SC2064 # expand $tmp now
+	trap "rm -rf '$tmp'" EXIT
+	for b in "${missing[@]}"; do
+		log "building $b $CONTAINERD_VERSION (the first build of containerd takes several minutes)"
+		case $b in
+		containerd-shim-runc-v2)
+			# Static and without the shim's gRPC server (ttrpc only),
+			# as containerd's own release builds it.
+			quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false CGO_ENABLED=0 nice -n 15 go install \
+				-tags no_grpc -ldflags "$ldflags" "$module/cmd/$b@$CONTAINERD_VERSION"
+			;;
+		*)
+			# urfave_cli_no_docs: no man-page generator; no_btrfs: the
+			# btrfs snapshotter needs btrfs headers (cgo).
+			quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false nice -n 15 go install \
+				-tags "urfave_cli_no_docs no_btrfs" -ldflags "$ldflags" "$module/cmd/$b@$CONTAINERD_VERSION"
+			;;
+		esac
+	done
+	mkdir -p "$cache"
+	for b in "${missing[@]}"; do
+		mv "$tmp/$b" "$cache/"
+	done
+	rm -rf "$tmp"
+	trap - EXIT
+	log "built into $cache"
+}
+
+# write_config writes the daemon's config and CNI network as config.new and
+# conflist.new in its run directory (never in the CNI conf dir, where a
+# half-written file would be read); install_config moves them in.
+conflist=$cni_conf_dir/10-$network.conflist
+write_config() {
+	local runc=$1
+	mkdir -p "$run_dir" "$root_dir" "$cni_conf_dir"
+	cat >"$config.new" <<EOF
+# Written by hack/setup-containerd.sh; rewritten on every start.
+version = 4
+root = '$root_dir'
+state = '$run_dir/state'
+imports = []
+disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.zfs', 'io.containerd.snapshotter.v1.devmapper', 'io.containerd.snapshotter.v1.blockfile', 'io.containerd.snapshotter.v1.erofs']
+
+[plugins]
+  [plugins.'io.containerd.server.v1.grpc']
+    address = '$sock'
+  [plugins.'io.containerd.server.v1.ttrpc']
+    address = '$sock.ttrpc'
+  [plugins.'io.containerd.server.v1.debug']
+    address = ''
+  [plugins.'io.containerd.server.v1.metrics']
+    address = ''
+  [plugins.'io.containerd.shim.v1.manager']
+    socket_dir = '$run_dir/s'
+  [plugins.'io.containerd.internal.v1.opt']
+    path = '$root_dir/opt'
+  [plugins.'io.containerd.grpc.v1.cri']
+    stream_server_address = '127.0.0.1'
+    stream_server_port = '0'
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = 'overlayfs'
+    [plugins.'io.containerd.cri.v1.images'.pinned_images]
+      sandbox = '$sandbox_image'
+  [plugins.'io.containerd.cri.v1.runtime']
+    restrict_oom_score_adj = true
+    disable_apparmor = true
+    netns_mounts_under_state_dir = true
+    enable_criu = false
+    cdi_spec_dirs = []
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = 'runc'
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+        runtime_type = 'io.containerd.runc.v2'
+        runtime_path = '$cache/containerd-shim-runc-v2'
+        disable_pause_image_pull = true
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+          BinaryName = '$runc'
+          SystemdCgroup = false
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      bin_dirs = ['$cni_bin_dir']
+      conf_dir = '$cni_conf_dir'
+      max_conf_num = 1
+EOF
+	cat >"$run_dir/conflist.new" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "$network",
+  "plugins": [
+    {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$subnet"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
+    {"type": "firewall"},
+    {"type": "bandwidth", "capabilities": {"bandwidth": true}}
+  ]
+}
+EOF
+}
+
+# config_current succeeds when the written config and network are the ones
+# in use.
+config_current() { cmp -s "$config.new" "$config" && cmp -s "$run_dir/conflist.new" "$conflist"; }
+
+install_config() {
+	mv "$config.new" "$config"
+	mv "$run_dir/conflist.new" "$conflist"
+}
+
+# daemon_cmd is the daemon's command line.
+daemon_cmd=("$cache/containerd" --config "$config")
+
+start_daemon() {
+	local pid runc
+	runc=$(runc_bin)
+	[[ -n $runc ]] || {
+		log "no runc: run hack/setup-docker-current.sh (it builds runc 1.5) or install Debian's runc"
+		exit 1
+	}
+	write_config "$runc"
+	if pid=$(daemon_pid); then
+		if [[ $(readlink "/proc/$pid/exe") != "$cache/containerd" ]]; then
+			log "replacing containerd pid $pid ($(readlink "/proc/$pid/exe" || true)) with $CONTAINERD_VERSION"
+		elif ! config_current; then
+			# Written by an older version of this script (or another
+			# runc): its pods go, and the bridge, whose address may
+			# have changed.
+			log "restarting containerd pid $pid with this script's configuration"
+		else
+			rm -f "$config.new" "$run_dir/conflist.new"
+			for _ in $(seq 1 12); do
+				ctrd_ok && return 0
+				sleep 1
+			done
+			log "containerd pid $pid does not answer; replacing it"
+			write_config "$runc"
+		fi
+		ctrd_ok && remove_pods
+		stop_daemon
+		ip link del "$bridge" 2>/dev/null || true
+	fi
+	rm -f "$pidfile"
+	install_config
+	log "starting containerd $CONTAINERD_VERSION on $endpoint with runc $runc (log: $log_file)"
+	# NOTE: 9>&- below: the daemon must not inherit the set-up lock.
+	setsid nohup "${daemon_cmd[@]}" >>"$log_file" 2>&1 </dev/null 9>&- &
+	echo $! >"$pidfile"
+	for _ in $(seq 1 120); do
+		ctrd_ok && return 0
+		sleep 0.5
+	done
+	log "containerd did not come up; last lines of $log_file:"
+	tail -30 "$log_file" >&2 || true
+	exit 1
+}
+
+# remove_pods stops and removes every pod sandbox through containerd's CRI,
+# so CNI DEL runs and the addresses, iptables rules and network namespaces
+# go with them.
+remove_pods() {
+	local repo
+	repo=$(cd "$(dirname "$0")/.." && pwd)
+	(cd "$repo" && go run ./hack/cri-reset "$endpoint") || log "removing the pods failed; containers may be left"
+}
+
+stop_daemon() {
+	local pid p
+	if pid=$(daemon_pid); then
+		log "stopping containerd (pid $pid)"
+		kill -TERM "$pid"
+		for _ in $(seq 1 60); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.5
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			log "containerd (pid $pid) did not stop on SIGTERM in 30s"
+			return 1
+		fi
+	fi
+	rm -f "$pidfile"
+	# Shims outlive containerd; with no pods left, each holds nothing.
+	for p in $(shim_pids); do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+}
+
+# import_images puts the sandbox and test images into the k8s.io namespace
+# (the CRI's), unless they are there: Berth's pause image straight from
+# Berth's code (hack/pause-image writes it as an image archive), the test
+# image copied from Docker (read only: Docker is not changed).
+import_images() {
+	local repo id have
+	repo=$(cd "$(dirname "$0")/.." && pwd)
+	have=$(ctr_ images ls -q)
+	# An image is there when containerd has its name and its id (the CRI
+	# names every image by its config digest too), so a changed image is
+	# imported again.
+	id=$(cd "$repo" && go run ./hack/pause-image "$sandbox_image" | tar -t | sed -n 's/\.json$//p')
+	if ! grep -qxF "sha256:$id" <<<"$have" || ! grep -qxF "$sandbox_image" <<<"$have"; then
+		log "importing Berth's pause image as $sandbox_image"
+		(cd "$repo" && go run ./hack/pause-image "$sandbox_image") | ctr_ images import - >/dev/null
+	fi
+	# Docker's image id is the config digest on Docker 20.10; under current
+	# Docker's containerd image store it is the manifest digest, so there
+	# the image is copied on every start (a second or so).
+	if ! id=$(DOCKER_HOST=$docker_host docker image inspect -f '{{.Id}}' "$test_image" 2>/dev/null); then
+		log "$test_image is missing in $docker_host: run hack/setup.sh (or hack/setup-docker-current.sh for that engine)"
+		exit 1
+	fi
+	if ! grep -qxF "$id" <<<"$have" || ! grep -qxF "$(ctr_name "$test_image")" <<<"$have"; then
+		log "importing $test_image from $docker_host"
+		DOCKER_HOST=$docker_host docker save "$test_image" | ctr_ images import --platform linux/amd64 - >/dev/null
+	fi
+}
+
+# ctr_name is the name ctr gives an image Docker calls ref (Docker Hub's
+# short names in full).
+ctr_name() {
+	case $1 in
+	*.*/* | *:*/* | localhost/*) echo "$1" ;;
+	*/*) echo "docker.io/$1" ;;
+	*) echo "docker.io/library/$1" ;;
+	esac
+}
+
+lock() {
+	exec 9>"/run/$name.lock"
+	if ! flock -w 1800 9; then
+		log "another set-up has held /run/$name.lock for 30 minutes; holders: $(fuser /run/$name.lock 2>/dev/null || true)"
+		exit 1
+	fi
+}
+
+main() {
+	if [[ ${1:-} == env ]]; then
+		print_env
+		return
+	fi
+	if [[ $(id -u) -ne 0 ]]; then
+		log "must run as root (it starts containerd, which creates a bridge and network namespaces)"
+		exit 1
+	fi
+	case ${1:-start} in
+	stop)
+		lock
+		if daemon_pid >/dev/null; then
+			remove_pods
+		fi
+		stop_daemon
+		ip link del "$bridge" 2>/dev/null || true
+		return
+		;;
+	build)
+		lock
+		build
+		return
+		;;
+	start) ;;
+	*)
+		log "usage: $0 [start|env|stop|build]"
+		exit 2
+		;;
+	esac
+	local c
+	for c in docker ip; do
+		command -v "$c" >/dev/null || {
+			log "$c is missing: run hack/setup.sh first"
+			exit 1
+		}
+	done
+	lock
+	build
+	start_daemon
+	import_images
+	log "containerd $("$cache/ctr" --address "$sock" version 2>/dev/null | awk '/Server:/{s=1} s&&/Version:/{print $2; exit}') at $endpoint"
+}
+
+main "$@"
