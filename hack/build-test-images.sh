@@ -30,7 +30,9 @@ if [[ -z $deb ]]; then
 fi
 
 # The image is rebuilt when this script or busybox changes.
-stamp=$(sha256sum "$0" "$deb" | sha256sum | cut -c1-12)
+# The contents only: sha256sum also prints the paths, which differ by how
+# the script was called.
+stamp=$(cat "$0" "$deb" | sha256sum | cut -c1-12)
 if [[ $(docker image inspect -f '{{index .Config.Labels "berth.test.stamp"}}' "$image" 2>/dev/null) == "$stamp" ]]; then
 	exit 0
 fi
