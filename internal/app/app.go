@@ -233,8 +233,8 @@ func newServices(cfg config.Config, log *slog.Logger, d *docker.Client, netManag
 		Network:     netManager,
 		Checkpoints: disk.sandboxes,
 		Store:       index,
-		OOM:         hostinfo.OOMPolicy(cfg.OOMScoreAdjPolicy, log),
 		Host: cri.HostFacts{
+			OOM:          hostinfo.OOMPolicy(cfg.OOMScoreAdjPolicy, log),
 			Capabilities: hostinfo.Capabilities(),
 			Devices:      hostinfo.Devices(),
 			AppArmor:     hostinfo.AppArmor(),

@@ -57,7 +57,7 @@ func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest)
 	budget := &outputBudget{left: maxExecSyncOutput}
 	stdout := &cappedBuffer{max: maxExecSyncStream, budget: budget}
 	stderr := &cappedBuffer{max: maxExecSyncStream, budget: budget}
-	res, err := s.execer.RunExec(runCtx, c.ID, streaming.ExecOptions{Cmd: req.GetCmd(), Stdout: stdout, Stderr: stderr})
+	res, err := s.stream.exec.RunExec(runCtx, c.ID, streaming.ExecOptions{Cmd: req.GetCmd(), Stdout: stdout, Stderr: stderr})
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return nil, fmt.Errorf("command %q in container %s did not finish within %s and was killed: %w",
@@ -98,7 +98,7 @@ func (s *Service) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runti
 		ContainerId: c.ID, Cmd: req.GetCmd(), Tty: req.GetTty(),
 		Stdin: req.GetStdin(), Stdout: req.GetStdout(), Stderr: req.GetStderr(),
 	}
-	return s.streams.GetExec(r)
+	return s.stream.urls.GetExec(r)
 }
 
 // validateStreams checks the streams an Exec or Attach asks for.

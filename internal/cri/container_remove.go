@@ -33,7 +33,7 @@ func (s *Service) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCon
 // removeContainer removes a container, its log forwarding state and its
 // record, under the container's lock.
 func (s *Service) removeContainer(ctx context.Context, id string) error {
-	unlock := s.locks.lock(id)
+	unlock := s.guard.locks.lock(id)
 	defer unlock()
 	if err := ignoreNotFound(s.docker.RemoveContainer(ctx, id)); err != nil {
 		return err

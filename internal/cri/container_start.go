@@ -24,7 +24,7 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	if err != nil {
 		return nil, err
 	}
-	unlock := s.locks.lock(c.ID)
+	unlock := s.guard.locks.lock(c.ID)
 	defer unlock()
 	if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
 		return &runtimeapi.StartContainerResponse{}, nil

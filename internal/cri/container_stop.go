@@ -30,7 +30,7 @@ func (s *Service) StopContainer(ctx context.Context, req *runtimeapi.StopContain
 	if err != nil {
 		return nil, err
 	}
-	unlock := s.locks.lock(c.ID)
+	unlock := s.guard.locks.lock(c.ID)
 	defer unlock()
 	signal := ""
 	if c.StopSignal != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {

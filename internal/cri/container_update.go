@@ -29,7 +29,7 @@ func (s *Service) UpdateContainerResources(ctx context.Context, req *runtimeapi.
 	if err != nil {
 		return nil, err
 	}
-	unlock := s.locks.lock(c.ID)
+	unlock := s.guard.locks.lock(c.ID)
 	defer unlock()
 	if c.State == runtimeapi.ContainerState_CONTAINER_EXITED {
 		return nil, fmt.Errorf("container %s has exited: %w", shortID(c.ID), errdefs.ErrFailedPrecondition)

@@ -474,7 +474,7 @@ func runRecoverCases(t *testing.T, cases []recoverCase) {
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			})
 			for _, name := range tc.inFlight {
-				s.runs.m[name] = &detachedRun{done: make(chan struct{})}
+				s.guard.runs.m[name] = &detachedRun{done: make(chan struct{})}
 			}
 
 			err = s.resyncFrom(context.Background(), inv)

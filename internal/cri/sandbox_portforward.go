@@ -28,5 +28,5 @@ func (s *Service) PortForward(ctx context.Context, req *runtimeapi.PortForwardRe
 	if sb.State() != runtimeapi.PodSandboxState_SANDBOX_READY {
 		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", shortID(sb.ID), errdefs.ErrFailedPrecondition)
 	}
-	return s.streams.GetPortForward(&runtimeapi.PortForwardRequest{PodSandboxId: sb.ID, Port: req.GetPort()})
+	return s.stream.urls.GetPortForward(&runtimeapi.PortForwardRequest{PodSandboxId: sb.ID, Port: req.GetPort()})
 }

@@ -33,7 +33,7 @@ func (s *Service) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePo
 
 // removeSandbox does RemovePodSandbox's work, taking the id's lock.
 func (s *Service) removeSandbox(ctx context.Context, id string) error {
-	unlock := s.locks.lock(id)
+	unlock := s.guard.locks.lock(id)
 	defer unlock()
 	sb, ok := s.store.Sandbox(id)
 	if !ok {

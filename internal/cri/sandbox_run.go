@@ -37,7 +37,7 @@ func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandb
 	}
 	name := dockerspec.SandboxName(cfg.GetMetadata())
 	log := logging.FromContext(ctx).With("sandbox", name)
-	id, err := s.runs.do(ctx, name, func() (string, error) {
+	id, err := s.guard.runs.do(ctx, name, func() (string, error) {
 		// Bounded on its own: twice the request timeout covers a pause
 		// image build, create, start and CNI ADD on a loaded node.
 		runCtx, cancel := context.WithTimeout(logging.WithLogger(context.Background(), log), 2*s.cfg.RuntimeRequestTimeout)
@@ -174,7 +174,7 @@ func (s *Service) planSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxCon
 		CNI:          s.network.UsesCNI(),
 		CgroupDriver: h.Daemon.CgroupDriver,
 		Runtimes:     h.Daemon.Runtimes,
-		OOM:          s.oom,
+		OOM:          s.host.OOM,
 		UsernsRemap:  h.Daemon.UsernsRemap(),
 		Userns:       h.Daemon.UserNamespaces(),
 		AppArmor:     s.host.AppArmor,

@@ -34,7 +34,7 @@ func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSan
 	if err != nil {
 		return nil, err
 	}
-	unlock := s.locks.lock(sb.ID)
+	unlock := s.guard.locks.lock(sb.ID)
 	defer unlock()
 	if err := s.stopSandbox(ctx, sb.ID); err != nil {
 		return nil, err

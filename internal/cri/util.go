@@ -23,9 +23,9 @@ func pathExists(path string) bool {
 // found it away, or an error wrapping errdefs.ErrUnavailable with the
 // reason: calls that need Docker fail fast instead of hanging.
 func (s *Service) daemonReady(ctx context.Context) (docker.Health, error) {
-	h := s.daemon.Health()
+	h := s.docker.Health()
 	if !h.Ready {
-		h = s.daemon.Probe(ctx)
+		h = s.docker.Probe(ctx)
 	}
 	if !h.Ready {
 		return h, fmt.Errorf("%w: %s", errdefs.ErrUnavailable, h.Reason)
