@@ -38,7 +38,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		return nil, fmt.Errorf("pod_sandbox_id: %w", err)
 	}
 	if sb.State() != runtimeapi.PodSandboxState_SANDBOX_READY {
-		return nil, fmt.Errorf("pod_sandbox_id: pod sandbox %s is not ready: %w", shortID(sb.ID), errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("pod_sandbox_id: pod sandbox %s is not ready: %w", dockerspec.ShortID(sb.ID), errdefs.ErrFailedPrecondition)
 	}
 	name := dockerspec.ContainerName(sb.Metadata, cfg.GetMetadata())
 	log := logging.FromContext(ctx).With("container", name)
@@ -59,7 +59,7 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 	log := logging.FromContext(ctx)
 	if existing, ok := s.store.ContainerByName(name); ok {
 		return "", fmt.Errorf("config.metadata: container %q (attempt %d) already exists in pod %s as %s: %w",
-			cfg.GetMetadata().GetName(), cfg.GetMetadata().GetAttempt(), shortID(sb.ID), shortID(existing.ID), errdefs.ErrAlreadyExists)
+			cfg.GetMetadata().GetName(), cfg.GetMetadata().GetAttempt(), dockerspec.ShortID(sb.ID), dockerspec.ShortID(existing.ID), errdefs.ErrAlreadyExists)
 	}
 	h, err := s.daemonReady(ctx)
 	if err != nil {
@@ -126,7 +126,7 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 	if err != nil {
 		return "", fmt.Errorf("creating the container: %w", err)
 	}
-	undo.Push("remove container "+shortID(id), func(ctx context.Context) error {
+	undo.Push("remove container "+dockerspec.ShortID(id), func(ctx context.Context) error {
 		return ignoreNotFound(s.docker.RemoveContainer(ctx, id))
 	})
 	if imageID != "" {
@@ -161,7 +161,7 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 	}
 	s.store.PutContainer(rec)
 	undo.Release()
-	log.Info("container created", "id", shortID(id), "image", cfg.GetImage().GetImage())
+	log.Info("container created", "id", dockerspec.ShortID(id), "image", cfg.GetImage().GetImage())
 	return id, nil
 }
 

@@ -6,6 +6,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
 )
@@ -26,7 +27,7 @@ func (s *Service) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCon
 	if err := s.removeContainer(ctx, c.ID); err != nil {
 		return nil, err
 	}
-	logging.FromContext(ctx).Info("container removed", "id", shortID(c.ID))
+	logging.FromContext(ctx).Info("container removed", "id", dockerspec.ShortID(c.ID))
 	return &runtimeapi.RemoveContainerResponse{}, nil
 }
 

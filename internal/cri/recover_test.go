@@ -913,7 +913,7 @@ func sortedCopy(s []string) []string {
 func shortIDs(ids []string) []string {
 	out := make([]string, len(ids))
 	for i, id := range ids {
-		out[i] = shortID(id)
+		out[i] = dockerspec.ShortID(id)
 	}
 	return out
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/hostfs"
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/network"
 	"github.com/berth-cri/berth/internal/store"
@@ -77,11 +78,11 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 	if err != nil {
 		return "", err
 	}
-	undo.Push("remove pause container "+shortID(id), func(ctx context.Context) error {
+	undo.Push("remove pause container "+dockerspec.ShortID(id), func(ctx context.Context) error {
 		return ignoreNotFound(s.docker.RemoveContainer(ctx, id))
 	})
 	cp := newSandboxCheckpoint(id, p, cfg, handler)
-	undo.Push("delete checkpoint "+shortID(id), func(context.Context) error { return s.checkpoints.Delete(id) })
+	undo.Push("delete checkpoint "+dockerspec.ShortID(id), func(context.Context) error { return s.checkpoints.Delete(id) })
 
 	sb, inspect, err := s.startPause(ctx, id, cfg, p)
 	if err != nil {
@@ -103,7 +104,7 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		if err := s.saveSandbox(cp, toCheckpointNetwork(att, checkpoint.StateAdding)); err != nil {
 			return "", err
 		}
-		undo.Push("CNI DEL "+shortID(id), func(ctx context.Context) error {
+		undo.Push("CNI DEL "+dockerspec.ShortID(id), func(ctx context.Context) error {
 			return s.network.Del(ctx, id, att, netnsIfRunning(sb.Pid))
 		})
 		if err := s.network.Add(ctx, id, att); err != nil {
@@ -304,7 +305,7 @@ func netnsPath(pid int) string { return fmt.Sprintf("/proc/%d/ns/net", pid) }
 // netnsIfRunning returns pid's network namespace path while the process
 // exists, else "" (a DEL then releases what lives outside the namespace).
 func netnsIfRunning(pid int) string {
-	if pid <= 0 || !pathExists(netnsPath(pid)) {
+	if pid <= 0 || !hostfs.Exists(netnsPath(pid)) {
 		return ""
 	}
 	return netnsPath(pid)
@@ -350,13 +351,6 @@ func toCheckpointNetwork(a *network.Attachment, state string) *checkpoint.Networ
 func fromCheckpointNetwork(n *checkpoint.Network) *network.Attachment {
 	a := n.Attachment
 	return &a
-}
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }
 
 func ignoreNotFound(err error) error {

@@ -3,21 +3,10 @@ package cri
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/errdefs"
 )
-
-func dirExists(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.IsDir()
-}
-
-func pathExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
-}
 
 // daemonReady returns Docker's health, probing it now if the last probe
 // found it away, or an error wrapping errdefs.ErrUnavailable with the
