@@ -10,6 +10,6 @@ import (
 // once: the container-event hub, subscribed to the index now so that it
 // knows every object Recover adds. Call it before Recover.
 func (s *Service) Start(ctx context.Context) {
-	s.events.attach()
-	panics.Go(ctx, panics.EventHub, func() { s.events.run(ctx) })
+	s.events.hub.attach()
+	panics.Go(ctx, panics.EventHub, func() { s.events.hub.run(ctx) })
 }

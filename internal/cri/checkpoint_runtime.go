@@ -17,7 +17,7 @@ func (s *Service) ForCheckpoints() checkpoints.Runtime { return checkpointRuntim
 
 type checkpointRuntime struct{ s *Service }
 
-func (r checkpointRuntime) Lock(id string) func() { return r.s.locks.lock(id) }
+func (r checkpointRuntime) Lock(id string) func() { return r.s.guard.locks.lock(id) }
 
 func (r checkpointRuntime) DaemonReady(ctx context.Context) (docker.Health, error) {
 	return r.s.daemonReady(ctx)

@@ -291,7 +291,7 @@ func TestRunPodSandboxUndoesWhatItDidWhenAStepFails(t *testing.T) {
 				if len(sandboxes) > 0 {
 					t.Errorf("sandboxes left in the index: %v", sandboxes)
 				}
-				if s.runs.running("k8s_POD_p_ns_uid-p_0") {
+				if s.guard.runs.running("k8s_POD_p_ns_uid-p_0") {
 					t.Errorf("the name is still reserved")
 				}
 				return
@@ -362,7 +362,7 @@ func TestCreateContainerUndoesWhatItDidWhenAStepFails(t *testing.T) {
 				if len(containers) > 0 {
 					t.Errorf("containers left in the index: %v", containers)
 				}
-				if s.runs.running("k8s_c_p_ns_uid-p_0") {
+				if s.guard.runs.running("k8s_c_p_ns_uid-p_0") {
 					t.Errorf("the name is still reserved")
 				}
 				return

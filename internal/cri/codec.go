@@ -17,7 +17,7 @@ import (
 // write for the response: a repeated message field is its items' encodings,
 // each behind its tag and length.
 func (s *Service) Codec() encoding.CodecV2 {
-	return listCodec{base: encoding.GetCodecV2("proto"), conv: s.conv}
+	return listCodec{base: encoding.GetCodecV2("proto"), conv: s.caches.conv}
 }
 
 type listCodec struct {

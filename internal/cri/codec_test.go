@@ -13,7 +13,7 @@ import (
 )
 
 func codecFixture(n int) *Service {
-	s := &Service{store: store.New(), conv: newConvCache()}
+	s := &Service{store: store.New(), caches: caches{conv: newConvCache()}}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("%064d", i)
 		s.store.PutSandbox(&store.Sandbox{
@@ -63,7 +63,7 @@ func TestCodecListResponses(t *testing.T) {
 		if got := roundTrip(t, s, pods); !proto.Equal(got, pods) {
 			t.Fatalf("round %d: pods decoded to %v, want %v", round, got, pods)
 		}
-		if s.conv.sandboxes[fmt.Sprintf("%064d", 0)].enc == nil {
+		if s.caches.conv.sandboxes[fmt.Sprintf("%064d", 0)].enc == nil {
 			t.Fatal("the pods' list was not assembled from cached encodings")
 		}
 		ctrs := &runtimeapi.ListContainersResponse{Containers: s.listContainers(nil)}

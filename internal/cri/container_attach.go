@@ -25,5 +25,5 @@ func (s *Service) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*r
 		ContainerId: c.ID, Tty: req.GetTty(),
 		Stdin: req.GetStdin(), Stdout: req.GetStdout(), Stderr: req.GetStderr(),
 	}
-	return s.streams.GetAttach(r)
+	return s.stream.urls.GetAttach(r)
 }

@@ -38,11 +38,11 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		return nil, fmt.Errorf("pod_sandbox_id: %w", err)
 	}
 	if sb.State() != runtimeapi.PodSandboxState_SANDBOX_READY {
-		return nil, fmt.Errorf("pod_sandbox_id: pod sandbox %s is not ready: %w", shortID(sb.ID), errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("pod_sandbox_id: pod sandbox %s is not ready: %w", dockerspec.ShortID(sb.ID), errdefs.ErrFailedPrecondition)
 	}
 	name := dockerspec.ContainerName(sb.Metadata, cfg.GetMetadata())
 	log := logging.FromContext(ctx).With("container", name)
-	id, err := s.runs.do(ctx, name, func() (string, error) {
+	id, err := s.guard.runs.do(ctx, name, func() (string, error) {
 		createCtx, cancel := context.WithTimeout(logging.WithLogger(context.Background(), log), 2*s.cfg.RuntimeRequestTimeout)
 		defer cancel()
 		return s.createContainer(createCtx, sb, cfg, name, nil)
@@ -59,7 +59,7 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 	log := logging.FromContext(ctx)
 	if existing, ok := s.store.ContainerByName(name); ok {
 		return "", fmt.Errorf("config.metadata: container %q (attempt %d) already exists in pod %s as %s: %w",
-			cfg.GetMetadata().GetName(), cfg.GetMetadata().GetAttempt(), shortID(sb.ID), shortID(existing.ID), errdefs.ErrAlreadyExists)
+			cfg.GetMetadata().GetName(), cfg.GetMetadata().GetAttempt(), dockerspec.ShortID(sb.ID), dockerspec.ShortID(existing.ID), errdefs.ErrAlreadyExists)
 	}
 	h, err := s.daemonReady(ctx)
 	if err != nil {
@@ -69,7 +69,7 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 		RootDir:           s.cfg.RootDir,
 		APIVersion:        h.Daemon.NegotiatedAPIVersion,
 		CgroupVersion:     h.Daemon.CgroupVersion,
-		OOM:               s.oom,
+		OOM:               s.host.OOM,
 		HostCapabilities:  s.knownCaps(s.host.Capabilities),
 		HostDevices:       s.host.Devices,
 		AppArmor:          s.host.AppArmor,
@@ -114,7 +114,7 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 		if imageID, err = s.docker.ImageID(ctx, spec.Config.Image); err != nil {
 			return "", fmt.Errorf("config.image.image: %w", err)
 		}
-		if passwd, group, ok := s.imageGroups.files(imageID); ok {
+		if passwd, group, ok := s.caches.imageGroups.files(imageID); ok {
 			fixImageUser(spec, strict, passwd, group)
 			imageID = ""
 		}
@@ -126,7 +126,7 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 	if err != nil {
 		return "", fmt.Errorf("creating the container: %w", err)
 	}
-	undo.Push("remove container "+shortID(id), func(ctx context.Context) error {
+	undo.Push("remove container "+dockerspec.ShortID(id), func(ctx context.Context) error {
 		return ignoreNotFound(s.docker.RemoveContainer(ctx, id))
 	})
 	if imageID != "" {
@@ -161,7 +161,7 @@ func (s *Service) createContainer(ctx context.Context, sb *store.Sandbox, cfg *r
 	}
 	s.store.PutContainer(rec)
 	undo.Release()
-	log.Info("container created", "id", shortID(id), "image", cfg.GetImage().GetImage())
+	log.Info("container created", "id", dockerspec.ShortID(id), "image", cfg.GetImage().GetImage())
 	return id, nil
 }
 
@@ -212,7 +212,7 @@ func (s *Service) createWithRetries(ctx context.Context, spec *dockerspec.Create
 			}
 		case unknownCapability(err) != "":
 			c := unknownCapability(err)
-			s.unknownCaps.Store(c, true)
+			s.caches.unknownCaps.Store(c, true)
 			s.log.Info("Docker does not know a capability of this host; privileged containers will not get it", "capability", c)
 			spec.HostConfig.CapAdd = slices.DeleteFunc(spec.HostConfig.CapAdd, func(x string) bool { return x == c })
 		default:
@@ -237,7 +237,7 @@ func (s *Service) knownCaps(caps []string) []string {
 	}
 	out := make([]string, 0, len(caps))
 	for _, c := range caps {
-		if _, unknown := s.unknownCaps.Load(c); !unknown {
+		if _, unknown := s.caches.unknownCaps.Load(c); !unknown {
 			out = append(out, c)
 		}
 	}
@@ -285,13 +285,13 @@ func (s *Service) learnImageFiles(ctx context.Context, containerID, imageID stri
 	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return nil, nil, fmt.Errorf("reading the image's /etc/group: %w", err)
 	}
-	s.imageGroups.put(imageID, passwd, group)
+	s.caches.imageGroups.put(imageID, passwd, group)
 	return passwd, group, nil
 }
 
 // imageUser is the user an image runs as ("" when it names none).
 func (s *Service) imageUser(ctx context.Context, ref string) (string, error) {
-	img, err := s.images.InspectImage(ctx, ref)
+	img, err := s.docker.InspectImage(ctx, ref)
 	if err != nil {
 		return "", fmt.Errorf("config.image.image: %w", err)
 	}

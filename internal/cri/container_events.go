@@ -379,8 +379,8 @@ func (h *eventHub) event(id string, t runtimeapi.ContainerEventType, ts int64, s
 // disconnected with ResourceExhausted.
 func (s *Service) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stream runtimeapi.RuntimeService_GetContainerEventsServer) error {
 	ctx := stream.Context()
-	sub := s.events.subscribe()
-	defer s.events.unsubscribe(sub)
+	sub := s.events.hub.subscribe()
+	defer s.events.hub.unsubscribe(sub)
 	// Headers now tell the client it is subscribed: every change from
 	// here on reaches it.
 	if err := stream.SendHeader(nil); err != nil {

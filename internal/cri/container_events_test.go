@@ -364,7 +364,7 @@ func (s *stalledStream) Send(*runtimeapi.ContainerEventResponse) error {
 func TestAStreamThatStopsReadingEndsWithResourceExhausted(t *testing.T) {
 	f := newHubFixture(t)
 	f.hub.subBuffer = 4 // the stream's; the fixture's reader has the default
-	svc := &Service{events: f.hub}
+	svc := &Service{events: eventFeed{hub: f.hub}}
 	stream := &stalledStream{ctx: context.Background(), release: make(chan struct{})}
 	done := make(chan error, 1)
 	go func() { done <- svc.GetContainerEvents(&runtimeapi.GetEventsRequest{}, stream) }()

@@ -9,6 +9,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/store"
@@ -57,11 +58,11 @@ func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest)
 	budget := &outputBudget{left: maxExecSyncOutput}
 	stdout := &cappedBuffer{max: maxExecSyncStream, budget: budget}
 	stderr := &cappedBuffer{max: maxExecSyncStream, budget: budget}
-	res, err := s.execer.RunExec(runCtx, c.ID, streaming.ExecOptions{Cmd: req.GetCmd(), Stdout: stdout, Stderr: stderr})
+	res, err := s.stream.exec.RunExec(runCtx, c.ID, streaming.ExecOptions{Cmd: req.GetCmd(), Stdout: stdout, Stderr: stderr})
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return nil, fmt.Errorf("command %q in container %s did not finish within %s and was killed: %w",
-				req.GetCmd(), shortID(c.ID), timeout, errdefs.ErrDeadlineExceeded)
+				req.GetCmd(), dockerspec.ShortID(c.ID), timeout, errdefs.ErrDeadlineExceeded)
 		}
 		return nil, err
 	}
@@ -72,7 +73,7 @@ func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest)
 		out, errOut = nil, []byte(res.StartError+"\n")
 	}
 	if stdout.dropped > 0 || stderr.dropped > 0 {
-		logging.FromContext(ctx).Debug("exec output truncated", "id", shortID(c.ID),
+		logging.FromContext(ctx).Debug("exec output truncated", "id", dockerspec.ShortID(c.ID),
 			"stdoutDropped", stdout.dropped, "stderrDropped", stderr.dropped)
 	}
 	return &runtimeapi.ExecSyncResponse{Stdout: out, Stderr: errOut, ExitCode: int32(res.ExitCode)}, nil
@@ -98,7 +99,7 @@ func (s *Service) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runti
 		ContainerId: c.ID, Cmd: req.GetCmd(), Tty: req.GetTty(),
 		Stdin: req.GetStdin(), Stdout: req.GetStdout(), Stderr: req.GetStderr(),
 	}
-	return s.streams.GetExec(r)
+	return s.stream.urls.GetExec(r)
 }
 
 // validateStreams checks the streams an Exec or Attach asks for.
@@ -119,7 +120,7 @@ func (s *Service) runningContainer(id string) (*store.Container, error) {
 		return nil, err
 	}
 	if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		return nil, fmt.Errorf("container %s is %v, not running: %w", shortID(c.ID), c.State, errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("container %s is %v, not running: %w", dockerspec.ShortID(c.ID), c.State, errdefs.ErrFailedPrecondition)
 	}
 	return c, nil
 }

@@ -32,10 +32,10 @@ func (s *Service) listContainers(f *runtimeapi.ContainerFilter) []*runtimeapi.Co
 		}
 		return store.ContainerMatch(c, f.GetId(), f.GetPodSandboxId(), f.GetLabelSelector())
 	})
-	s.conv.prune(s.store)
+	s.caches.conv.prune(s.store)
 	out := make([]*runtimeapi.Container, 0, len(records))
 	for _, c := range records {
-		out = append(out, s.conv.container(c))
+		out = append(out, s.caches.conv.container(c))
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 )
 
@@ -21,10 +22,10 @@ func (s *Service) ReopenContainerLog(ctx context.Context, req *runtimeapi.Reopen
 		return nil, err
 	}
 	if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		return nil, fmt.Errorf("container %s is not running: %w", shortID(c.ID), errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("container %s is not running: %w", dockerspec.ShortID(c.ID), errdefs.ErrFailedPrecondition)
 	}
 	if c.LogPath == "" || s.logs == nil {
-		return nil, fmt.Errorf("container %s has no log file: %w", shortID(c.ID), errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("container %s has no log file: %w", dockerspec.ShortID(c.ID), errdefs.ErrFailedPrecondition)
 	}
 	if err := s.logs.Reopen(c.ID); err != nil {
 		return nil, err

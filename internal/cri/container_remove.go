@@ -6,6 +6,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
 )
@@ -26,14 +27,14 @@ func (s *Service) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCon
 	if err := s.removeContainer(ctx, c.ID); err != nil {
 		return nil, err
 	}
-	logging.FromContext(ctx).Info("container removed", "id", shortID(c.ID))
+	logging.FromContext(ctx).Info("container removed", "id", dockerspec.ShortID(c.ID))
 	return &runtimeapi.RemoveContainerResponse{}, nil
 }
 
 // removeContainer removes a container, its log forwarding state and its
 // record, under the container's lock.
 func (s *Service) removeContainer(ctx context.Context, id string) error {
-	unlock := s.locks.lock(id)
+	unlock := s.guard.locks.lock(id)
 	defer unlock()
 	if err := ignoreNotFound(s.docker.RemoveContainer(ctx, id)); err != nil {
 		return err

@@ -24,13 +24,13 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	if err != nil {
 		return nil, err
 	}
-	unlock := s.locks.lock(c.ID)
+	unlock := s.guard.locks.lock(c.ID)
 	defer unlock()
 	if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
 		return &runtimeapi.StartContainerResponse{}, nil
 	}
 	if c.State != runtimeapi.ContainerState_CONTAINER_CREATED {
-		return nil, fmt.Errorf("container %s is %v; only a created container can be started: %w", shortID(c.ID), c.State, errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("container %s is %v; only a created container can be started: %w", dockerspec.ShortID(c.ID), c.State, errdefs.ErrFailedPrecondition)
 	}
 	var startErr error
 	if c.RestoreCheckpoint != "" {
@@ -44,7 +44,7 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 	// the start failed (e.g. a missing executable).
 	s.refreshContainerByID(ctx, c.ID)
 	if startErr != nil {
-		return nil, fmt.Errorf("starting container %s: %w", shortID(c.ID), startErr)
+		return nil, fmt.Errorf("starting container %s: %w", dockerspec.ShortID(c.ID), startErr)
 	}
 	c, _ = s.store.Container(c.ID)
 	if err := s.checkContainerUserns(c); err != nil {
@@ -57,7 +57,7 @@ func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartConta
 		s.refreshContainerByID(ctx, c.ID)
 		return nil, err
 	}
-	logging.FromContext(ctx).Info("container started", "id", shortID(c.ID))
+	logging.FromContext(ctx).Info("container started", "id", dockerspec.ShortID(c.ID))
 	return &runtimeapi.StartContainerResponse{}, nil
 }
 
@@ -73,11 +73,11 @@ func (s *Service) checkContainerUserns(c *store.Container) error {
 	own, err1 := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", c.Pid))
 	pod, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", sb.Pid))
 	if err := errors.Join(err1, err2); err != nil {
-		return fmt.Errorf("%w: reading the user namespaces of container %s and its pod: %w", errdefs.ErrInternal, shortID(c.ID), err)
+		return fmt.Errorf("%w: reading the user namespaces of container %s and its pod: %w", errdefs.ErrInternal, dockerspec.ShortID(c.ID), err)
 	}
 	if own != pod {
 		return fmt.Errorf("%w: container %s runs in user namespace %s, not its pod's %s: the runtime did not apply the pod's user namespace; stopped it",
-			errdefs.ErrInternal, shortID(c.ID), own, pod)
+			errdefs.ErrInternal, dockerspec.ShortID(c.ID), own, pod)
 	}
 	return nil
 }

@@ -30,16 +30,16 @@ func (s *Service) StopContainer(ctx context.Context, req *runtimeapi.StopContain
 	if err != nil {
 		return nil, err
 	}
-	unlock := s.locks.lock(c.ID)
+	unlock := s.guard.locks.lock(c.ID)
 	defer unlock()
 	signal := ""
 	if c.StopSignal != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
 		signal = dockerspec.SignalName(c.StopSignal)
 	}
 	if err := ignoreNotFound(s.docker.StopContainer(ctx, c.ID, time.Duration(req.GetTimeout())*time.Second, signal)); err != nil {
-		return nil, fmt.Errorf("stopping container %s: %w", shortID(c.ID), err)
+		return nil, fmt.Errorf("stopping container %s: %w", dockerspec.ShortID(c.ID), err)
 	}
 	s.refreshContainerByID(ctx, c.ID)
-	logging.FromContext(ctx).Info("container stopped", "id", shortID(c.ID))
+	logging.FromContext(ctx).Info("container stopped", "id", dockerspec.ShortID(c.ID))
 	return &runtimeapi.StopContainerResponse{}, nil
 }

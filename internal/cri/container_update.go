@@ -9,6 +9,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/cgroups"
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/store"
@@ -29,10 +30,10 @@ func (s *Service) UpdateContainerResources(ctx context.Context, req *runtimeapi.
 	if err != nil {
 		return nil, err
 	}
-	unlock := s.locks.lock(c.ID)
+	unlock := s.guard.locks.lock(c.ID)
 	defer unlock()
 	if c.State == runtimeapi.ContainerState_CONTAINER_EXITED {
-		return nil, fmt.Errorf("container %s has exited: %w", shortID(c.ID), errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("container %s has exited: %w", dockerspec.ShortID(c.ID), errdefs.ErrFailedPrecondition)
 	}
 	res := &container.Resources{
 		CPUPeriod:  r.GetCpuPeriod(),
@@ -51,7 +52,7 @@ func (s *Service) UpdateContainerResources(ctx context.Context, req *runtimeapi.
 		res.MemorySwap = res.Memory + (c.Resources.GetMemorySwapLimitInBytes() - c.Resources.GetMemoryLimitInBytes())
 	}
 	if err := s.docker.UpdateContainerResources(ctx, c.ID, res); err != nil {
-		return nil, fmt.Errorf("updating container %s: %w", shortID(c.ID), err)
+		return nil, fmt.Errorf("updating container %s: %w", dockerspec.ShortID(c.ID), err)
 	}
 	if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING && c.Pid > 0 {
 		for _, h := range r.GetHugepageLimits() {
@@ -81,7 +82,7 @@ func (s *Service) UpdateContainerResources(ctx context.Context, req *runtimeapi.
 			rec.Resources = cp
 		}
 	})
-	logging.FromContext(ctx).Info("container resources updated", "id", shortID(c.ID))
+	logging.FromContext(ctx).Info("container resources updated", "id", dockerspec.ShortID(c.ID))
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 }
 

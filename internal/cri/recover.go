@@ -48,7 +48,7 @@ func (s *Service) Recover(ctx context.Context) error {
 	if err := panics.Call(ctx, panics.Recovery, func() error { return s.resync(ctx) }); err != nil {
 		return err
 	}
-	s.recoveredAt = start
+	s.events.since = start
 	s.log.Info("index rebuilt", "sandboxes", len(s.store.Sandboxes(nil)), "containers", len(s.store.Containers(nil)))
 	return nil
 }
@@ -121,7 +121,7 @@ func (s *Service) resyncFrom(ctx context.Context, inv Inventory) error {
 		}
 		if cp.Network != nil && cp.Network.State != checkpoint.StateDown {
 			sb, _ := s.store.Sandbox(id)
-			unlock := s.locks.lock(id)
+			unlock := s.guard.locks.lock(id)
 			if err := s.teardownNetwork(ctx, sb); err != nil {
 				log.Error("tearing down the network of a sandbox whose pause container is gone", "sandbox", id, "error", err)
 			} else {
@@ -132,12 +132,12 @@ func (s *Service) resyncFrom(ctx context.Context, inv Inventory) error {
 	}
 	// Records of objects that no longer exist.
 	for _, sb := range s.store.Sandboxes(nil) {
-		if !seenSandboxes[sb.ID] && cps[sb.ID] == nil && !s.runs.running(sb.Name) {
+		if !seenSandboxes[sb.ID] && cps[sb.ID] == nil && !s.guard.runs.running(sb.Name) {
 			s.store.DeleteSandbox(sb.ID)
 		}
 	}
 	for _, c := range s.store.Containers(nil) {
-		if !seenContainers[c.ID] && !s.runs.running(c.Name) {
+		if !seenContainers[c.ID] && !s.guard.runs.running(c.Name) {
 			s.store.DeleteContainer(c.ID)
 		}
 	}
@@ -217,7 +217,7 @@ func (s *Service) refreshSandbox(in container.InspectResponse, cp *checkpoint.Sa
 	}) {
 		return
 	}
-	if s.runs.running(fresh.Name) {
+	if s.guard.runs.running(fresh.Name) {
 		return // RunPodSandbox is making it and will index it
 	}
 	s.completeSandbox(fresh, in, cp)

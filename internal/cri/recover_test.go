@@ -474,7 +474,7 @@ func runRecoverCases(t *testing.T, cases []recoverCase) {
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			})
 			for _, name := range tc.inFlight {
-				s.runs.m[name] = &detachedRun{done: make(chan struct{})}
+				s.guard.runs.m[name] = &detachedRun{done: make(chan struct{})}
 			}
 
 			err = s.resyncFrom(context.Background(), inv)
@@ -913,7 +913,7 @@ func sortedCopy(s []string) []string {
 func shortIDs(ids []string) []string {
 	out := make([]string, len(ids))
 	for i, id := range ids {
-		out[i] = shortID(id)
+		out[i] = dockerspec.ShortID(id)
 	}
 	return out
 }

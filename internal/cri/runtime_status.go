@@ -14,7 +14,7 @@ import (
 // Status reports RuntimeReady from a live ping of Docker and NetworkReady
 // from the CNI configuration, with the runtime handlers Docker has.
 func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
-	h := s.daemon.Probe(ctx)
+	h := s.docker.Probe(ctx)
 	runtimeCond := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: h.Ready}
 	if !h.Ready {
 		runtimeCond.Reason = "DockerUnavailable"
@@ -86,7 +86,7 @@ func (s *Service) verboseInfo(h docker.Health) map[string]string {
 	if b, err := json.Marshal(h.Daemon); err == nil {
 		info["docker"] = string(b)
 	}
-	if b, err := json.Marshal(map[string]any{"clamp": s.oom.Clamp, "lowest": s.oom.Min}); err == nil {
+	if b, err := json.Marshal(map[string]any{"clamp": s.host.OOM.Clamp, "lowest": s.host.OOM.Min}); err == nil {
 		info["oomScoreAdj"] = string(b)
 	}
 	if b, err := json.Marshal(s.pause.State()); err == nil {

@@ -37,10 +37,10 @@ func (s *Service) listSandboxes(f *runtimeapi.PodSandboxFilter) []*runtimeapi.Po
 		}
 		return store.MatchLabels(sb.Labels, f.GetLabelSelector())
 	})
-	s.conv.prune(s.store)
+	s.caches.conv.prune(s.store)
 	out := make([]*runtimeapi.PodSandbox, 0, len(records))
 	for _, sb := range records {
-		out = append(out, s.conv.sandbox(sb))
+		out = append(out, s.caches.conv.sandbox(sb))
 	}
 	return out
 }

@@ -11,7 +11,7 @@ import (
 )
 
 func BenchmarkListSandboxes100(b *testing.B) {
-	s := &Service{store: store.New(), conv: newConvCache()}
+	s := &Service{store: store.New(), caches: caches{conv: newConvCache()}}
 	for i := 0; i < 100; i++ {
 		s.store.PutSandbox(&store.Sandbox{
 			ID: fmt.Sprintf("%064d", i), Name: fmt.Sprint("k8s_POD_", i),

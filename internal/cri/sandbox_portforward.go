@@ -6,6 +6,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 )
 
@@ -26,7 +27,7 @@ func (s *Service) PortForward(ctx context.Context, req *runtimeapi.PortForwardRe
 		return nil, err
 	}
 	if sb.State() != runtimeapi.PodSandboxState_SANDBOX_READY {
-		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", shortID(sb.ID), errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", dockerspec.ShortID(sb.ID), errdefs.ErrFailedPrecondition)
 	}
-	return s.streams.GetPortForward(&runtimeapi.PortForwardRequest{PodSandboxId: sb.ID, Port: req.GetPort()})
+	return s.stream.urls.GetPortForward(&runtimeapi.PortForwardRequest{PodSandboxId: sb.ID, Port: req.GetPort()})
 }

@@ -7,6 +7,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
 )
@@ -33,7 +34,7 @@ func (s *Service) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePo
 
 // removeSandbox does RemovePodSandbox's work, taking the id's lock.
 func (s *Service) removeSandbox(ctx context.Context, id string) error {
-	unlock := s.locks.lock(id)
+	unlock := s.guard.locks.lock(id)
 	defer unlock()
 	sb, ok := s.store.Sandbox(id)
 	if !ok {
@@ -41,7 +42,7 @@ func (s *Service) removeSandbox(ctx context.Context, id string) error {
 	}
 	for _, c := range s.store.ContainersOf(id) {
 		if err := s.removeContainer(ctx, c.ID); err != nil {
-			return fmt.Errorf("removing container %s of the pod: %w", shortID(c.ID), err)
+			return fmt.Errorf("removing container %s of the pod: %w", dockerspec.ShortID(c.ID), err)
 		}
 	}
 	if err := s.teardownNetwork(ctx, sb); err != nil {
@@ -56,6 +57,6 @@ func (s *Service) removeSandbox(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: deleting the sandbox checkpoint: %w", errdefs.ErrInternal, err)
 	}
 	s.store.DeleteSandbox(id)
-	logging.FromContext(ctx).Info("pod sandbox removed", "sandbox", shortID(id))
+	logging.FromContext(ctx).Info("pod sandbox removed", "sandbox", dockerspec.ShortID(id))
 	return nil
 }

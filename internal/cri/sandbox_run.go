@@ -8,14 +8,18 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/checkpoint"
 	"github.com/berth-cri/berth/internal/cleanup"
+	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/hostfs"
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/network"
+	"github.com/berth-cri/berth/internal/store"
 )
 
 // RunPodSandbox creates and starts a pod's pause container and sets up its
@@ -34,7 +38,7 @@ func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandb
 	}
 	name := dockerspec.SandboxName(cfg.GetMetadata())
 	log := logging.FromContext(ctx).With("sandbox", name)
-	id, err := s.runs.do(ctx, name, func() (string, error) {
+	id, err := s.guard.runs.do(ctx, name, func() (string, error) {
 		// Bounded on its own: twice the request timeout covers a pause
 		// image build, create, start and CNI ADD on a loaded node.
 		runCtx, cancel := context.WithTimeout(logging.WithLogger(context.Background(), log), 2*s.cfg.RuntimeRequestTimeout)
@@ -47,51 +51,18 @@ func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandb
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
 
+// runSandbox makes the sandbox; RunPodSandbox runs it once per name. Each
+// step that leaves something behind pushes its undo on the cleanup stack
+// right after it succeeds; a failure runs the stack, last step first.
 func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (string, error) {
 	log := logging.FromContext(ctx)
-	name := dockerspec.SandboxName(cfg.GetMetadata())
-
-	if existing, ok := s.store.SandboxByName(name); ok {
-		if existing.State() == runtimeapi.PodSandboxState_SANDBOX_READY {
-			log.Info("pod sandbox already runs; returning it", "id", existing.ID)
-			return existing.ID, nil
-		}
-		// A sandbox of this very attempt that is not ready: an earlier
-		// call failed half-way or the pod died before kubelet saw it.
-		// Replace it, as its name is needed.
-		log.Info("replacing a not-ready pod sandbox with the same name", "id", existing.ID)
-		if err := s.removeSandbox(ctx, existing.ID); err != nil {
-			return "", fmt.Errorf("removing the earlier sandbox %s of this pod: %w", existing.ID, err)
-		}
+	if id, ok, err := s.reuseSandbox(ctx, cfg); ok || err != nil {
+		return id, err
 	}
-
-	h, err := s.daemonReady(ctx)
+	p, err := s.planSandbox(ctx, cfg, handler)
 	if err != nil {
 		return "", err
 	}
-	spec, err := dockerspec.SandboxSpec(cfg, handler, dockerspec.SandboxOptions{
-		Image:        s.cfg.PodInfraContainerImage,
-		RootDir:      s.cfg.RootDir,
-		CNI:          s.network.UsesCNI(),
-		CgroupDriver: h.Daemon.CgroupDriver,
-		Runtimes:     h.Daemon.Runtimes,
-		OOM:          s.oom,
-		UsernsRemap:  h.Daemon.UsernsRemap(),
-		Userns:       h.Daemon.UserNamespaces(),
-		AppArmor:     s.host.AppArmor,
-		ReadFile:     os.ReadFile,
-	})
-	if err != nil {
-		return "", err
-	}
-	hostNet := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE
-	useCNI := s.network.UsesCNI() && !hostNet
-	if useCNI {
-		if ready, reason := s.network.Ready(); !ready {
-			return "", fmt.Errorf("%w: pod network is not ready: %s", errdefs.ErrFailedPrecondition, reason)
-		}
-	}
-
 	if err := s.pause.Ensure(ctx); err != nil {
 		return "", err
 	}
@@ -103,11 +74,132 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		}
 	}()
 
+	id, err := s.createPause(ctx, p.spec)
+	if err != nil {
+		return "", err
+	}
+	undo.Push("remove pause container "+dockerspec.ShortID(id), func(ctx context.Context) error {
+		return ignoreNotFound(s.docker.RemoveContainer(ctx, id))
+	})
+	cp := newSandboxCheckpoint(id, p, cfg, handler)
+	undo.Push("delete checkpoint "+dockerspec.ShortID(id), func(context.Context) error { return s.checkpoints.Delete(id) })
+
+	sb, inspect, err := s.startPause(ctx, id, cfg, p)
+	if err != nil {
+		return "", err
+	}
+
+	// The checkpoint is first written here, once the pause container runs:
+	// a crash before this point leaves a container of Berth's without a
+	// record, which has no network to undo and is listed NOTREADY.
+	switch {
+	case p.useCNI:
+		sb.NetNS = netnsPath(sb.Pid)
+		att, err := s.network.Prepare(podNetwork(id, cp, sb.NetNS, cfg, p.spec.HostConfig.CgroupParent))
+		if err != nil {
+			return "", err
+		}
+		// Recorded before ADD runs: a crash during ADD still leads to
+		// the DEL that releases what ADD allocated.
+		if err := s.saveSandbox(cp, toCheckpointNetwork(att, checkpoint.StateAdding)); err != nil {
+			return "", err
+		}
+		undo.Push("CNI DEL "+dockerspec.ShortID(id), func(ctx context.Context) error {
+			return s.network.Del(ctx, id, att, netnsIfRunning(sb.Pid))
+		})
+		if err := s.network.Add(ctx, id, att); err != nil {
+			return "", fmt.Errorf("%w: setting up the pod network: %w", errdefs.ErrUnavailable, err)
+		}
+		if err := s.saveSandbox(cp, toCheckpointNetwork(att, checkpoint.StateUp)); err != nil {
+			return "", err
+		}
+		sb.IPs = att.IPs
+	case !p.hostNet:
+		sb.IPs = dockerspec.BridgeIPs(inspect)
+		fallthrough
+	default:
+		if err := s.saveSandbox(cp, nil); err != nil {
+			return "", err
+		}
+	}
+	sb.NetworkReady = true
+
+	s.store.PutSandbox(sb)
+	undo.Release()
+	log.Info("pod sandbox running", "id", id, "ips", strings.Join(sb.IPs, ","))
+	return id, nil
+}
+
+// reuseSandbox looks for a sandbox of this very attempt. A ready one is
+// returned (ok); one that is not ready is removed, as its name is needed,
+// and runSandbox goes on.
+func (s *Service) reuseSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConfig) (id string, ok bool, err error) {
+	log := logging.FromContext(ctx)
+	existing, found := s.store.SandboxByName(dockerspec.SandboxName(cfg.GetMetadata()))
+	if !found {
+		return "", false, nil
+	}
+	if existing.State() == runtimeapi.PodSandboxState_SANDBOX_READY {
+		log.Info("pod sandbox already runs; returning it", "id", existing.ID)
+		return existing.ID, true, nil
+	}
+	// An earlier call failed half-way or the pod died before kubelet saw
+	// it.
+	log.Info("replacing a not-ready pod sandbox with the same name", "id", existing.ID)
+	if err := s.removeSandbox(ctx, existing.ID); err != nil {
+		return "", false, fmt.Errorf("removing the earlier sandbox %s of this pod: %w", existing.ID, err)
+	}
+	return "", false, nil
+}
+
+// sandboxPlan is what runSandbox decided before it made anything.
+type sandboxPlan struct {
+	spec   *dockerspec.CreateSpec
+	health docker.Health
+	// hostNet is a pod in the node's network namespace; useCNI is a pod
+	// that CNI networks (neither host network nor Docker-bridge mode).
+	hostNet, useCNI bool
+}
+
+// planSandbox checks that Docker and, when the pod needs it, the pod
+// network are ready, and translates the pod's config into the pause
+// container's.
+func (s *Service) planSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (sandboxPlan, error) {
+	h, err := s.daemonReady(ctx)
+	if err != nil {
+		return sandboxPlan{}, err
+	}
+	spec, err := dockerspec.SandboxSpec(cfg, handler, dockerspec.SandboxOptions{
+		Image:        s.cfg.PodInfraContainerImage,
+		RootDir:      s.cfg.RootDir,
+		CNI:          s.network.UsesCNI(),
+		CgroupDriver: h.Daemon.CgroupDriver,
+		Runtimes:     h.Daemon.Runtimes,
+		OOM:          s.host.OOM,
+		UsernsRemap:  h.Daemon.UsernsRemap(),
+		Userns:       h.Daemon.UserNamespaces(),
+		AppArmor:     s.host.AppArmor,
+		ReadFile:     os.ReadFile,
+	})
+	if err != nil {
+		return sandboxPlan{}, err
+	}
+	hostNet := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE
+	useCNI := s.network.UsesCNI() && !hostNet
+	if useCNI {
+		if ready, reason := s.network.Ready(); !ready {
+			return sandboxPlan{}, fmt.Errorf("%w: pod network is not ready: %s", errdefs.ErrFailedPrecondition, reason)
+		}
+	}
+	return sandboxPlan{spec: spec, health: h, hostNet: hostNet, useCNI: useCNI}, nil
+}
+
+// createPause creates the pause container. A container with its name that
+// Berth does not know was left by a crash between create and the record:
+// it is this pod's, so it is removed and the create tried once more.
+func (s *Service) createPause(ctx context.Context, spec *dockerspec.CreateSpec) (string, error) {
 	id, err := s.docker.CreateContainer(ctx, spec.Name, spec.Config, spec.HostConfig)
 	if errors.Is(err, errdefs.ErrAlreadyExists) {
-		// A container with this name that Berth does not know: left by a
-		// crash between create and the record. It is this pod's, so
-		// remove it and try once more.
 		if rmErr := s.docker.RemoveContainer(ctx, spec.Name); rmErr == nil {
 			id, err = s.docker.CreateContainer(ctx, spec.Name, spec.Config, spec.HostConfig)
 		}
@@ -115,13 +207,14 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 	if err != nil {
 		return "", fmt.Errorf("creating the pause container: %w", err)
 	}
-	undo.Push("remove pause container "+shortID(id), func(ctx context.Context) error {
-		return ignoreNotFound(s.docker.RemoveContainer(ctx, id))
-	})
+	return id, nil
+}
 
-	cp := &checkpoint.Sandbox{
+// newSandboxCheckpoint is the sandbox's record, before its network.
+func newSandboxCheckpoint(id string, p sandboxPlan, cfg *runtimeapi.PodSandboxConfig, handler string) *checkpoint.Sandbox {
+	return &checkpoint.Sandbox{
 		ID:             id,
-		Name:           spec.Name,
+		Name:           p.spec.Name,
 		PodName:        cfg.GetMetadata().GetName(),
 		PodNamespace:   cfg.GetMetadata().GetNamespace(),
 		PodUID:         cfg.GetMetadata().GetUid(),
@@ -131,82 +224,60 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		RuntimeHandler: handler,
 		LogDirectory:   cfg.GetLogDirectory(),
 		CreatedAt:      time.Now().UnixNano(),
-		HostNetwork:    hostNet,
+		HostNetwork:    p.hostNet,
 		PortMappings:   checkpointPorts(cfg.GetPortMappings()),
 	}
-	undo.Push("delete checkpoint "+shortID(id), func(context.Context) error { return s.checkpoints.Delete(id) })
+}
 
+// startPause starts the pause container and reads it back as the index
+// record of an owned sandbox; it fails if the container does not run, or
+// does not run in the user namespace the pod asked for.
+func (s *Service) startPause(ctx context.Context, id string, cfg *runtimeapi.PodSandboxConfig, p sandboxPlan) (*store.Sandbox, container.InspectResponse, error) {
 	if err := s.docker.StartContainer(ctx, id); err != nil {
-		return "", fmt.Errorf("starting the pause container: %w", err)
+		return nil, container.InspectResponse{}, fmt.Errorf("starting the pause container: %w", err)
 	}
 	inspect, err := s.docker.InspectContainer(ctx, id)
 	if err != nil {
-		return "", fmt.Errorf("inspecting the pause container: %w", err)
+		return nil, container.InspectResponse{}, fmt.Errorf("inspecting the pause container: %w", err)
 	}
 	sb, err := dockerspec.SandboxFromInspect(inspect, s.cfg.RootDir)
 	if err != nil {
-		return "", err
+		return nil, inspect, err
 	}
 	sb.Owned = true
 	if !sb.Running || sb.Pid == 0 {
-		return "", fmt.Errorf("%w: the pause container exited right after it started (state %q)", errdefs.ErrInternal, inspect.State.Status)
+		return nil, inspect, fmt.Errorf("%w: the pause container exited right after it started (state %q)", errdefs.ErrInternal, inspect.State.Status)
 	}
 	if ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); dockerspec.PodUserns(ns) {
-		if err := checkUserns(ns.GetUsernsOptions(), sb.Pid, h.Daemon.UsernsRemap()); err != nil {
-			return "", err
+		if err := checkUserns(ns.GetUsernsOptions(), sb.Pid, p.health.Daemon.UsernsRemap()); err != nil {
+			return nil, inspect, err
 		}
 	}
+	return sb, inspect, nil
+}
 
-	// The checkpoint is first written here, once the pause container runs:
-	// a crash before this point leaves a container of Berth's without a
-	// record, which has no network to undo and is listed NOTREADY.
-	switch {
-	case useCNI:
-		sb.NetNS = netnsPath(sb.Pid)
-		att, err := s.network.Prepare(network.PodNetwork{
-			SandboxID:    id,
-			PodName:      cp.PodName,
-			PodNamespace: cp.PodNamespace,
-			PodUID:       cp.PodUID,
-			NetNS:        sb.NetNS,
-			PortMappings: cniPorts(cfg.GetPortMappings()),
-			Annotations:  cfg.GetAnnotations(),
-			CgroupParent: spec.HostConfig.CgroupParent,
-		})
-		if err != nil {
-			return "", err
-		}
-		// Recorded before ADD runs: a crash during ADD still leads to
-		// the DEL that releases what ADD allocated.
-		cp.Network = toCheckpointNetwork(att, checkpoint.StateAdding)
-		if err := s.checkpoints.Save(cp); err != nil {
-			return "", fmt.Errorf("%w: writing the sandbox checkpoint: %w", errdefs.ErrInternal, err)
-		}
-		undo.Push("CNI DEL "+shortID(id), func(ctx context.Context) error {
-			return s.network.Del(ctx, id, att, netnsIfRunning(sb.Pid))
-		})
-		if err := s.network.Add(ctx, id, att); err != nil {
-			return "", fmt.Errorf("%w: setting up the pod network: %w", errdefs.ErrUnavailable, err)
-		}
-		cp.Network = toCheckpointNetwork(att, checkpoint.StateUp)
-		if err := s.checkpoints.Save(cp); err != nil {
-			return "", fmt.Errorf("%w: writing the sandbox checkpoint: %w", errdefs.ErrInternal, err)
-		}
-		sb.IPs = att.IPs
-	case !hostNet:
-		sb.IPs = dockerspec.BridgeIPs(inspect)
-		fallthrough
-	default:
-		if err := s.checkpoints.Save(cp); err != nil {
-			return "", fmt.Errorf("%w: writing the sandbox checkpoint: %w", errdefs.ErrInternal, err)
-		}
+// podNetwork is what CNI is told of the pod.
+func podNetwork(id string, cp *checkpoint.Sandbox, netns string, cfg *runtimeapi.PodSandboxConfig, cgroupParent string) network.PodNetwork {
+	return network.PodNetwork{
+		SandboxID:    id,
+		PodName:      cp.PodName,
+		PodNamespace: cp.PodNamespace,
+		PodUID:       cp.PodUID,
+		NetNS:        netns,
+		PortMappings: cniPorts(cfg.GetPortMappings()),
+		Annotations:  cfg.GetAnnotations(),
+		CgroupParent: cgroupParent,
 	}
-	sb.NetworkReady = true
+}
 
-	s.store.PutSandbox(sb)
-	undo.Release()
-	log.Info("pod sandbox running", "id", id, "ips", strings.Join(sb.IPs, ","))
-	return id, nil
+// saveSandbox writes the sandbox's checkpoint with its network record (nil
+// for none): the one error path of the three writes in runSandbox.
+func (s *Service) saveSandbox(cp *checkpoint.Sandbox, n *checkpoint.Network) error {
+	cp.Network = n
+	if err := s.checkpoints.Save(cp); err != nil {
+		return fmt.Errorf("%w: writing the sandbox checkpoint: %w", errdefs.ErrInternal, err)
+	}
+	return nil
 }
 
 // checkUserns fails unless the pause container's user namespace has the
@@ -234,7 +305,7 @@ func netnsPath(pid int) string { return fmt.Sprintf("/proc/%d/ns/net", pid) }
 // netnsIfRunning returns pid's network namespace path while the process
 // exists, else "" (a DEL then releases what lives outside the namespace).
 func netnsIfRunning(pid int) string {
-	if pid <= 0 || !pathExists(netnsPath(pid)) {
+	if pid <= 0 || !hostfs.Exists(netnsPath(pid)) {
 		return ""
 	}
 	return netnsPath(pid)
@@ -280,13 +351,6 @@ func toCheckpointNetwork(a *network.Attachment, state string) *checkpoint.Networ
 func fromCheckpointNetwork(n *checkpoint.Network) *network.Attachment {
 	a := n.Attachment
 	return &a
-}
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }
 
 func ignoreNotFound(err error) error {

@@ -10,6 +10,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/checkpoint"
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/network"
@@ -34,7 +35,7 @@ func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSan
 	if err != nil {
 		return nil, err
 	}
-	unlock := s.locks.lock(sb.ID)
+	unlock := s.guard.locks.lock(sb.ID)
 	defer unlock()
 	if err := s.stopSandbox(ctx, sb.ID); err != nil {
 		return nil, err
@@ -44,7 +45,7 @@ func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSan
 
 // stopSandbox does StopPodSandbox's work; the caller holds the id's lock.
 func (s *Service) stopSandbox(ctx context.Context, id string) error {
-	log := logging.FromContext(ctx).With("sandbox", shortID(id))
+	log := logging.FromContext(ctx).With("sandbox", dockerspec.ShortID(id))
 	sb, ok := s.store.Sandbox(id)
 	if !ok {
 		return nil
@@ -54,7 +55,7 @@ func (s *Service) stopSandbox(ctx context.Context, id string) error {
 			continue
 		}
 		if err := ignoreNotFound(s.docker.StopContainer(ctx, c.ID, 0, "")); err != nil {
-			return fmt.Errorf("stopping container %s of the pod: %w", shortID(c.ID), err)
+			return fmt.Errorf("stopping container %s of the pod: %w", dockerspec.ShortID(c.ID), err)
 		}
 		// The index learns of the exit from Docker's events too, but the
 		// caller must see it when the call returns.

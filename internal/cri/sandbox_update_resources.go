@@ -5,6 +5,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
 )
@@ -23,6 +24,6 @@ func (s *Service) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi
 		return nil, err
 	}
 	logging.FromContext(ctx).Debug("pod resources updated; the pod cgroup is kubelet's to size",
-		"sandbox", shortID(sb.ID), "resources", req.GetResources().String())
+		"sandbox", dockerspec.ShortID(sb.ID), "resources", req.GetResources().String())
 	return &runtimeapi.UpdatePodSandboxResourcesResponse{}, nil
 }

@@ -98,9 +98,7 @@ type Deps struct {
 	Network     Network
 	Checkpoints *checkpoint.Store
 	Store       *store.Store
-	// OOM is how low an oom_score_adj this host lets Docker set.
-	OOM dockerspec.OOMPolicy
-	// Host describes what privileged containers may be given here.
+	// Host describes what this host lets containers have.
 	Host HostFacts
 	// Logs forwards containers' output into the files kubelet reads.
 	Logs   Logs
@@ -129,6 +127,8 @@ type SandboxImages interface {
 
 // HostFacts are read once at start-up by internal/hostinfo.
 type HostFacts struct {
+	// OOM is how low an oom_score_adj this host lets Docker set.
+	OOM dockerspec.OOMPolicy
 	// Capabilities are the host's, when it lacks some; nil when it has all.
 	Capabilities []string
 	// Devices are the host's device nodes.
@@ -152,32 +152,60 @@ type Logs interface {
 
 // Service serves runtime.v1 RuntimeService. RPCs it does not implement
 // answer Unimplemented through the embedded type.
+//
+// Its fields are grouped by what they are for: the node's parts it works
+// through (Docker, CNI, the checkpoints, the index, the log forwarder, the
+// pause image), what the host allows, the streaming server, and three
+// things of its own: the guards that order concurrent calls, caches, and
+// the container-event feed.
 type Service struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 
-	cfg         config.Config
-	daemon      Daemon
-	docker      Containers
+	cfg config.Config
+	log *slog.Logger
+
+	docker      dockerAPI
 	network     Network
 	checkpoints *checkpoint.Store
 	store       *store.Store
-	oom         dockerspec.OOMPolicy
-	host        HostFacts
 	logs        Logs
 	pause       *pause.Ensurer
-	log         *slog.Logger
-	images      Images
-	streams     Streams
-	execer      Execer
 
+	host   HostFacts
+	stream streamServer
+
+	guard  guards
+	caches caches
+	events eventFeed
+}
+
+// dockerAPI is the Docker daemon in the three views the runtime takes of
+// it; one client serves all three.
+type dockerAPI struct {
+	Daemon
+	Containers
+	Images
+}
+
+// streamServer is where Exec, Attach and PortForward happen, and how
+// ExecSync runs.
+type streamServer struct {
+	urls Streams
+	exec Execer
+}
+
+// guards order concurrent calls: one make per name, one change per id.
+type guards struct {
 	// runs single-flights RunPodSandbox and CreateContainer per name.
 	runs *detachedRuns
 	// locks serialises the operations on one sandbox or container id.
 	locks *keyedMutex
+}
 
+// caches keep what would be costly to work out again on every call.
+type caches struct {
 	// conv caches the CRI form of index records for List calls.
 	conv *convCache
-
 	// imageGroups caches, by image id, the groups each image's /etc/group
 	// gives users (images never change).
 	imageGroups *imageGroupCache
@@ -185,14 +213,16 @@ type Service struct {
 	// Docker releases lack the newest ones); privileged containers are not
 	// given them.
 	unknownCaps sync.Map
+}
 
-	// recoveredAt is when start-up recovery listed Docker; the event
-	// watcher starts from there so nothing in between is missed.
-	recoveredAt time.Time
-
-	// events serves GetContainerEvents (container_events.go); Start
-	// runs it.
-	events *eventHub
+// eventFeed is the container events: the hub serving
+// GetContainerEvents, and where the Docker event watcher starts.
+type eventFeed struct {
+	// hub serves GetContainerEvents (container_events.go); Start runs it.
+	hub *eventHub
+	// since is when start-up recovery listed Docker; the event watcher
+	// starts from there so nothing in between is missed.
+	since time.Time
 }
 
 var _ runtimeapi.RuntimeServiceServer = (*Service)(nil)
@@ -201,24 +231,18 @@ var _ runtimeapi.RuntimeServiceServer = (*Service)(nil)
 func New(d Deps) *Service {
 	s := &Service{
 		cfg:         d.Config,
-		daemon:      d.Daemon,
-		docker:      d.Docker,
+		log:         d.Logger,
+		docker:      dockerAPI{Daemon: d.Daemon, Containers: d.Docker, Images: d.Images},
 		network:     d.Network,
 		checkpoints: d.Checkpoints,
 		store:       d.Store,
-		oom:         d.OOM,
-		host:        d.Host,
 		logs:        d.Logs,
-		log:         d.Logger,
-		runs:        newDetachedRuns(),
-		locks:       newKeyedMutex(),
-		imageGroups: newImageGroupCache(256),
-		conv:        newConvCache(),
-		images:      d.Images,
-		streams:     d.Streams,
-		execer:      d.Exec,
+		host:        d.Host,
+		stream:      streamServer{urls: d.Streams, exec: d.Exec},
+		guard:       guards{runs: newDetachedRuns(), locks: newKeyedMutex()},
+		caches:      caches{conv: newConvCache(), imageGroups: newImageGroupCache(256)},
 	}
-	s.events = newEventHub(s.store, d.Logger)
+	s.events.hub = newEventHub(s.store, d.Logger)
 	s.pause = &pause.Ensurer{
 		Image:   d.Config.PodInfraContainerImage,
 		Builtin: d.Config.PodInfraContainerImage == config.DefaultPauseImage,

@@ -3,29 +3,18 @@ package cri
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/errdefs"
 )
 
-func dirExists(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.IsDir()
-}
-
-func pathExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
-}
-
 // daemonReady returns Docker's health, probing it now if the last probe
 // found it away, or an error wrapping errdefs.ErrUnavailable with the
 // reason: calls that need Docker fail fast instead of hanging.
 func (s *Service) daemonReady(ctx context.Context) (docker.Health, error) {
-	h := s.daemon.Health()
+	h := s.docker.Health()
 	if !h.Ready {
-		h = s.daemon.Probe(ctx)
+		h = s.docker.Probe(ctx)
 	}
 	if !h.Ready {
 		return h, fmt.Errorf("%w: %s", errdefs.ErrUnavailable, h.Reason)

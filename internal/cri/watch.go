@@ -25,7 +25,7 @@ import (
 // resync is what catches up then). GetContainerEvents reports whatever the
 // resync changed in the index (container_events.go).
 func (s *Service) Watch(ctx context.Context) {
-	since := s.recoveredAt
+	since := s.events.since
 	for ctx.Err() == nil {
 		streamCtx, endStream := context.WithCancel(ctx)
 		msgs, errs := s.docker.ContainerEvents(streamCtx, since, dockerspec.LabelType)
@@ -64,7 +64,7 @@ func (s *Service) Watch(ctx context.Context) {
 // meanwhile).
 func (s *Service) resyncUntilDone(ctx context.Context) {
 	for ctx.Err() == nil {
-		for ctx.Err() == nil && !s.daemon.Health().Ready {
+		for ctx.Err() == nil && !s.docker.Health().Ready {
 			select {
 			case <-ctx.Done():
 				return
@@ -133,7 +133,7 @@ func (s *Service) handleEvent(ctx context.Context, m events.Message) {
 // a fresh inspect, so a Remove holding the lock cannot be undone by a late
 // event.
 func (s *Service) addLocked(ctx context.Context, id string, add func(container.InspectResponse)) {
-	unlock := s.locks.lock(id)
+	unlock := s.guard.locks.lock(id)
 	defer unlock()
 	in, err := s.docker.InspectContainer(ctx, id)
 	if err != nil || in.Config == nil {
@@ -174,7 +174,7 @@ func (s *Service) refreshContainer(in container.InspectResponse) {
 		return
 	}
 	old, known := s.store.Container(in.ID)
-	if !known && s.runs.running(c.Name) {
+	if !known && s.guard.runs.running(c.Name) {
 		return // CreateContainer is making it and will index it
 	}
 	if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING && c.Pid > 0 {

@@ -57,3 +57,12 @@ func ParseName(name string) (container string, pod *runtimeapi.PodSandboxMetadat
 // namePart is what may appear in one part of a Docker name: Docker allows
 // [a-zA-Z0-9_.-]; the underscore is the delimiter, so it is refused.
 var namePart = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9.-]*$`)
+
+// ShortID is the 12-character form of a Docker id that `docker ps` shows,
+// for logs and error messages; a shorter id is returned whole.
+func ShortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/berth-cri/berth/internal/docker"
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/process"
 	"github.com/berth-cri/berth/internal/store"
 )
@@ -27,7 +28,7 @@ func (r *Runtime) killExec(execID string, c *store.Container) {
 		time.Sleep(25 * time.Millisecond)
 	}
 	if err != nil {
-		r.log.Warn("cannot find an abandoned exec's process to kill it", "container", short(c.ID), "exec", short(execID), "error", err)
+		r.log.Warn("cannot find an abandoned exec's process to kill it", "container", dockerspec.ShortID(c.ID), "exec", dockerspec.ShortID(execID), "error", err)
 		return
 	}
 	if !st.Running || st.Pid == 0 {
@@ -45,8 +46,8 @@ func (r *Runtime) killExec(execID string, c *store.Container) {
 	}
 	n, err := process.KillSession(st.Pid, ns)
 	if err != nil {
-		r.log.Warn("killing an abandoned exec", "container", short(c.ID), "exec", short(execID), "pid", st.Pid, "error", err)
+		r.log.Warn("killing an abandoned exec", "container", dockerspec.ShortID(c.ID), "exec", dockerspec.ShortID(execID), "pid", st.Pid, "error", err)
 		return
 	}
-	r.log.Debug("killed an abandoned exec", "container", short(c.ID), "exec", short(execID), "pid", st.Pid, "signalled", n)
+	r.log.Debug("killed an abandoned exec", "container", dockerspec.ShortID(c.ID), "exec", dockerspec.ShortID(execID), "pid", st.Pid, "signalled", n)
 }

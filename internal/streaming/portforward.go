@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/netns"
 	"github.com/berth-cri/berth/internal/panics"
@@ -33,7 +34,7 @@ func (r *Runtime) PortForward(ctx context.Context, podSandboxID string, port int
 		return err
 	}
 	if !sb.Running || sb.Pid == 0 {
-		return fmt.Errorf("pod sandbox %s is not running: %w", short(sb.ID), errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("pod sandbox %s is not running: %w", dockerspec.ShortID(sb.ID), errdefs.ErrFailedPrecondition)
 	}
 	nsPath := "/proc/" + strconv.Itoa(sb.Pid) + "/ns/net"
 	dialCtx, cancel := context.WithTimeout(ctx, dialTimeout)
@@ -42,7 +43,7 @@ func (r *Runtime) PortForward(ctx context.Context, podSandboxID string, port int
 		var err6 error
 		if conn, err6 = netns.Dial(dialCtx, nsPath, "tcp6", net.JoinHostPort("::1", strconv.Itoa(int(port)))); err6 != nil {
 			cancel()
-			return fmt.Errorf("connecting to port %d in pod sandbox %s: %w", port, short(sb.ID), err)
+			return fmt.Errorf("connecting to port %d in pod sandbox %s: %w", port, dockerspec.ShortID(sb.ID), err)
 		}
 	}
 	cancel()
@@ -63,7 +64,7 @@ func (r *Runtime) PortForward(ctx context.Context, podSandboxID string, port int
 	})
 	// Pod to client, until the pod closes its end.
 	if _, err := io.Copy(stream, conn); err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("forwarding port %d of pod sandbox %s: %w", port, short(sb.ID), err)
+		return fmt.Errorf("forwarding port %d of pod sandbox %s: %w", port, dockerspec.ShortID(sb.ID), err)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	criremotecommand "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 
 	"github.com/berth-cri/berth/internal/docker"
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/panics"
 	"github.com/berth-cri/berth/internal/store"
@@ -100,11 +101,11 @@ func (r *Runtime) RunExec(ctx context.Context, containerID string, o ExecOptions
 		Stdin: o.Stdin != nil, Stdout: o.Stdout != nil, Stderr: o.Stderr != nil,
 	})
 	if err != nil {
-		return ExecResult{}, fmt.Errorf("creating exec in container %s: %w", short(c.ID), err)
+		return ExecResult{}, fmt.Errorf("creating exec in container %s: %w", dockerspec.ShortID(c.ID), err)
 	}
 	stream, err := r.docker.StartExec(ctx, execID, o.Tty)
 	if err != nil {
-		return ExecResult{}, fmt.Errorf("starting exec in container %s: %w", short(c.ID), err)
+		return ExecResult{}, fmt.Errorf("starting exec in container %s: %w", dockerspec.ShortID(c.ID), err)
 	}
 	defer stream.Close()
 
@@ -131,7 +132,7 @@ func (r *Runtime) RunExec(ctx context.Context, containerID string, o ExecOptions
 	case err := <-copied:
 		if err != nil {
 			r.killExec(execID, c)
-			return ExecResult{}, fmt.Errorf("copying the output of exec in container %s: %w", short(c.ID), err)
+			return ExecResult{}, fmt.Errorf("copying the output of exec in container %s: %w", dockerspec.ShortID(c.ID), err)
 		}
 	case <-ctx.Done():
 		r.killExec(execID, c)
@@ -179,7 +180,7 @@ func (r *Runtime) waitExec(ctx context.Context, execID string) (docker.ExecState
 	for {
 		st, err := r.docker.InspectExec(ctx, execID)
 		if err != nil {
-			return st, fmt.Errorf("inspecting exec %s: %w", short(execID), err)
+			return st, fmt.Errorf("inspecting exec %s: %w", dockerspec.ShortID(execID), err)
 		}
 		if !st.Running {
 			return st, nil
@@ -245,7 +246,7 @@ func (r *Runtime) Attach(ctx context.Context, containerID string, in io.Reader, 
 	// client asked for.
 	stream, err := r.docker.AttachContainer(ctx, c.ID, in != nil && c.Stdin, stdout != nil, stderr != nil)
 	if err != nil {
-		return fmt.Errorf("attaching to container %s: %w", short(c.ID), err)
+		return fmt.Errorf("attaching to container %s: %w", dockerspec.ShortID(c.ID), err)
 	}
 	defer stream.Close()
 
@@ -288,7 +289,7 @@ func (r *Runtime) runningContainer(id string) (*store.Container, error) {
 		return nil, err
 	}
 	if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		return nil, fmt.Errorf("container %s is not running: %w", short(c.ID), errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("container %s is not running: %w", dockerspec.ShortID(c.ID), errdefs.ErrFailedPrecondition)
 	}
 	return c, nil
 }
@@ -359,11 +360,4 @@ func copyOutput(stream io.Reader, tty bool, stdout, stderr io.Writer, head *head
 		return nil
 	}
 	return err
-}
-
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/berth-cri/berth/internal/archive"
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/hostfs"
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/store"
 )
@@ -41,7 +42,7 @@ func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.Check
 	if !filepath.IsAbs(loc) {
 		return nil, errdefs.InvalidArgument("location", "%q must be the absolute path of the archive to write", loc)
 	}
-	if !dirExists(filepath.Dir(loc)) {
+	if !hostfs.IsDir(filepath.Dir(loc)) {
 		return nil, errdefs.InvalidArgument("location", "the directory of %s does not exist", loc)
 	}
 	if req.GetTimeout() < 0 {
@@ -56,7 +57,7 @@ func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.Check
 		return nil, err
 	}
 	if err := h.Daemon.Checkpoints(); err != nil {
-		return nil, fmt.Errorf("container_id: cannot checkpoint container %s: %v: %w", shortID(c.ID), err, errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("container_id: cannot checkpoint container %s: %v: %w", dockerspec.ShortID(c.ID), err, errdefs.ErrFailedPrecondition)
 	}
 	if t := req.GetTimeout(); t > 0 {
 		var cancel context.CancelFunc
@@ -66,7 +67,7 @@ func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.Check
 	unlock := s.runtime.Lock(c.ID)
 	defer unlock()
 	if c, _ = s.store.Container(c.ID); c == nil || c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		return nil, fmt.Errorf("container_id: container %s is not running: %w", shortID(req.GetContainerId()), errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("container_id: container %s is not running: %w", dockerspec.ShortID(req.GetContainerId()), errdefs.ErrFailedPrecondition)
 	}
 	resume, err := s.pauseAll(ctx, []string{c.ID})
 	defer resume()
@@ -78,9 +79,9 @@ func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.Check
 		return s.writeContainerArchive(ctx, c, sb, w, true)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("checkpointing container %s: %w", shortID(c.ID), err)
+		return nil, fmt.Errorf("checkpointing container %s: %w", dockerspec.ShortID(c.ID), err)
 	}
-	logging.FromContext(ctx).Info("container checkpointed", "id", shortID(c.ID), "archive", loc)
+	logging.FromContext(ctx).Info("container checkpointed", "id", dockerspec.ShortID(c.ID), "archive", loc)
 	return &runtimeapi.CheckpointContainerResponse{}, nil
 }
 
@@ -94,13 +95,13 @@ func (s *Service) pauseAll(ctx context.Context, ids []string) (resume func(), er
 		defer cancel()
 		for _, id := range paused {
 			if err := s.docker.UnpauseContainer(tctx, id); err != nil {
-				logging.FromContext(ctx).Error("cannot resume a container paused for a checkpoint", "id", shortID(id), "error", err)
+				logging.FromContext(ctx).Error("cannot resume a container paused for a checkpoint", "id", dockerspec.ShortID(id), "error", err)
 			}
 		}
 	}
 	for _, id := range ids {
 		if err := s.docker.PauseContainer(ctx, id); err != nil {
-			return resume, fmt.Errorf("pausing container %s: %w", shortID(id), err)
+			return resume, fmt.Errorf("pausing container %s: %w", dockerspec.ShortID(id), err)
 		}
 		paused = append(paused, id)
 	}

@@ -14,6 +14,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/archive"
+	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/store"
@@ -82,7 +83,7 @@ func (s *Service) CheckpointPod(ctx context.Context, req *runtimeapi.CheckpointP
 	if processState {
 		if err := h.Daemon.Checkpoints(); err != nil {
 			return nil, fmt.Errorf("pod_sandbox_id: cannot checkpoint the processes of pod %s: %v (the option %s=omit checkpoints the files only): %w",
-				shortID(sb.ID), err, optionProcessState, errdefs.ErrFailedPrecondition)
+				dockerspec.ShortID(sb.ID), err, optionProcessState, errdefs.ErrFailedPrecondition)
 		}
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -102,11 +103,11 @@ func (s *Service) CheckpointPod(ctx context.Context, req *runtimeapi.CheckpointP
 		defer s.runtime.Lock(id)()
 	}
 	if sb, _ = s.store.Sandbox(sb.ID); sb == nil || sb.State() != runtimeapi.PodSandboxState_SANDBOX_READY {
-		return nil, fmt.Errorf("pod_sandbox_id: pod sandbox %s is not ready: %w", shortID(req.GetPodSandboxId()), errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("pod_sandbox_id: pod sandbox %s is not ready: %w", dockerspec.ShortID(req.GetPodSandboxId()), errdefs.ErrFailedPrecondition)
 	}
 	for _, c := range containers {
 		if cur, ok := s.store.Container(c.ID); !ok || cur.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-			return nil, fmt.Errorf("container_ids: container %s is not running: %w", shortID(c.ID), errdefs.ErrFailedPrecondition)
+			return nil, fmt.Errorf("container_ids: container %s is not running: %w", dockerspec.ShortID(c.ID), errdefs.ErrFailedPrecondition)
 		}
 	}
 
@@ -117,9 +118,9 @@ func (s *Service) CheckpointPod(ctx context.Context, req *runtimeapi.CheckpointP
 		for _, e := range entries {
 			_ = os.RemoveAll(filepath.Join(out, e.Name()))
 		}
-		return nil, fmt.Errorf("checkpointing pod %s: %w", shortID(sb.ID), err)
+		return nil, fmt.Errorf("checkpointing pod %s: %w", dockerspec.ShortID(sb.ID), err)
 	}
-	logging.FromContext(ctx).Info("pod checkpointed", "sandbox", shortID(sb.ID), "containers", len(containers), "processState", processState, "dir", out)
+	logging.FromContext(ctx).Info("pod checkpointed", "sandbox", dockerspec.ShortID(sb.ID), "containers", len(containers), "processState", processState, "dir", out)
 	return &runtimeapi.CheckpointPodResponse{}, nil
 }
 
@@ -138,10 +139,10 @@ func (s *Service) podCheckpointContainers(sb *store.Sandbox, ids []string) ([]*s
 			return nil, err
 		}
 		if c.SandboxID != sb.ID {
-			return nil, errdefs.InvalidArgument(field, "container %s is not in pod %s", shortID(c.ID), shortID(sb.ID))
+			return nil, errdefs.InvalidArgument(field, "container %s is not in pod %s", dockerspec.ShortID(c.ID), dockerspec.ShortID(sb.ID))
 		}
 		if slices.ContainsFunc(out, func(o *store.Container) bool { return o.ID == c.ID }) {
-			return nil, errdefs.InvalidArgument(field, "container %s is named twice", shortID(c.ID))
+			return nil, errdefs.InvalidArgument(field, "container %s is named twice", dockerspec.ShortID(c.ID))
 		}
 		if names[c.Metadata.GetName()] {
 			return nil, errdefs.InvalidArgument(field, "two containers named %q", c.Metadata.GetName())
@@ -175,7 +176,7 @@ func (s *Service) writePodCheckpoint(ctx context.Context, sb *store.Sandbox, con
 			return s.writeContainerArchive(ctx, c, sb, w, processState)
 		})
 		if err != nil {
-			return fmt.Errorf("container %s (%s): %w", name, shortID(c.ID), err)
+			return fmt.Errorf("container %s (%s): %w", name, dockerspec.ShortID(c.ID), err)
 		}
 		opts.Containers = append(opts.Containers, name)
 	}

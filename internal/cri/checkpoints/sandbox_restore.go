@@ -24,6 +24,7 @@ import (
 	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/hostfs"
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/store"
 )
@@ -93,7 +94,7 @@ func (s *Service) RestorePod(ctx context.Context, req *runtimeapi.RestorePodRequ
 		}
 	}
 	if existing, ok := s.store.SandboxByName(dockerspec.SandboxName(req.GetConfig().GetMetadata())); ok {
-		return nil, fmt.Errorf("config.metadata: pod %s exists already as %s: %w", dockerspec.SandboxName(req.GetConfig().GetMetadata()), shortID(existing.ID), errdefs.ErrAlreadyExists)
+		return nil, fmt.Errorf("config.metadata: pod %s exists already as %s: %w", dockerspec.SandboxName(req.GetConfig().GetMetadata()), dockerspec.ShortID(existing.ID), errdefs.ErrAlreadyExists)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -109,10 +110,10 @@ func (s *Service) RestorePod(ctx context.Context, req *runtimeapi.RestorePodRequ
 		return nil, err
 	}
 	sandboxID := run.GetPodSandboxId()
-	undo.Push("remove the restored pod sandbox "+shortID(sandboxID), func(ctx context.Context) error { return s.runtime.RemoveSandbox(ctx, sandboxID) })
+	undo.Push("remove the restored pod sandbox "+dockerspec.ShortID(sandboxID), func(ctx context.Context) error { return s.runtime.RemoveSandbox(ctx, sandboxID) })
 	sb, ok := s.store.Sandbox(sandboxID)
 	if !ok {
-		return nil, fmt.Errorf("%w: the restored pod sandbox %s vanished", errdefs.ErrInternal, shortID(sandboxID))
+		return nil, fmt.Errorf("%w: the restored pod sandbox %s vanished", errdefs.ErrInternal, dockerspec.ShortID(sandboxID))
 	}
 	resp := &runtimeapi.RestorePodResponse{PodSandboxId: sandboxID}
 	for i, cfg := range configs {
@@ -123,7 +124,7 @@ func (s *Service) RestorePod(ctx context.Context, req *runtimeapi.RestorePodRequ
 		resp.RestoredContainers = append(resp.RestoredContainers, &runtimeapi.RestoredContainer{Name: cfg.GetMetadata().GetName(), ContainerId: id})
 	}
 	undo.Release()
-	log.Info("pod restored", "sandbox", shortID(sandboxID), "containers", len(configs), "processState", processState, "from", dir)
+	log.Info("pod restored", "sandbox", dockerspec.ShortID(sandboxID), "containers", len(configs), "processState", processState, "from", dir)
 	return resp, nil
 }
 
@@ -171,7 +172,7 @@ func (s *Service) restoreContainer(ctx context.Context, field string, sb *store.
 	}
 	var labels map[string]string
 	if processState {
-		if !dirExists(filepath.Join(stage, checkpointName)) {
+		if !hostfs.IsDir(filepath.Join(stage, checkpointName)) {
 			return "", fmt.Errorf("checkpoint_path: the checkpoint of container %q has no process state: %w", name, errdefs.ErrFailedPrecondition)
 		}
 		labels = map[string]string{dockerspec.LabelRestore: checkpointName}
@@ -181,7 +182,7 @@ func (s *Service) restoreContainer(ctx context.Context, field string, sb *store.
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", field, err)
 	}
-	undo.Push("remove restored container "+shortID(id), func(ctx context.Context) error { return s.runtime.RemoveContainer(ctx, id) })
+	undo.Push("remove restored container "+dockerspec.ShortID(id), func(ctx context.Context) error { return s.runtime.RemoveContainer(ctx, id) })
 	in, err := s.docker.InspectContainer(ctx, id)
 	if err != nil {
 		return "", err
@@ -248,7 +249,7 @@ func (s *Service) applyDeletions(ctx context.Context, id string, in container.In
 	}
 	for _, p := range deleted {
 		target := filepath.Join(upper, filepath.FromSlash(strings.TrimPrefix(p, "/")))
-		if !dirExists(filepath.Dir(target)) {
+		if !hostfs.IsDir(filepath.Dir(target)) {
 			return fmt.Errorf("%w: the checkpoint deletes %s, but its directory is not in the container's writable layer", errdefs.ErrInternal, p)
 		}
 		if err := os.RemoveAll(target); err != nil {
@@ -296,7 +297,7 @@ func (s *Service) writableLayerDir(ctx context.Context, id string, in container.
 			return filepath.Dir(found[0]), nil
 		}
 	}
-	return "", fmt.Errorf("%w: cannot find container %s's writable layer among containerd's overlayfs snapshots (%s)", errdefs.ErrInternal, shortID(id), strings.Join(d.ImageStorageDirs(), ", "))
+	return "", fmt.Errorf("%w: cannot find container %s's writable layer among containerd's overlayfs snapshots (%s)", errdefs.ErrInternal, dockerspec.ShortID(id), strings.Join(d.ImageStorageDirs(), ", "))
 }
 
 // moveTree moves the directory src to dst (whose parent it creates),

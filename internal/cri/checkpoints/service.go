@@ -9,7 +9,6 @@ package checkpoints
 import (
 	"context"
 	"io"
-	"os"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
@@ -89,16 +88,4 @@ func New(d Deps) *Service {
 		rootDir:        d.Config.RootDir,
 		requestTimeout: d.Config.RuntimeRequestTimeout,
 	}
-}
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}
-
-func dirExists(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.IsDir()
 }

@@ -3,13 +3,13 @@ package images
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/docker"
 	"github.com/berth-cri/berth/internal/errdefs"
+	"github.com/berth-cri/berth/internal/hostfs"
 	"github.com/berth-cri/berth/internal/logging"
 	"github.com/berth-cri/berth/internal/stats"
 )
@@ -68,14 +68,9 @@ func (s *Service) ImageFsInfo(ctx context.Context, _ *runtimeapi.ImageFsInfoRequ
 func imageStorageDir(d docker.DaemonInfo) string {
 	dirs := d.ImageStorageDirs()
 	for _, dir := range dirs[:len(dirs)-1] {
-		if dirExists(dir) {
+		if hostfs.IsDir(dir) {
 			return dir
 		}
 	}
 	return dirs[len(dirs)-1]
-}
-
-func dirExists(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.IsDir()
 }

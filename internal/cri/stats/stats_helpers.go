@@ -2,7 +2,6 @@ package stats
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-cri/berth/internal/cgroups"
+	"github.com/berth-cri/berth/internal/hostfs"
 	"github.com/berth-cri/berth/internal/panics"
 	kernelstats "github.com/berth-cri/berth/internal/stats"
 	"github.com/berth-cri/berth/internal/store"
@@ -204,7 +204,7 @@ func (s *Service) containerFs() *kernelstats.FsUsage {
 	}
 	dir := h.Daemon.RootDir
 	if h.Daemon.StorageDriver != "" {
-		if d := filepath.Join(dir, h.Daemon.StorageDriver); isDir(d) {
+		if d := filepath.Join(dir, h.Daemon.StorageDriver); hostfs.IsDir(d) {
 			dir = d
 		}
 	}
@@ -319,9 +319,4 @@ func psiToCRI(p *kernelstats.Pressure) *runtimeapi.PsiStats {
 		return &runtimeapi.PsiData{Total: d.TotalUs * 1000, Avg10: d.Avg10, Avg60: d.Avg60, Avg300: d.Avg300}
 	}
 	return &runtimeapi.PsiStats{Some: conv(p.Some), Full: conv(p.Full)}
-}
-
-func isDir(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.IsDir()
 }
