@@ -177,6 +177,9 @@ func (s *Service) refreshContainer(in container.InspectResponse) {
 	if !known && s.guard.runs.running(c.Name) {
 		return // CreateContainer is making it and will index it
 	}
+	if known && staleRun(old, c) {
+		return
+	}
 	if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING && c.Pid > 0 {
 		if u, err := hostinfo.ProcessUser(c.Pid); err == nil {
 			c.User = &runtimeapi.LinuxContainerUser{Uid: u.UID, Gid: u.GID, SupplementalGroups: u.Groups}
@@ -190,6 +193,23 @@ func (s *Service) refreshContainer(in container.InspectResponse) {
 	}
 	s.store.PutContainer(c)
 	s.syncLogs(c)
+}
+
+// staleRun reports whether c, read from Docker, is older than the record
+// old: a container that has started shown as never started, or a run old
+// has seen end shown as still going. The watcher inspects after an event
+// without the container's lock, so a StartContainer or StopContainer can
+// record what it did between that inspect and this refresh. A container
+// never returns to created, and a run, once ended, stays ended: a new run
+// (Docker restarting it behind Berth's back) has a later start.
+func staleRun(old, c *store.Container) bool {
+	switch c.State {
+	case runtimeapi.ContainerState_CONTAINER_CREATED:
+		return old.State == runtimeapi.ContainerState_CONTAINER_RUNNING || old.State == runtimeapi.ContainerState_CONTAINER_EXITED
+	case runtimeapi.ContainerState_CONTAINER_RUNNING:
+		return old.State == runtimeapi.ContainerState_CONTAINER_EXITED && c.StartedAt <= old.StartedAt
+	}
+	return false
 }
 
 // syncLogs starts or ends a container's log forwarding to match its state.
