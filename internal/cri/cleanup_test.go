@@ -45,8 +45,11 @@ type fakeEngine struct {
 	// exitAtStart makes a started container exit at once.
 	exitAtStart bool
 	// leftover is a container name Docker has that the index does not:
-	// the first create under it fails with AlreadyExists.
+	// creates under it fail with AlreadyExists until it is removed.
 	leftover string
+	// inFlight is how many removes of the leftover answer NotFound first:
+	// a create that a killed Berth left running holds the name.
+	inFlight int
 }
 
 type fakeContainer struct {
@@ -95,7 +98,6 @@ func (f *fakeEngine) CreateContainer(_ context.Context, name string, cfg *contai
 		return "", err
 	}
 	if name == f.leftover {
-		f.leftover = ""
 		return "", fmt.Errorf("test: the name %s is in use: %w", name, errdefs.ErrAlreadyExists)
 	}
 	f.next++
@@ -145,7 +147,18 @@ func (f *fakeEngine) RemoveContainer(_ context.Context, ref string) error {
 		delete(f.containers, ref)
 		return nil
 	}
-	return f.call("remove %s", ref) // by name: the leftover
+	// By name: the leftover.
+	if err := f.call("remove %s", ref); err != nil {
+		return err
+	}
+	if f.inFlight > 0 {
+		f.inFlight--
+		return errdefs.NotFound("container", ref)
+	}
+	if ref == f.leftover {
+		f.leftover = ""
+	}
+	return nil
 }
 
 func (f *fakeEngine) StatPath(context.Context, string, string) (container.PathStat, error) {
@@ -201,6 +214,7 @@ func TestRunPodSandboxUndoesWhatItDidWhenAStepFails(t *testing.T) {
 		exitAtStart bool
 		addErr      error
 		leftover    bool
+		inFlight    int
 		// noRecords makes every checkpoint write fail.
 		noRecords bool
 		wantErr   error
@@ -239,6 +253,13 @@ func TestRunPodSandboxUndoesWhatItDidWhenAStepFails(t *testing.T) {
 		wantCalls: []string{"create k8s_POD_p_ns_uid-p_0", "remove k8s_POD_p_ns_uid-p_0", "create k8s_POD_p_ns_uid-p_0",
 			"start " + pause, "inspect " + pause},
 		wantAdds: 1,
+	}, {
+		name: "success over a leftover whose create is still in flight", leftover: true, inFlight: 2,
+		wantCalls: []string{"create k8s_POD_p_ns_uid-p_0", "remove k8s_POD_p_ns_uid-p_0",
+			"create k8s_POD_p_ns_uid-p_0", "remove k8s_POD_p_ns_uid-p_0",
+			"create k8s_POD_p_ns_uid-p_0", "remove k8s_POD_p_ns_uid-p_0", "create k8s_POD_p_ns_uid-p_0",
+			"start " + pause, "inspect " + pause},
+		wantAdds: 1,
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			eng := newFakeEngine(t.TempDir())
@@ -248,6 +269,7 @@ func TestRunPodSandboxUndoesWhatItDidWhenAStepFails(t *testing.T) {
 			eng.exitAtStart = tc.exitAtStart
 			if tc.leftover {
 				eng.leftover = "k8s_POD_p_ns_uid-p_0"
+				eng.inFlight = tc.inFlight
 			}
 			net := &runNetwork{fakeNetwork: fakeNetwork{cni: !tc.bridge}, addErr: tc.addErr}
 			s, cps := cleanupService(t, eng, net)

@@ -199,7 +199,7 @@ func (s *Service) createWithRetries(ctx context.Context, spec *dockerspec.Create
 		if err == nil {
 			return id, nil
 		}
-		if attempt >= 8 {
+		if attempt >= leftoverAttempts {
 			return "", err
 		}
 		switch {
@@ -207,7 +207,7 @@ func (s *Service) createWithRetries(ctx context.Context, spec *dockerspec.Create
 			// A container of that name Berth has not indexed: left by a
 			// crash between create and the record, or made outside Berth.
 			// It is this container's name, so replace it.
-			if rmErr := s.docker.RemoveContainer(ctx, spec.Name); rmErr != nil {
+			if rmErr := s.removeLeftover(ctx, spec.Name, attempt); rmErr != nil {
 				return "", err
 			}
 		case unknownCapability(err) != "":

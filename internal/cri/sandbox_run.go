@@ -196,18 +196,42 @@ func (s *Service) planSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxCon
 
 // createPause creates the pause container. A container with its name that
 // Berth does not know was left by a crash between create and the record:
-// it is this pod's, so it is removed and the create tried once more.
+// it is this pod's, so it is removed and the create tried again.
 func (s *Service) createPause(ctx context.Context, spec *dockerspec.CreateSpec) (string, error) {
-	id, err := s.docker.CreateContainer(ctx, spec.Name, spec.Config, spec.HostConfig)
-	if errors.Is(err, errdefs.ErrAlreadyExists) {
-		if rmErr := s.docker.RemoveContainer(ctx, spec.Name); rmErr == nil {
-			id, err = s.docker.CreateContainer(ctx, spec.Name, spec.Config, spec.HostConfig)
+	for attempt := 0; ; attempt++ {
+		id, err := s.docker.CreateContainer(ctx, spec.Name, spec.Config, spec.HostConfig)
+		if err == nil {
+			return id, nil
+		}
+		if !errors.Is(err, errdefs.ErrAlreadyExists) || attempt >= leftoverAttempts {
+			return "", fmt.Errorf("creating the pause container: %w", err)
+		}
+		if rmErr := s.removeLeftover(ctx, spec.Name, attempt); rmErr != nil {
+			return "", fmt.Errorf("creating the pause container: %w", err)
 		}
 	}
-	if err != nil {
-		return "", fmt.Errorf("creating the pause container: %w", err)
+}
+
+// leftoverAttempts bounds the creates tried under a name a leftover holds.
+const leftoverAttempts = 8
+
+// removeLeftover removes the container Docker has under name that Berth
+// does not know, so that the caller can create it again. A create that a
+// killed Berth left in flight holds the name before its container can be
+// removed (Docker answers NotFound for it until that create ends), so
+// NotFound waits a moment, growing with attempt, and lets the caller try.
+func (s *Service) removeLeftover(ctx context.Context, name string, attempt int) error {
+	err := s.docker.RemoveContainer(ctx, name)
+	if !errors.Is(err, errdefs.ErrNotFound) {
+		return err
 	}
-	return id, nil
+	wait := min(50*time.Millisecond<<attempt, time.Second)
+	select {
+	case <-time.After(wait):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // newSandboxCheckpoint is the sandbox's record, before its network.
