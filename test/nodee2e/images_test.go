@@ -22,7 +22,10 @@ type imageCheck struct {
 	// image's own command unless args says otherwise) until it prints
 	// want: for the images the specs run as servers.
 	exec []string
-	want string // a line of the output
+	// inspect, when set, is a docker image inspect format printed instead
+	// of running the image: for what the image's config must say.
+	inspect string
+	want    string // a line of the output
 }
 
 var imageChecks = []imageCheck{
@@ -72,6 +75,8 @@ var imageChecks = []imageCheck{
 	{image: "e2e-test-images/nginx:1.27.0-2", exec: []string{"sh", "-c",
 		`p=$(/bin/cat /var/run/nginx.pid) && [ "$(cat /proc/$p/comm)" = nginx ] && ps -o user,comm | grep -q '^nginx *nginx' && echo pid`},
 		want: "pid"},
+	// Stopped as upstream's is: gracefully.
+	{image: "e2e-test-images/nginx:1.27.0-2", inspect: "{{.Config.StopSignal}}", want: "SIGQUIT"},
 	{image: "e2e-test-images/nginx:1.28.0-2", exec: []string{"wget", "-qO-", "http://127.0.0.1:80/"},
 		want: "<h1>Welcome to nginx!</h1>"},
 	// The nonroot specs rely on the image's own USER.
@@ -93,6 +98,13 @@ func checkImages(t *testing.T, host, registry string) {
 		}
 		args := append(append([]string{"run", run, "--pull=always"}, c.flags...), registry+"/"+c.image)
 		args = append(args, c.args...)
+		if c.inspect != "" {
+			if out, err := docker("pull", registry+"/"+c.image); err != nil {
+				t.Errorf("docker pull %s: %v: %s", c.image, err, out)
+				continue
+			}
+			args = []string{"image", "inspect", "-f", c.inspect, registry + "/" + c.image}
+		}
 		out, err := docker(args...)
 		if c.exec != nil && err == nil {
 			// The pull's progress comes first; the id is the last line.
