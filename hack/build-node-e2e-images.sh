@@ -42,6 +42,18 @@
 #       Debian's dash as /bin/sh, Debian's hostname, bash-static as
 #       /bin/bash, dig and nslookup from Debian's bind9-dnsutils, each with
 #       its libraries, and Debian's nsswitch.conf. No coreutils.
+#   e2e-test-images/nginx:1.27.0-2     upstream: nginx:1.27-alpine (the
+#       Docker library image: nginx in the foreground, `nginx -g "daemon
+#       off;"`, serving /usr/share/nginx/html on port 80 as user nginx
+#       (101), its pid in /var/run/nginx.pid, logs to the container's
+#       stdout and stderr, busybox's applets). The specs run it as a
+#       long-running server (mirror pods, the host-PID and OOM-score
+#       specs, which find it as a process named nginx and `cat
+#       /var/run/nginx.pid` in it). Here the busybox root and Debian's
+#       nginx (1.22, its mime.types from nginx-common) with its
+#       libraries, and a configuration that does what upstream's does.
+#   e2e-test-images/nginx:1.28.0-2     the same image: the suite's
+#       "new" nginx, which only a test template names.
 #   pause:3.10.2                       upstream: /pause, USER 65535:65535.
 #       Here Berth's own pause program, the same user.
 set -euo pipefail
@@ -169,7 +181,8 @@ SOURCES
 }
 busybox=$(busybox_bin)
 debs "$work/debs" bash-static curl libcurl4 dash hostname \
-	bind9-dnsutils bind9-libs libjemalloc2 libuv1 libmaxminddb0 libfstrm0 liblmdb0
+	bind9-dnsutils bind9-libs libjemalloc2 libuv1 libmaxminddb0 libfstrm0 liblmdb0 \
+	nginx nginx-common
 multiarch=$(uname -m)-linux-gnu
 libdir=$work/debs/usr/lib/$multiarch
 
@@ -229,7 +242,7 @@ GROUP
 }
 
 # import DIR NAME CHANGE... imports DIR as $registry/NAME, pushes it and
-# removes the local tag.
+# removes the local tag; with stop_signal set, the image's STOPSIGNAL.
 import() {
 	local root=$1 name=$2
 	shift 2
@@ -238,6 +251,12 @@ import() {
 		args+=(--change "$c")
 	done
 	tar -C "$root" --numeric-owner -c . | docker import "${args[@]}" - "$registry/$name" >/dev/null
+	# docker import takes no STOPSIGNAL; a one-line build adds it (no COPY,
+	# so no setuid bits lost).
+	if [[ -n ${stop_signal:-} ]]; then
+		printf 'FROM %s\nSTOPSIGNAL %s\n' "$registry/$name" "$stop_signal" |
+			docker build -q -t "$registry/$name" - >/dev/null
+	fi
 	docker push "$registry/$name" >/dev/null
 	docker rmi "$registry/$name" >/dev/null
 	echo "build-node-e2e-images: pushed $registry/$name" >&2
@@ -298,6 +317,63 @@ cp /usr/share/base-passwd/passwd.master "$r/etc/passwd"
 cp /usr/share/base-passwd/group.master "$r/etc/group"
 cp /usr/share/libc-bin/nsswitch.conf "$r/etc/nsswitch.conf"
 import "$r" e2e-test-images/glibc-dns-testing:2.1.1 "$path" 'CMD ["bash"]'
+
+cp -a "$work/busybox" "$work/nginx"
+r=$work/nginx
+mkdir -p "$r"/{usr/sbin,etc/nginx/conf.d,usr/share/nginx/html,var/log/nginx,var/cache/nginx,var/lib/nginx}
+cp "$work/debs/usr/sbin/nginx" "$r/usr/sbin/nginx"
+with_libs "$r" "$libdir" "$r/usr/sbin/nginx"
+cp "$work/debs/etc/nginx/mime.types" "$r/etc/nginx/"
+# Debian's nginx keeps its pid in /run and its temporary files in
+# /var/lib/nginx; alpine's /var/run is /run too.
+ln -s /run "$r/var/run"
+ln -sf /dev/stdout "$r/var/log/nginx/access.log"
+ln -sf /dev/stderr "$r/var/log/nginx/error.log"
+echo 'nginx:x:101:101:nginx:/var/cache/nginx:/sbin/nologin' >>"$r/etc/passwd"
+echo 'nginx:x:101:nginx' >>"$r/etc/group"
+cat >"$r/etc/nginx/nginx.conf" <<'CONF'
+user nginx;
+worker_processes auto;
+error_log /var/log/nginx/error.log notice;
+pid /var/run/nginx.pid;
+
+events {
+	worker_connections 1024;
+}
+
+http {
+	include /etc/nginx/mime.types;
+	default_type application/octet-stream;
+	access_log /var/log/nginx/access.log;
+	sendfile on;
+	keepalive_timeout 65;
+	include /etc/nginx/conf.d/*.conf;
+}
+CONF
+cat >"$r/etc/nginx/conf.d/default.conf" <<'CONF'
+server {
+	listen 80;
+	listen [::]:80;
+	server_name localhost;
+	location / {
+		root /usr/share/nginx/html;
+		index index.html index.htm;
+	}
+}
+CONF
+cat >"$r/usr/share/nginx/html/index.html" <<'HTML'
+<!DOCTYPE html>
+<html>
+<head><title>Welcome to nginx!</title></head>
+<body>
+<h1>Welcome to nginx!</h1>
+</body>
+</html>
+HTML
+for tag in 1.27.0-2 1.28.0-2; do
+	stop_signal=SIGQUIT import "$r" "e2e-test-images/nginx:$tag" "$path" 'EXPOSE 80' \
+		'CMD ["nginx", "-g", "daemon off;"]'
+done
 
 mkdir -p "$work/pause"
 tar -C "$work/pause" -xf "$pause_tar"

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-cri/berth/test/framework"
 )
@@ -17,7 +18,14 @@ type imageCheck struct {
 	image string   // below the registry
 	flags []string // docker run flags
 	args  []string // after the image
-	want  string   // a line of the output
+	// exec, when set, is run in the container (started detached with its
+	// image's own command unless args says otherwise) until it prints
+	// want: for the images the specs run as servers.
+	exec []string
+	// inspect, when set, is a docker image inspect format printed instead
+	// of running the image: for what the image's config must say.
+	inspect string
+	want    string // a line of the output
 }
 
 var imageChecks = []imageCheck{
@@ -58,6 +66,19 @@ var imageChecks = []imageCheck{
 		args: []string{"sh", "-c", `v=$(dig -v 2>&1); case $v in "DiG 9."*) echo dig;; *) echo "$v";; esac`}, want: "dig"},
 	// The nonewprivs specs read the effective uid of a setuid-root program.
 	{image: "e2e-test-images/nonewprivs:1.4", flags: []string{"--user", "1000"}, want: "Effective uid: 0"},
+	// The MirrorPod specs run nginx with its own command and wait for it
+	// to keep running; the host-PID specs `cat /var/run/nginx.pid` in it
+	// and find it on the host as a process named nginx; a test template
+	// names the newer tag.
+	{image: "e2e-test-images/nginx:1.27.0-2", exec: []string{"wget", "-qO-", "http://127.0.0.1:80/"},
+		want: "<h1>Welcome to nginx!</h1>"},
+	{image: "e2e-test-images/nginx:1.27.0-2", exec: []string{"sh", "-c",
+		`p=$(/bin/cat /var/run/nginx.pid) && [ "$(cat /proc/$p/comm)" = nginx ] && ps -o user,comm | grep -q '^nginx *nginx' && echo pid`},
+		want: "pid"},
+	// Stopped as upstream's is: gracefully.
+	{image: "e2e-test-images/nginx:1.27.0-2", inspect: "{{.Config.StopSignal}}", want: "SIGQUIT"},
+	{image: "e2e-test-images/nginx:1.28.0-2", exec: []string{"wget", "-qO-", "http://127.0.0.1:80/"},
+		want: "<h1>Welcome to nginx!</h1>"},
 	// The nonroot specs rely on the image's own USER.
 	{image: "e2e-test-images/nonroot:1.5", args: []string{"id", "-u"}, want: "1234"},
 }
@@ -65,22 +86,61 @@ var imageChecks = []imageCheck{
 // checkImages runs every imageCheck through the private daemon, pulling
 // from the registry as the specs will.
 func checkImages(t *testing.T, host, registry string) {
-	for _, c := range imageChecks {
-		args := append(append([]string{"run", "--rm", "--pull=always"}, c.flags...), registry+"/"+c.image)
-		args = append(args, c.args...)
+	docker := func(args ...string) ([]byte, error) {
 		cmd := exec.Command("docker", args...)
 		cmd.Env = append(os.Environ(), "DOCKER_HOST="+host)
-		out, err := cmd.CombinedOutput()
-		found := false
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.TrimSpace(line) == c.want {
-				found = true
+		return cmd.CombinedOutput()
+	}
+	for _, c := range imageChecks {
+		run := "--rm"
+		if c.exec != nil {
+			run = "-d"
+		}
+		args := append(append([]string{"run", run, "--pull=always"}, c.flags...), registry+"/"+c.image)
+		args = append(args, c.args...)
+		if c.inspect != "" {
+			if out, err := docker("pull", registry+"/"+c.image); err != nil {
+				t.Errorf("docker pull %s: %v: %s", c.image, err, out)
+				continue
+			}
+			args = []string{"image", "inspect", "-f", c.inspect, registry + "/" + c.image}
+		}
+		out, err := docker(args...)
+		if c.exec != nil && err == nil {
+			// The pull's progress comes first; the id is the last line.
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			id := strings.TrimSpace(lines[len(lines)-1])
+			args = append([]string{"exec", id}, c.exec...)
+			// A server takes a moment to listen.
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				out, err = docker(args...)
+				if (err == nil && hasLine(out, c.want)) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+			if logs, _ := docker("logs", id); err != nil || !hasLine(out, c.want) {
+				out = append(out, "\ncontainer's log:\n"...)
+				out = append(out, logs...)
+			}
+			if rm, err := docker("rm", "-f", id); err != nil {
+				t.Errorf("docker rm -f %s: %v: %s", id, err, rm)
 			}
 		}
-		if err != nil || !found {
+		if err != nil || !hasLine(out, c.want) {
 			t.Errorf("docker %s: %v: want a line %q, got:\n%s", strings.Join(args, " "), err, c.want, out)
 		}
 	}
+}
+
+// hasLine reports whether out has a line that is want, but for spaces.
+func hasLine(out []byte, want string) bool {
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.TrimSpace(line) == want {
+			return true
+		}
+	}
+	return false
 }
 
 // TestSuiteImages builds the suite's images into a private daemon and
