@@ -67,6 +67,15 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 		return "", err
 	}
 
+	// The new id's lock is held from the create until the sandbox is
+	// indexed or undone (released after the undo, so registered first):
+	// the event watcher must not index a sandbox this call is removing.
+	var unlock func()
+	defer func() {
+		if unlock != nil {
+			unlock()
+		}
+	}()
 	var undo cleanup.Stack
 	defer func() {
 		if n := undo.Run(log); n > 0 {
@@ -78,6 +87,7 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 	if err != nil {
 		return "", err
 	}
+	unlock = s.guard.locks.lock(id)
 	undo.Push("remove pause container "+dockerspec.ShortID(id), func(ctx context.Context) error {
 		return ignoreNotFound(s.docker.RemoveContainer(ctx, id))
 	})

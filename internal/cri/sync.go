@@ -90,6 +90,24 @@ func (k *keyedMutex) lock(key string) func() {
 	l.refs++
 	k.mu.Unlock()
 	l.mu.Lock()
+	return k.unlocker(key, l)
+}
+
+// tryLock locks key unless someone holds or waits for it; ok is false
+// then.
+func (k *keyedMutex) tryLock(key string) (unlock func(), ok bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, held := k.m[key]; held {
+		return nil, false
+	}
+	l := &keyLock{refs: 1}
+	l.mu.Lock()
+	k.m[key] = l
+	return k.unlocker(key, l), true
+}
+
+func (k *keyedMutex) unlocker(key string, l *keyLock) func() {
 	return func() {
 		l.mu.Unlock()
 		k.mu.Lock()

@@ -130,10 +130,15 @@ func (s *Service) handleEvent(ctx context.Context, m events.Message) {
 }
 
 // addLocked indexes an object not yet known, under its id's lock and from
-// a fresh inspect, so a Remove holding the lock cannot be undone by a late
-// event.
+// a fresh inspect, so a Remove or a failing RunPodSandbox holding the lock
+// cannot be undone by a late event. While someone holds the lock, the
+// holder indexes the object or removes it: the watcher leaves it to them
+// rather than wait (it would hold up every later event).
 func (s *Service) addLocked(ctx context.Context, id string, add func(container.InspectResponse)) {
-	unlock := s.guard.locks.lock(id)
+	unlock, ok := s.guard.locks.tryLock(id)
+	if !ok {
+		return
+	}
 	defer unlock()
 	in, err := s.docker.InspectContainer(ctx, id)
 	if err != nil || in.Config == nil {
