@@ -2,10 +2,13 @@ package network
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/version"
 )
 
 // Options configure a Manager.
@@ -36,8 +39,19 @@ type Manager struct {
 func New(opts Options) *Manager {
 	return &Manager{
 		opts:    opts,
-		cni:     libcni.NewCNIConfigWithCacheDir(opts.BinDirs, opts.CacheDir, nil),
+		cni:     libcni.NewCNIConfigWithCacheDir(opts.BinDirs, opts.CacheDir, pluginExec()),
 		podCIDR: opts.PodCIDR,
+	}
+}
+
+// pluginExec is how plugins are run: libcni's default, given up front.
+// Left nil, libcni sets it on first use without a lock, a data race when
+// the first pods are set up at once (seen under the race detector after a
+// Berth restart).
+func pluginExec() invoke.Exec {
+	return &invoke.DefaultExec{
+		RawExec:       &invoke.RawExec{Stderr: os.Stderr},
+		PluginDecoder: version.PluginDecoder{},
 	}
 }
 
