@@ -75,6 +75,17 @@ func CheckDockerdBinary(version string) error {
 // of daemon restarts exercises the same Docker version as the rest.
 func StartDockerd(tb testing.TB, binary string, extraArgs ...string) *Dockerd {
 	tb.Helper()
+	return StartDockerdUnder(tb, "", binary, extraArgs...)
+}
+
+// StartDockerdUnder is StartDockerd with the daemon's directory (socket,
+// data root, exec root) made below parent instead of the temporary
+// directory. Docker refuses a bind mount whose source holds its data root
+// (unless it is rslave or rshared), so a suite whose pods mount the host's
+// /tmp, as the node e2e suite's HostPath specs do, keeps the daemon out of
+// it, where a node keeps it too (/var/lib/docker).
+func StartDockerdUnder(tb testing.TB, parent, binary string, extraArgs ...string) *Dockerd {
+	tb.Helper()
 	if binary == "" {
 		binary = DockerdBinary()
 		extraArgs = append(DockerdArgs(), extraArgs...)
@@ -82,7 +93,7 @@ func StartDockerd(tb testing.TB, binary string, extraArgs ...string) *Dockerd {
 	var rnd [3]byte
 	_, _ = rand.Read(rnd[:])
 	suffix := hex.EncodeToString(rnd[:])
-	dir, err := os.MkdirTemp("", "bd-")
+	dir, err := os.MkdirTemp(parent, "bd-")
 	if err != nil {
 		tb.Fatal(err)
 	}

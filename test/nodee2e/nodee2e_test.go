@@ -91,7 +91,8 @@ func TestNodeConformance(t *testing.T) {
 	})
 	guardHost(t)
 
-	d := framework.StartDockerd(t, "", "--add-runtime", "test-handler=/usr/sbin/runc")
+	// Out of /tmp: the HostPath specs mount the host's /tmp into pods.
+	d := framework.StartDockerdUnder(t, "/var/lib", "", "--add-runtime", "test-handler=/usr/sbin/runc")
 	dockerdPid, err := os.ReadFile(filepath.Join(d.Dir, "d.pid"))
 	if err != nil {
 		t.Fatal(err)
