@@ -150,6 +150,26 @@ func cgroupBase() string {
 func kubeletCgroup() string { return cgroupBase() + "/berth-node-e2e-kubelet" }
 func runtimeCgroup() string { return cgroupBase() + "/berth-node-e2e-runtime" }
 
+// writeKubeletLauncher writes path, the kubelet the suite starts: a script
+// that joins the kubelet cgroup, then runs kubelet. On a node, systemd
+// puts kubelet.service's process there. kubelet's own move into
+// --kubelet-cgroups fails on this machine ("failed to find pid namespace
+// of init process": /proc/1/ns cannot be read here), and the Summary API's
+// "kubelet" system container would then be an empty cgroup.
+func writeKubeletLauncher(path, kubelet string) error {
+	hs, err := hierarchies()
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\n")
+	for _, h := range hs {
+		fmt.Fprintf(&b, "echo $$ > '%s'\n", filepath.Join(h, kubeletCgroup(), "cgroup.procs"))
+	}
+	fmt.Fprintf(&b, "exec '%s' \"$@\"\n", kubelet)
+	return os.WriteFile(path, []byte(b.String()), 0o755)
+}
+
 // hierarchies are the mounted cgroup v1 hierarchies (symlinks such as
 // cpu -> cpu,cpuacct skipped) and their controllers.
 func hierarchies() ([]string, error) {
