@@ -239,7 +239,9 @@ func TestPodSandboxStatsNetwork(t *testing.T) {
 
 	tx := func() uint64 {
 		n := podStats(t, berth, server.id).GetLinux().GetNetwork()
-		if n.GetDefaultInterface().GetName() != "eth0" || n.Timestamp <= 0 {
+		// Interfaces lists every interface, the default one too, as
+		// kubelet's Summary API (and containerd) have it.
+		if n.GetDefaultInterface().GetName() != "eth0" || n.Timestamp <= 0 || len(n.GetInterfaces()) != 1 || n.GetInterfaces()[0].GetName() != "eth0" {
 			t.Fatalf("server pod network %v", n)
 		}
 		return n.GetDefaultInterface().GetTxBytes().GetValue()

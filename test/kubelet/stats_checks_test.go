@@ -178,6 +178,16 @@ func checkStatsFromCRI(t *testing.T, e *env) {
 	})
 }
 
+// hasInterface reports whether the summary lists an interface of that name.
+func hasInterface(ifs []statsapi.InterfaceStats, name string) bool {
+	for _, i := range ifs {
+		if i.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // sandboxStats finds pod uid's sandbox in a ListPodSandboxStats answer.
 func sandboxStats(list []*runtimeapi.PodSandboxStats, uid string) *runtimeapi.PodSandboxStats {
 	for _, s := range list {
@@ -205,6 +215,11 @@ func podStatsBetween(ps *statsapi.PodStats, b1, b2 *runtimeapi.PodSandboxStats) 
 	i1, i2 := l1.GetNetwork().GetDefaultInterface(), l2.GetNetwork().GetDefaultInterface()
 	if ps.Network.Name != "eth0" || i2.GetName() != "eth0" {
 		return fmt.Errorf("default interface %q in the summary, %q from Berth; want eth0", ps.Network.Name, i2.GetName())
+	}
+	// The node suite's Summary API spec wants the list of interfaces too:
+	// every interface, eth0 included, as kubelet's cAdvisor gives it.
+	if !hasInterface(ps.Network.Interfaces, "eth0") {
+		return fmt.Errorf("summary's interfaces %v, want eth0 among them", ps.Network.Interfaces)
 	}
 	if err := between("rx bytes", i1.GetRxBytes().GetValue(), ptrVal(ps.Network.RxBytes), i2.GetRxBytes().GetValue()); err != nil {
 		return err

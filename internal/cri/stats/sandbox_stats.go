@@ -122,6 +122,11 @@ func (s *Service) podNetwork(sb *store.Sandbox) *runtimeapi.NetworkUsage {
 
 // networkUsage converts interfaces; eth0 (the interface CNI and Docker
 // create) is the default one, or the first when there is no eth0.
+// Interfaces lists every interface, the default one too: the CRI comment
+// says "excluding the default", but kubelet's Summary API copies the list
+// as it is, and there (as from cAdvisor, and as containerd 2.x reports it)
+// the list is every interface; a pod with only eth0 would otherwise have
+// none, which the node suite's Summary API spec rejects.
 func networkUsage(ts int64, ifs []kernelstats.Interface) *runtimeapi.NetworkUsage {
 	if len(ifs) == 0 {
 		return nil
@@ -142,12 +147,11 @@ func networkUsage(ts int64, ifs []kernelstats.Interface) *runtimeapi.NetworkUsag
 			TxErrors: &runtimeapi.UInt64Value{Value: i.TxErrors},
 		}
 	}
-	out := &runtimeapi.NetworkUsage{Timestamp: ts, DefaultInterface: conv(ifs[def])}
+	out := &runtimeapi.NetworkUsage{Timestamp: ts, Interfaces: make([]*runtimeapi.NetworkInterfaceUsage, len(ifs))}
 	for i, ifc := range ifs {
-		if i != def {
-			out.Interfaces = append(out.Interfaces, conv(ifc))
-		}
+		out.Interfaces[i] = conv(ifc)
 	}
+	out.DefaultInterface = out.Interfaces[def]
 	return out
 }
 

@@ -19,10 +19,11 @@ func TestNetworkUsageDefaultInterface(t *testing.T) {
 	if n.DefaultInterface.Name != "eth0" || n.DefaultInterface.TxBytes.Value != 2 || n.DefaultInterface.TxErrors.Value != 3 {
 		t.Errorf("default interface %v", n.DefaultInterface)
 	}
-	if len(n.Interfaces) != 1 || n.Interfaces[0].Name != "net1" || n.Interfaces[0].RxBytes.Value != 1 {
-		t.Errorf("other interfaces %v", n.Interfaces)
+	// Every interface, the default one too, as kubelet's Summary API has them.
+	if len(n.Interfaces) != 2 || n.Interfaces[0].Name != "net1" || n.Interfaces[0].RxBytes.Value != 1 || n.Interfaces[1] != n.DefaultInterface {
+		t.Errorf("interfaces %v", n.Interfaces)
 	}
-	if n := networkUsage(1, []kernelstats.Interface{{Name: "ens3"}}); n.DefaultInterface.Name != "ens3" || len(n.Interfaces) != 0 {
+	if n := networkUsage(1, []kernelstats.Interface{{Name: "ens3"}}); n.DefaultInterface.Name != "ens3" || len(n.Interfaces) != 1 {
 		t.Errorf("without eth0: %v", n)
 	}
 	if networkUsage(1, nil) != nil {
