@@ -18,7 +18,10 @@
 #   hack/setup-containerd.sh build  only build the binaries (cached)
 #
 # Like hack/setup-docker-current.sh's daemon, it keeps running after the
-# script exits; a second run finds it up and takes seconds.
+# script exits; a second run finds it up and takes seconds. What the two
+# scripts share (building into the engine cache, the pidfile, starting,
+# waiting for and stopping the daemon, the set-up lock, the commands) is
+# hack/lib/daemon.sh.
 #
 # Isolation (each is a default of containerd that would collide):
 #   - socket, ttrpc socket, root, state dir and config of its own, and
@@ -43,13 +46,17 @@
 # hack/build-test-images.sh's, copied from Docker (`docker save | ctr images
 # import`).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/daemon.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/daemon.sh"
 
 # The engine under test. Bumping the version builds into a new cache
 # directory and restarts the daemon on the new binaries.
 CONTAINERD_VERSION=v2.4.2
 
 name=berth-containerd
-engines=${BERTH_ENGINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/engines}
+log_tag=setup-containerd
+daemon=containerd
+daemon_version=$CONTAINERD_VERSION
 cache=$engines/containerd-$CONTAINERD_VERSION
 run_dir=/run/$name
 root_dir=/var/lib/$name
@@ -58,6 +65,7 @@ sock=$run_dir/containerd.sock
 endpoint=unix://$sock
 config=$run_dir/config.toml
 pidfile=$run_dir/containerd.pid
+daemon_mark="--config $config"
 cni_conf_dir=$run_dir/net.d
 cni_bin_dir=/usr/lib/cni
 network=berth-containerd
@@ -67,8 +75,6 @@ sandbox_image=berth.local/pause:1.0
 test_image=berth-test/busybox:latest
 # Where the images are copied from: the Docker the benchmarks run against.
 docker_host=${BERTH_TEST_DOCKER_HOST:-unix:///var/run/docker.sock}
-
-log() { printf 'setup-containerd: %s\n' "$*" >&2; }
 
 # runc: the current-engine build's (hack/setup-docker-current.sh; the
 # newest, should there be several), else Debian's. containerd 2.x wants
@@ -94,19 +100,7 @@ print_env() {
 # is left out).
 ctr_() { "$cache/ctr" --address "$sock" --namespace k8s.io "$@" 2> >(grep -v "DEPRECATION: The support for cgroup v1" >&2); }
 
-ctrd_ok() { timeout 5 "$cache/ctr" --address "$sock" version >/dev/null 2>&1; }
-
-# daemon_pid prints the pid of the daemon this script started, if it runs:
-# a process whose command line names this script's config (/run may outlive
-# a reboot here, and a stale pid may now be someone else's process).
-daemon_pid() {
-	local pid
-	[[ -f $pidfile ]] || return 1
-	pid=$(cat "$pidfile")
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--config $config " || return 1
-	echo "$pid"
-}
+daemon_ok() { timeout 5 "$cache/ctr" --address "$sock" version >/dev/null 2>&1; }
 
 # shim_pids prints the pids of the shims of this containerd (their command
 # lines name its socket).
@@ -119,64 +113,28 @@ shim_pids() {
 	done
 }
 
-# quietly runs a command in dir with its output (go's hundreds of
-# "downloading" lines on a clean machine) kept back unless it fails.
-quietly() {
-	local dir=$1 out
-	shift
-	if ! out=$(cd "$dir" && "$@" 2>&1); then
-		printf '%s\n' "$out" | tail -40 >&2
-		log "failed: $*"
-		exit 1
-	fi
-}
-
 binaries=(containerd containerd-shim-runc-v2 ctr)
 
-# build installs the binaries at exactly the pinned version into the cache;
-# only the ones missing there are built, at low priority (the machine is
-# shared). A partial build never lands: they go to a temporary directory
-# and are moved in at the end.
-build() {
-	local b missing=()
-	for b in "${binaries[@]}"; do
-		[[ -x $cache/$b ]] || missing+=("$b")
-	done
-	((${#missing[@]})) || return 0
-	command -v go >/dev/null || {
-		log "go is not installed"
-		exit 1
-	}
-	local tmp module=github.com/containerd/containerd/v2
+# build_binary builds one binary at the pinned version into dir, at low
+# priority (the machine is shared).
+build_binary() {
+	local tmp=$1 b=$2 module=github.com/containerd/containerd/v2
 	local ldflags="-X $module/version.Version=${CONTAINERD_VERSION#v}"
-	mkdir -p "$engines"
-	tmp=$(mktemp -d "$engines/.build-XXXXXX")
-	# shellcheck disable=SC2064 # expand $tmp now
-	trap "rm -rf '$tmp'" EXIT
-	for b in "${missing[@]}"; do
-		log "building $b $CONTAINERD_VERSION (the first build of containerd takes several minutes)"
-		case $b in
-		containerd-shim-runc-v2)
-			# Static and without the shim's gRPC server (ttrpc only),
-			# as containerd's own release builds it.
-			quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false CGO_ENABLED=0 nice -n 15 go install \
-				-tags no_grpc -ldflags "$ldflags" "$module/cmd/$b@$CONTAINERD_VERSION"
-			;;
-		*)
-			# urfave_cli_no_docs: no man-page generator; no_btrfs: the
-			# btrfs snapshotter needs btrfs headers (cgo).
-			quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false nice -n 15 go install \
-				-tags "urfave_cli_no_docs no_btrfs" -ldflags "$ldflags" "$module/cmd/$b@$CONTAINERD_VERSION"
-			;;
-		esac
-	done
-	mkdir -p "$cache"
-	for b in "${missing[@]}"; do
-		mv "$tmp/$b" "$cache/"
-	done
-	rm -rf "$tmp"
-	trap - EXIT
-	log "built into $cache"
+	log "building $b $CONTAINERD_VERSION (the first build of containerd takes several minutes)"
+	case $b in
+	containerd-shim-runc-v2)
+		# Static and without the shim's gRPC server (ttrpc only),
+		# as containerd's own release builds it.
+		quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false CGO_ENABLED=0 nice -n 15 go install \
+			-tags no_grpc -ldflags "$ldflags" "$module/cmd/$b@$CONTAINERD_VERSION"
+		;;
+	*)
+		# urfave_cli_no_docs: no man-page generator; no_btrfs: the
+		# btrfs snapshotter needs btrfs headers (cgo).
+		quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false nice -n 15 go install \
+			-tags "urfave_cli_no_docs no_btrfs" -ldflags "$ldflags" "$module/cmd/$b@$CONTAINERD_VERSION"
+		;;
+	esac
 }
 
 # write_config writes the daemon's config and CNI network as config.new and
@@ -261,6 +219,16 @@ install_config() {
 # daemon_cmd is the daemon's command line.
 daemon_cmd=("$cache/containerd" --config "$config")
 
+# daemon_current succeeds when the config and network just written are the
+# ones containerd (at pid $1) runs with.
+daemon_current() {
+	config_current && return 0
+	# Written by an older version of this script (or another runc): its
+	# pods go, and the bridge, whose address may have changed.
+	log "restarting containerd pid $1 with this script's configuration"
+	return 1
+}
+
 start_daemon() {
 	local pid runc
 	runc=$(runc_bin)
@@ -270,39 +238,20 @@ start_daemon() {
 	}
 	write_config "$runc"
 	if pid=$(daemon_pid); then
-		if [[ $(readlink "/proc/$pid/exe") != "$cache/containerd" ]]; then
-			log "replacing containerd pid $pid ($(readlink "/proc/$pid/exe" || true)) with $CONTAINERD_VERSION"
-		elif ! config_current; then
-			# Written by an older version of this script (or another
-			# runc): its pods go, and the bridge, whose address may
-			# have changed.
-			log "restarting containerd pid $pid with this script's configuration"
-		else
+		if keep_daemon "$pid"; then
 			rm -f "$config.new" "$run_dir/conflist.new"
-			for _ in $(seq 1 12); do
-				ctrd_ok && return 0
-				sleep 1
-			done
-			log "containerd pid $pid does not answer; replacing it"
-			write_config "$runc"
+			return 0
 		fi
-		ctrd_ok && remove_pods
-		stop_daemon
+		daemon_ok && remove_pods
+		stop_containerd
 		ip link del "$bridge" 2>/dev/null || true
 	fi
 	rm -f "$pidfile"
 	install_config
 	log "starting containerd $CONTAINERD_VERSION on $endpoint with runc $runc (log: $log_file)"
-	# NOTE: 9>&- below: the daemon must not inherit the set-up lock.
-	setsid nohup "${daemon_cmd[@]}" >>"$log_file" 2>&1 </dev/null 9>&- &
+	spawn_daemon
 	echo $! >"$pidfile"
-	for _ in $(seq 1 120); do
-		ctrd_ok && return 0
-		sleep 0.5
-	done
-	log "containerd did not come up; last lines of $log_file:"
-	tail -30 "$log_file" >&2 || true
-	exit 1
+	await_daemon
 }
 
 # remove_pods stops and removes every pod sandbox through containerd's CRI,
@@ -314,21 +263,10 @@ remove_pods() {
 	(cd "$repo" && go run ./hack/cri-reset "$endpoint") || log "removing the pods failed; containers may be left"
 }
 
-stop_daemon() {
-	local pid p
-	if pid=$(daemon_pid); then
-		log "stopping containerd (pid $pid)"
-		kill -TERM "$pid"
-		for _ in $(seq 1 60); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.5
-		done
-		if kill -0 "$pid" 2>/dev/null; then
-			log "containerd (pid $pid) did not stop on SIGTERM in 30s"
-			return 1
-		fi
-	fi
-	rm -f "$pidfile"
+# stop_containerd stops containerd, then its shims.
+stop_containerd() {
+	local p
+	stop_daemon 30 || return 1
 	# Shims outlive containerd; with no pods left, each holds nothing.
 	for p in $(shim_pids); do
 		kill -TERM "$p" 2>/dev/null || true
@@ -374,56 +312,21 @@ ctr_name() {
 	esac
 }
 
-lock() {
-	exec 9>"/run/$name.lock"
-	if ! flock -w 1800 9; then
-		log "another set-up has held /run/$name.lock for 30 minutes; holders: $(fuser /run/$name.lock 2>/dev/null || true)"
-		exit 1
+stop_command() {
+	if daemon_pid >/dev/null; then
+		remove_pods
 	fi
+	stop_containerd
+	ip link del "$bridge" 2>/dev/null || true
 }
 
-main() {
-	if [[ ${1:-} == env ]]; then
-		print_env
-		return
-	fi
-	if [[ $(id -u) -ne 0 ]]; then
-		log "must run as root (it starts containerd, which creates a bridge and network namespaces)"
-		exit 1
-	fi
-	case ${1:-start} in
-	stop)
-		lock
-		if daemon_pid >/dev/null; then
-			remove_pods
-		fi
-		stop_daemon
-		ip link del "$bridge" 2>/dev/null || true
-		return
-		;;
-	build)
-		lock
-		build
-		return
-		;;
-	start) ;;
-	*)
-		log "usage: $0 [start|env|stop|build]"
-		exit 2
-		;;
-	esac
-	local c
-	for c in docker ip; do
-		command -v "$c" >/dev/null || {
-			log "$c is missing: run hack/setup.sh first"
-			exit 1
-		}
-	done
-	lock
-	build
-	start_daemon
+needed=(docker ip)
+missing_hint="run hack/setup.sh first"
+root_why="containerd, which creates a bridge and network namespaces"
+
+after_start() {
 	import_images
 	log "containerd $("$cache/ctr" --address "$sock" version 2>/dev/null | awk '/Server:/{s=1} s&&/Version:/{print $2; exit}') at $endpoint"
 }
 
-main "$@"
+daemon_main "$@"
