@@ -16,6 +16,9 @@
 #
 # The daemon keeps running after the script exits, like the system daemon
 # hack/setup.sh starts: a second `make test` finds it up and takes seconds.
+# What it shares with hack/setup-containerd.sh (building into the engine
+# cache, the pidfile, starting, waiting for and stopping the daemon, the
+# set-up lock, the commands) is hack/lib/daemon.sh.
 #
 # Isolation from the system daemon (both traps were seen on these machines):
 #   - its own bridge (never --bridge=none, which deletes the host's docker0);
@@ -31,6 +34,8 @@
 #   - containerd: Debian's, started and managed by this dockerd under its own
 #     exec root (its own socket and state), separate from the system one's.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib/daemon.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/daemon.sh"
 
 # The engine under test. Bumping a version builds into a new cache directory
 # and restarts the daemon on the new binaries.
@@ -38,18 +43,20 @@ MOBY_VERSION=v2.0.0-beta.24 # the Docker 29.8 line, API 1.56
 RUNC_VERSION=v1.5.2         # Debian's runc 1.1 fails under it ("namespace time does not exist")
 
 name=berth-docker-current
-cache=${BERTH_ENGINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/engines}/moby-$MOBY_VERSION-runc-$RUNC_VERSION
+log_tag=setup-docker-current
+daemon=dockerd
+daemon_version=$MOBY_VERSION
+cache=$engines/moby-$MOBY_VERSION-runc-$RUNC_VERSION
 run_dir=/run/$name
 data_root=/var/lib/$name
 log_file=/var/log/$name.log
 sock=$run_dir/docker.sock
 host=unix://$sock
 pidfile=$run_dir/docker.pid
+daemon_mark="--pidfile $pidfile"
 bridge=berthcur0
 bridge_cidr=10.230.0.1/24
 runtime_name=berth-runc
-
-log() { printf 'setup-docker-current: %s\n' "$*" >&2; }
 
 # daemon_args are the flags every daemon of this engine needs beyond its own
 # paths: the built runc as the default runtime, and the built docker-proxy
@@ -69,68 +76,13 @@ print_env() {
 	printf 'export BERTH_TEST_DOCKERD_ARGS=%q\n' "${daemon_args[*]}"
 }
 
-docker_ok() { DOCKER_HOST=$host timeout 5 docker version >/dev/null 2>&1; }
+daemon_ok() { DOCKER_HOST=$host timeout 5 docker version >/dev/null 2>&1; }
 
-# daemon_pid prints the pid of the daemon this script started, if it runs.
-# The pid must be a process whose command line has this pidfile: /run may
-# outlive a reboot here, and a stale pid may now be someone else's process.
-daemon_pid() {
-	local pid
-	[[ -f $pidfile ]] || return 1
-	pid=$(cat "$pidfile")
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--pidfile $pidfile " || return 1
-	echo "$pid"
-}
-
-stop_daemon() {
-	local pid
-	if pid=$(daemon_pid); then
-		log "stopping dockerd (pid $pid)"
-		kill -TERM "$pid"
-		for _ in $(seq 1 120); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.5
-		done
-		if kill -0 "$pid" 2>/dev/null; then
-			log "dockerd (pid $pid) did not stop on SIGTERM in 60s"
-			return 1
-		fi
-	fi
-	rm -f "$pidfile"
-}
-
-# quietly runs a command in dir with its output (go's hundreds of
-# "downloading" lines on a clean machine) kept back unless it fails.
-quietly() {
-	local dir=$1 out
-	shift
-	if ! out=$(cd "$dir" && "$@" 2>&1); then
-		printf '%s\n' "$out" | tail -40 >&2
-		log "failed: $*"
-		exit 1
-	fi
-}
-
-# build installs dockerd, docker-proxy and runc at exactly the pinned versions
-# into the cache; only the ones missing there are built (a cache from before
-# docker-proxy was added gets just that). Only the Go module proxy is used. A
-# partial build never lands: the binaries are installed into a temporary
-# directory and moved in at the end.
-build() {
-	local b missing_bins=()
-	for b in "${binaries[@]}"; do
-		[[ -x $cache/$b ]] || missing_bins+=("$b")
-	done
-	if ((${#missing_bins[@]} == 0)); then
-		return 0
-	fi
-	command -v go >/dev/null || {
-		log "go is not installed"
-		exit 1
-	}
+# build_prepare installs the Debian packages building runc with seccomp
+# needs, when runc is to be built.
+build_prepare() {
 	local p missing=()
-	if [[ " ${missing_bins[*]} " == *" runc "* ]]; then
+	if [[ " $* " == *" runc "* ]]; then
 		for p in libseccomp-dev gcc pkg-config; do
 			dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 		done
@@ -141,46 +93,38 @@ build() {
 		apt-get update -qq || log "apt-get update failed; trying with the cached package lists"
 		apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	fi
-	local tmp
-	mkdir -p "$(dirname "$cache")"
-	tmp=$(mktemp -d "$(dirname "$cache")/.build-XXXXXX")
-	# shellcheck disable=SC2064 # expand $tmp now
-	trap "rm -rf '$tmp'" EXIT
-	for b in "${missing_bins[@]}"; do
-		case $b in
-		dockerd)
-			log "building dockerd $MOBY_VERSION (the first build takes several minutes)"
-			# dockerd reports the module version as its own (a plain
-			# go install would say "library-import").
-			quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false go install \
-				-ldflags "-X github.com/moby/moby/v2/dockerversion.Version=${MOBY_VERSION#v} -X github.com/moby/moby/v2/dockerversion.GitCommit=$MOBY_VERSION" \
-				"github.com/moby/moby/v2/cmd/dockerd@$MOBY_VERSION"
-			;;
-		docker-proxy)
-			# From the same module version as dockerd: the daemon
-			# and its proxy speak a private protocol (-use-listen-fd).
-			log "building docker-proxy $MOBY_VERSION"
-			quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false go install \
-				"github.com/moby/moby/v2/cmd/docker-proxy@$MOBY_VERSION"
-			;;
-		runc)
-			log "building runc $RUNC_VERSION"
-			quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false CGO_ENABLED=1 go install -tags seccomp \
-				"github.com/opencontainers/runc@$RUNC_VERSION"
-			"$tmp/runc" --version | grep -q "libseccomp" || {
-				log "runc was built without seccomp"
-				exit 1
-			}
-			;;
-		esac
-	done
-	mkdir -p "$cache"
-	for b in "${missing_bins[@]}"; do
-		mv "$tmp/$b" "$cache/"
-	done
-	rm -rf "$tmp"
-	trap - EXIT
-	log "built into $cache"
+}
+
+# build_binary builds dockerd, docker-proxy or runc at its pinned version
+# into dir.
+build_binary() {
+	local tmp=$1 b=$2
+	case $b in
+	dockerd)
+		log "building dockerd $MOBY_VERSION (the first build takes several minutes)"
+		# dockerd reports the module version as its own (a plain go
+		# install would say "library-import").
+		quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false go install \
+			-ldflags "-X github.com/moby/moby/v2/dockerversion.Version=${MOBY_VERSION#v} -X github.com/moby/moby/v2/dockerversion.GitCommit=$MOBY_VERSION" \
+			"github.com/moby/moby/v2/cmd/dockerd@$MOBY_VERSION"
+		;;
+	docker-proxy)
+		# From the same module version as dockerd: the daemon and its
+		# proxy speak a private protocol (-use-listen-fd).
+		log "building docker-proxy $MOBY_VERSION"
+		quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false go install \
+			"github.com/moby/moby/v2/cmd/docker-proxy@$MOBY_VERSION"
+		;;
+	runc)
+		log "building runc $RUNC_VERSION"
+		quietly "$tmp" env GOBIN="$tmp" GOFLAGS=-buildvcs=false CGO_ENABLED=1 go install -tags seccomp \
+			"github.com/opencontainers/runc@$RUNC_VERSION"
+		"$tmp/runc" --version | grep -q "libseccomp" || {
+			log "runc was built without seccomp"
+			exit 1
+		}
+		;;
+	esac
 }
 
 ensure_bridge() {
@@ -207,25 +151,20 @@ daemon_cmd=(
 	"${daemon_args[@]}"
 )
 
+# daemon_current succeeds when dockerd (at pid $1) runs with daemon_cmd.
+daemon_current() {
+	[[ $(tr '\0' '\n' <"/proc/$1/cmdline") == "$(printf '%s\n' "${daemon_cmd[@]}")" ]] && return 0
+	# Started by an older version of this script, with other flags (e.g.
+	# before docker-proxy was passed).
+	log "restarting dockerd pid $1 with this script's flags (it runs: $(tr '\0' ' ' <"/proc/$1/cmdline"))"
+	return 1
+}
+
 start_daemon() {
 	local pid
 	if pid=$(daemon_pid); then
-		if [[ $(readlink "/proc/$pid/exe") != "$cache/dockerd" ]]; then
-			log "replacing dockerd pid $pid ($(readlink "/proc/$pid/exe" || true)) with $MOBY_VERSION"
-		elif [[ $(tr '\0' '\n' <"/proc/$pid/cmdline") != "$(printf '%s\n' "${daemon_cmd[@]}")" ]]; then
-			# Started by an older version of this script, with other
-			# flags (e.g. before docker-proxy was passed).
-			log "restarting dockerd pid $pid with this script's flags (it runs: $(tr '\0' ' ' <"/proc/$pid/cmdline"))"
-		else
-			# Ours and current. Other test runs may be using it: give a
-			# busy machine a minute before calling it hung.
-			for _ in $(seq 1 12); do
-				docker_ok && return 0
-				sleep 1
-			done
-			log "dockerd pid $pid does not answer; replacing it"
-		fi
-		stop_daemon
+		keep_daemon "$pid" && return 0
+		stop_daemon 60
 	fi
 	# A pidfile naming no daemon of ours is stale; dockerd refuses to
 	# start while it names a live process.
@@ -234,68 +173,22 @@ start_daemon() {
 	mkdir -p "$run_dir" "$data_root"
 	echo '{}' >"$run_dir/daemon.json"
 	log "starting dockerd $MOBY_VERSION on $host (log: $log_file)"
-	# NOTE: 9>&- below: the daemon must not inherit the set-up lock, or it
-	# would hold it for its whole life and the next run would wait forever.
-	setsid nohup "${daemon_cmd[@]}" >>"$log_file" 2>&1 </dev/null 9>&- &
-	for _ in $(seq 1 120); do
-		docker_ok && return 0
-		sleep 0.5
-	done
-	log "dockerd did not come up; last lines of $log_file:"
-	tail -30 "$log_file" >&2 || true
-	exit 1
+	spawn_daemon
+	await_daemon
 }
 
-# lock serialises the set-up: two `make test` runs at once share one daemon.
-# The first build can take several minutes; a wait far beyond that means
-# something holds the lock by mistake, and fails loudly instead of hanging.
-lock() {
-	exec 9>"/run/$name.lock"
-	if ! flock -w 1800 9; then
-		log "another set-up has held /run/$name.lock for 30 minutes; holders: $(fuser /run/$name.lock 2>/dev/null || true)"
-		exit 1
-	fi
+stop_command() {
+	stop_daemon 60
+	ip link del "$bridge" 2>/dev/null || true
 }
 
-main() {
-	if [[ ${1:-} == env ]]; then
-		print_env
-		return
-	fi
-	if [[ $(id -u) -ne 0 ]]; then
-		log "must run as root (it starts dockerd and creates a bridge)"
-		exit 1
-	fi
-	case ${1:-start} in
-	stop)
-		lock
-		stop_daemon
-		ip link del "$bridge" 2>/dev/null || true
-		return
-		;;
-	build)
-		lock
-		build
-		return
-		;;
-	start) ;;
-	*)
-		log "usage: $0 [start|env|stop|build]"
-		exit 2
-		;;
-	esac
-	local c
-	for c in docker containerd containerd-shim-runc-v2 docker-init ip; do
-		command -v "$c" >/dev/null || {
-			log "$c is missing: run hack/setup.sh first (Debian's docker.io brings the CLI, containerd and docker-init)"
-			exit 1
-		}
-	done
-	lock
-	build
-	start_daemon
+needed=(docker containerd containerd-shim-runc-v2 docker-init ip)
+missing_hint="run hack/setup.sh first (Debian's docker.io brings the CLI, containerd and docker-init)"
+root_why="dockerd and creates a bridge"
+
+after_start() {
 	"$(dirname "$0")/build-test-images.sh" "$host"
 	log "docker $(DOCKER_HOST=$host docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}}, minimum API {{.Server.MinAPIVersion}})') at $host"
 }
 
-main "$@"
+daemon_main "$@"
