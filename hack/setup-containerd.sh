@@ -107,7 +107,9 @@ daemon_ok() { timeout 5 "$cache/ctr" --address "$sock" version >/dev/null 2>&1; 
 shim_pids() {
 	local p
 	for p in /proc/[0-9]*; do
-		if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q "^$cache/containerd-shim-runc-v2 .*-address $sock "; then
+		# 2>/dev/null first: it then hides the shell's own "No such file"
+		# too, for a process gone since.
+		if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q "^$cache/containerd-shim-runc-v2 .*-address $sock "; then
 			echo "${p#/proc/}"
 		fi
 	done

@@ -106,7 +106,9 @@ daemon_pid() {
 	[[ -f $pidfile ]] || return 1
 	pid=$(cat "$pidfile")
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$daemon_mark " || return 1
+	# 2>/dev/null first: it then hides the shell's own "No such file"
+	# too, for a process gone since.
+	tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$daemon_mark " || return 1
 	echo "$pid"
 }
 
