@@ -25,7 +25,9 @@
 #       bash-static as /bin/bash, Debian's curl with its libraries,
 #       agnhost 2.66.1 built from k8s.io/kubernetes/test/images/agnhost at
 #       the suite's version, /agnhost-2, /uploads, porter's certificate,
-#       user-defined-in-image (1000) in group-defined-in-image (50000).
+#       user-defined-in-image (1000) in group-defined-in-image (50000),
+#       and the fake registry's /var/registry with pause:testing (a copy
+#       of the pause image below, fake_registry says how).
 #       No dig or iperf: a spec that runs them fails for the image's sake
 #       (docs/conformance.md counts it as environment).
 #   e2e-test-images/agnhost:2.55       the same image: the suite's
@@ -262,13 +264,44 @@ import() {
 	echo "build-node-e2e-images: pushed $registry/$name" >&2
 }
 
+# fake_registry DIR REPO TAG AS copies REPO:TAG from the local registry
+# into DIR in the layout agnhost's fake-registry-server serves (upstream's
+# agnhost image has pause 3.10.2 from registry.k8s.io there, tagged
+# "testing": the private-registry spec runs `agnhost fake-registry-server
+# --private` as a host-network pod and pulls localhost:5000/pause:testing
+# from it with a pull secret). Each manifest and blob lives at
+# <kind>/sha256/<first two hex digits>/<hex>/data, and a tag is a file
+# holding its manifest's digest.
+fake_registry() {
+	local dir=$1/$2 m digest d
+	m=$(mktemp)
+	curl -fsS -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+		-o "$m" "http://$registry/v2/$2/manifests/$3"
+	digest=sha256:$(sha256sum <"$m" | cut -d' ' -f1)
+	mkdir -p "$dir/manifests/sha256/${digest:7:2}/${digest:7}"
+	mv "$m" "$dir/manifests/sha256/${digest:7:2}/${digest:7}/data"
+	echo "$digest" >"$dir/manifests/$4"
+	# A schema 2 manifest names only its config's and layers' digests.
+	for d in $(grep -o 'sha256:[0-9a-f]\{64\}' "$dir/manifests/sha256/${digest:7:2}/${digest:7}/data"); do
+		mkdir -p "$dir/blobs/sha256/${d:7:2}/${d:7}"
+		curl -fsS -o "$dir/blobs/sha256/${d:7:2}/${d:7}/data" "http://$registry/v2/$2/blobs/$d"
+	done
+	chmod -R a+rX "$1"
+}
+
 path='ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 busybox_root "$work/busybox"
 import "$work/busybox" e2e-test-images/busybox:1.37.0-2 "$path" 'CMD ["sh"]'
 
+# pause first: agnhost's fake registry serves a copy of it.
+mkdir -p "$work/pause"
+tar -C "$work/pause" -xf "$pause_tar"
+import "$work/pause" pause:3.10.2 'ENTRYPOINT ["/pause"]' 'USER 65535:65535'
+
 cp -a "$work/busybox" "$work/agnhost"
 r=$work/agnhost
+fake_registry "$r/var/registry" pause 3.10.2 testing
 mkdir -p "$r/uploads"
 # alpine's busybox has its applets at their own paths (/usr/bin/wget,
 # /sbin/ip); the specs' absolute paths into agnhost are alpine's.
@@ -375,6 +408,3 @@ for tag in 1.27.0-2 1.28.0-2; do
 		'CMD ["nginx", "-g", "daemon off;"]'
 done
 
-mkdir -p "$work/pause"
-tar -C "$work/pause" -xf "$pause_tar"
-import "$work/pause" pause:3.10.2 'ENTRYPOINT ["/pause"]' 'USER 65535:65535'

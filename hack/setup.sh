@@ -12,9 +12,10 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 # gcc, make, libc6-dev, bzip2, xz-utils, patch: hack/build-node-e2e-images.sh builds
-# busybox from Debian's source package.
+# busybox from Debian's source package; curl: it copies an image out of the
+# local registry.
 packages=(docker.io containernetworking-plugins busybox-static docker-registry iptables apache2-utils libseccomp-dev criu
-	gcc make libc6-dev bzip2 xz-utils patch)
+	gcc make libc6-dev bzip2 xz-utils patch curl)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

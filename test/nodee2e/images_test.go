@@ -56,6 +56,18 @@ var imageChecks = []imageCheck{
 	{image: "e2e-test-images/agnhost:2.66.1", flags: []string{"--entrypoint", "/bin/sh", "--hostname", "curl-check"},
 		args: []string{"-c", "/agnhost netexec --http-port=8080 >/dev/null 2>&1 & sleep 2; curl -g -q -s http://127.0.0.1:8080/hostName; echo"},
 		want: "curl-check"},
+	// The private-registry spec runs agnhost's fake registry with
+	// --private and pulls localhost:5000/pause:testing from it with
+	// user:password: the tag must lead to a manifest whose blobs are there
+	// under their digests, and nothing may be served without credentials.
+	{image: "e2e-test-images/agnhost:2.66.1", args: []string{"fake-registry-server", "--private"},
+		exec: []string{"sh", "-c", `get() { curl -fsSL -u user:password "http://127.0.0.1:5000/v2/pause/$1"; }
+m=$(get manifests/testing) || exit 1
+for d in $(echo "$m" | grep -o 'sha256:[0-9a-f]\{64\}'); do
+	[ "$(get blobs/$d | sha256sum | cut -d' ' -f1)" = "${d#sha256:}" ] || { echo "blob $d"; exit 1; }
+done
+[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:5000/v2/pause/manifests/testing)" = 401 ] && echo "$m" | grep -q '"mediaType"' && echo served`},
+		want: "served"},
 	// The hostname specs resolve the pod's FQDN through kubelet's
 	// /etc/hosts with glibc: `hostname -f`.
 	{image: "e2e-test-images/glibc-dns-testing:2.1.1", flags: []string{"--hostname", "hostfqdn"},
