@@ -156,7 +156,7 @@ func New(opts Options) (*Client, error) {
 }
 
 func newAPI(endpoint string) (*client.Client, error) {
-	api, err := client.New(client.WithHost(endpoint), client.WithUserAgent("berth"))
+	api, err := client.New(append([]client.Opt{client.WithHost(endpoint), client.WithUserAgent("berth")}, timingHooks()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("docker endpoint %q: %w", endpoint, err)
 	}

@@ -12,10 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Process-wide counters, for code that has no Metrics at hand: the
-// goroutine starts (internal/panics) and the index (internal/store) are
-// everywhere and built before or without the registry. New registers them
-// in every registry it makes.
+// Process-wide collectors, for code that has no Metrics at hand: the
+// goroutine starts (internal/panics), the index (internal/store) and the
+// Docker client (internal/docker) are everywhere and built before or
+// without the registry. New registers them in every registry it makes.
 var (
 	// Panics counts panics recovered in Berth's goroutines, by where the
 	// goroutine runs (internal/panics names them).
@@ -29,6 +29,14 @@ var (
 		Namespace: "berth", Name: "events_dropped_total",
 		Help: "Index changes or container events dropped because a subscriber's queue was full (the subscriber then resyncs), by subscriber.",
 	}, []string{"subscriber"})
+	// DockerRequestDuration observes the Docker API requests Docker
+	// answered, by operation (internal/docker names them): where a CRI
+	// call's time goes between Berth and the daemon.
+	DockerRequestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "berth", Subsystem: "docker", Name: "request_duration_seconds",
+		Help:    "Time from sending a Docker API request to Docker's response headers, by operation (method and path with ids and names as {id}); requests that got no response are not counted.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+	}, []string{"operation"})
 )
 
 // Metrics is Berth's registry and the collectors every package shares.
@@ -73,7 +81,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.RPCRequests, m.RPCDuration, m.RPCInFlight, m.DockerUp,
-		Panics, EventsDropped,
+		Panics, EventsDropped, DockerRequestDuration,
 	)
 	return m
 }
