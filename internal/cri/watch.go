@@ -104,6 +104,31 @@ func (s *Service) handleEvent(ctx context.Context, m events.Message) {
 		s.gone(kind, m.Actor.ID)
 		return
 	}
+	var known bool
+	switch kind {
+	case dockerspec.TypeSandbox:
+		_, known = s.store.Sandbox(m.Actor.ID)
+	case dockerspec.TypeContainer:
+		_, known = s.store.Container(m.Actor.ID)
+	default:
+		return
+	}
+	if !known {
+		// Not indexed yet. The RunPodSandbox or CreateContainer making
+		// it (Docker names it in the event) indexes it or undoes it
+		// itself; anything else is added from one inspect under its
+		// lock. Each pod start makes two such events: inspecting for
+		// them only loaded Docker while it started the pod.
+		if s.guard.runs.running(strings.TrimPrefix(m.Actor.Attributes["name"], "/")) {
+			return
+		}
+		if kind == dockerspec.TypeSandbox {
+			s.addLocked(ctx, m.Actor.ID, func(in container.InspectResponse) { s.refreshSandbox(in, s.loadCheckpoint(in.ID)) })
+		} else {
+			s.addLocked(ctx, m.Actor.ID, s.refreshContainer)
+		}
+		return
+	}
 	in, err := s.docker.InspectContainer(ctx, m.Actor.ID)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		s.gone(kind, m.Actor.ID)
@@ -113,19 +138,10 @@ func (s *Service) handleEvent(ctx context.Context, m events.Message) {
 		s.log.Warn("inspecting a container after a Docker event", "id", m.Actor.ID, "action", action, "error", err)
 		return
 	}
-	switch kind {
-	case dockerspec.TypeSandbox:
-		if _, ok := s.store.Sandbox(in.ID); ok {
-			s.refreshSandbox(in, s.loadCheckpoint(in.ID))
-			return
-		}
-		s.addLocked(ctx, in.ID, func(in container.InspectResponse) { s.refreshSandbox(in, s.loadCheckpoint(in.ID)) })
-	case dockerspec.TypeContainer:
-		if _, ok := s.store.Container(in.ID); ok {
-			s.refreshContainer(in)
-			return
-		}
-		s.addLocked(ctx, in.ID, s.refreshContainer)
+	if kind == dockerspec.TypeSandbox {
+		s.refreshSandbox(in, s.loadCheckpoint(in.ID))
+	} else {
+		s.refreshContainer(in)
 	}
 }
 
