@@ -84,6 +84,14 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 	}()
 
 	id, err := s.createPause(ctx, p.spec)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		// The sandbox image went since Ensure last saw it (removed by
+		// hand or through RemoveImage): make it again and retry once.
+		s.pause.Forget()
+		if err = s.pause.Ensure(ctx); err == nil {
+			id, err = s.createPause(ctx, p.spec)
+		}
+	}
 	if err != nil {
 		return "", err
 	}

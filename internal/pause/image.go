@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-cri/berth/internal/errdefs"
@@ -99,6 +100,12 @@ type Ensurer struct {
 
 	stateMu sync.Mutex // guards state
 	state   State
+
+	// usable is set once Ensure has found or made the image, so that later
+	// pods do not inspect it again (an inspect is ~10 ms on a current
+	// Docker, on the path of every RunPodSandbox); Forget clears it when
+	// the image turns out to be gone.
+	usable atomic.Bool
 }
 
 // presence is what the image under Ensurer.Image is.
@@ -119,6 +126,22 @@ const (
 // each restart of Berth, so the real image replaces the stand-in when the
 // registry is back.
 func (e *Ensurer) Ensure(ctx context.Context) error {
+	if e.usable.Load() {
+		return nil
+	}
+	err := e.ensure(ctx)
+	if err == nil {
+		e.usable.Store(true)
+	}
+	return err
+}
+
+// Forget makes the next Ensure look at Docker again: the caller found the
+// image gone (a pause container's create answered "no such image"), removed
+// by hand or by another client since Ensure last saw it.
+func (e *Ensurer) Forget() { e.usable.Store(false) }
+
+func (e *Ensurer) ensure(ctx context.Context) error {
 	if p, err := e.presence(ctx); err != nil || p == ready || (p == standIn && e.standInFinal()) {
 		return e.noteUsable(p, err)
 	}

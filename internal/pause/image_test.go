@@ -16,14 +16,16 @@ import (
 // each image by name. (The e2e suite tests the Ensurer on real Docker; this
 // covers the decisions it makes, each in isolation.)
 type images struct {
-	mu      sync.Mutex
-	layers  map[string][]string
-	imports int
+	mu       sync.Mutex
+	layers   map[string][]string
+	imports  int
+	inspects int
 }
 
 func (d *images) ImageLayers(_ context.Context, ref string) ([]string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.inspects++
 	l, ok := d.layers[ref]
 	if !ok {
 		return nil, fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)
@@ -138,6 +140,31 @@ func TestEnsurer(t *testing.T) {
 				t.Errorf("imports = %d, want %d", d.imports, tc.imports)
 			}
 		})
+	}
+}
+
+// TestEnsurerRemembersTheImage: once the image is there, later pods do not
+// ask Docker for it again, until Forget says it went; then it is made
+// again.
+func TestEnsurerRemembersTheImage(t *testing.T) {
+	d := &images{layers: map[string][]string{}}
+	e := &Ensurer{Image: "berth.local/pause:1.0", Builtin: true, Docker: d, Log: slog.New(slog.DiscardHandler)}
+	ctx := context.Background()
+	for range 3 {
+		if err := e.Ensure(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d.inspects != 2 || d.imports != 1 {
+		t.Fatalf("three Ensures: %d inspects and %d imports, want 2 (before and after the build's lock) and 1", d.inspects, d.imports)
+	}
+	delete(d.layers, e.Image)
+	if err := e.Ensure(ctx); err != nil || d.imports != 1 {
+		t.Fatalf("Ensure before Forget: %v, %d imports; want the image taken as there", err, d.imports)
+	}
+	e.Forget()
+	if err := e.Ensure(ctx); err != nil || d.imports != 2 {
+		t.Fatalf("Ensure after Forget: %v, %d imports, want 2", err, d.imports)
 	}
 }
 

@@ -132,6 +132,18 @@ func TestSandboxImageIsPulled(t *testing.T) {
 	if n := strings.Count(b.Log(), "pulled the sandbox image"); n != 1 {
 		t.Errorf("the sandbox image was pulled %d times, want once", n)
 	}
+	// Removed behind Berth's back (Berth remembers it was there): the
+	// next pod's create finds it gone, and Berth pulls it again.
+	if out, err := docker(t, "rmi", "-f", ref); err != nil {
+		t.Fatalf("docker rmi -f %s: %v: %s", ref, err, out)
+	}
+	id = hostNetworkPod(t, b, "pulled-pause-3")
+	if got := sandboxImageOf(t, id); !slices.Equal(got, layers) {
+		t.Errorf("after the image was removed, the pause container runs an image with layers %v, want the registry's %v", got, layers)
+	}
+	if n := strings.Count(b.Log(), "pulled the sandbox image"); n != 2 {
+		t.Errorf("the sandbox image was pulled %d times in all, want twice (again after it was removed)", n)
+	}
 }
 
 // TestSandboxImageFallsBackToALocalBuild: when the sandbox image cannot be
