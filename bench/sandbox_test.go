@@ -34,6 +34,7 @@ func rawSandbox(ctx context.Context, dc *client.Client, cni *libcni.CNIConfig, l
 		return "", nil, err
 	}
 	spec.Name = "raw_" + spec.Name
+	unlabel(spec)
 	res, err := dc.ContainerCreate(ctx, client.ContainerCreateOptions{Name: spec.Name, Config: spec.Config, HostConfig: spec.HostConfig})
 	if err != nil {
 		return "", nil, err
@@ -60,6 +61,19 @@ func rawSandbox(ctx context.Context, dc *client.Client, cni *libcni.CNIConfig, l
 		_ = cni.DelNetworkList(context.Background(), list, rt)
 		undo()
 	}, nil
+}
+
+// rawTypeLabel holds a raw container's kind (podsandbox, container) in
+// place of Berth's label.
+const rawTypeLabel = "berth.bench/raw-type"
+
+// unlabel moves Berth's kind label of a raw container to rawTypeLabel:
+// Berth watches Docker's events for containers carrying its label, and
+// inspecting the raw fleet's would load the daemon during Berth's
+// figures with work no Berth on a node does. The label count stays.
+func unlabel(spec *dockerspec.CreateSpec) {
+	spec.Config.Labels[rawTypeLabel] = spec.Config.Labels[dockerspec.LabelType]
+	delete(spec.Config.Labels, dockerspec.LabelType)
 }
 
 // BenchmarkRunPodSandbox alternates a raw sandbox and a Berth sandbox and

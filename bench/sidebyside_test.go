@@ -478,6 +478,7 @@ func (r *rawFleet) addContainer(ctx context.Context, p benchPod, name string) (s
 		return "", t, err
 	}
 	spec.Name = "raw_" + spec.Name
+	unlabel(spec)
 	start := time.Now()
 	res, err := r.dc.ContainerCreate(ctx, client.ContainerCreateOptions{Name: spec.Name, Config: spec.Config, HostConfig: spec.HostConfig})
 	t.create = time.Since(start)
@@ -516,7 +517,7 @@ func (r *rawFleet) removeAll(ctx context.Context) { removeAll(ctx, r) }
 // (kind "podsandbox") or app containers ("container").
 func (r *rawFleet) listKind(ctx context.Context, kind string, want int) error {
 	res, err := r.dc.ContainerList(ctx, client.ContainerListOptions{All: true,
-		Filters: client.Filters{}.Add("label", "io.kubernetes.docker.type="+kind, fleetLabel+"=docker")})
+		Filters: client.Filters{}.Add("label", rawTypeLabel+"="+kind, fleetLabel+"=docker")})
 	if err != nil {
 		return err
 	}
