@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/berth-cri/berth/test/framework"
+	"github.com/berth-cri/berth/test/framework/cluster"
 )
 
 const (
@@ -68,7 +69,7 @@ type node struct {
 }
 
 func TestMigrateAndRollBack(t *testing.T) {
-	c := startCluster(t)
+	c := cluster.Start(t)
 	ctx := context.Background()
 
 	// The runtime kubelet uses before: another Berth standing in for
@@ -78,8 +79,8 @@ func TestMigrateAndRollBack(t *testing.T) {
 	n := setUpNode(t, c, old.Endpoint, berth.Endpoint)
 	origFlags := readFile(t, n.kubeadmFlags)
 	origCfg := readFile(t, n.kubeletCfg)
-	registerNode(t, c.client, n)
-	dsPod, webPods := createWorkloads(t, c.client, n.name)
+	registerNode(t, c.Client, n)
+	dsPod, webPods := createWorkloads(t, c.Client, n.name)
 
 	// 1. Dry run: the plan, and nothing changed.
 	out, code := n.migrate(t)
@@ -99,7 +100,7 @@ func TestMigrateAndRollBack(t *testing.T) {
 	if readFile(t, n.kubeadmFlags) != origFlags || readFile(t, n.kubeletCfg) != origCfg {
 		t.Error("the dry run changed kubelet's files")
 	}
-	if getNode(t, c.client, n.name).Spec.Unschedulable {
+	if getNode(t, c.Client, n.name).Spec.Unschedulable {
 		t.Error("the dry run cordoned the node")
 	}
 	if _, err := os.Stat(n.stateFile); !errors.Is(err, os.ErrNotExist) {
@@ -117,18 +118,18 @@ func TestMigrateAndRollBack(t *testing.T) {
 	waitFor(t, 2*time.Minute, "eviction to be refused by the PodDisruptionBudget", func() bool {
 		return strings.Contains(proc.output(), "disruption budget")
 	})
-	if !getNode(t, c.client, n.name).Spec.Unschedulable {
+	if !getNode(t, c.Client, n.name).Spec.Unschedulable {
 		t.Error("node not cordoned while draining")
 	}
 	for _, p := range webPods {
-		if _, err := c.client.CoreV1().Pods(ns).Get(ctx, p, metav1.GetOptions{}); err != nil {
+		if _, err := c.Client.CoreV1().Pods(ns).Get(ctx, p, metav1.GetOptions{}); err != nil {
 			t.Errorf("pod %s gone although its PodDisruptionBudget allows no disruption: %v", p, err)
 		}
 	}
 	if readFile(t, n.kubeadmFlags) != origFlags {
 		t.Error("kubelet's files rewritten before the drain finished")
 	}
-	allowDisruptions(t, c.client, 2)
+	allowDisruptions(t, c.Client, 2)
 	out, code = proc.wait(t, 3*time.Minute)
 	if code != 0 {
 		t.Fatalf("migrate --yes exited %d:\n%s", code, out)
@@ -146,7 +147,7 @@ func TestMigrateAndRollBack(t *testing.T) {
 	if readFile(t, n.kubeadmFlags+".pre-berth") != origFlags || readFile(t, n.kubeletCfg+".pre-berth") != origCfg {
 		t.Error("backups differ from the original files")
 	}
-	nd := getNode(t, c.client, n.name)
+	nd := getNode(t, c.Client, n.name)
 	if nd.Spec.Unschedulable {
 		t.Error("node still cordoned after the migration")
 	}
@@ -154,11 +155,11 @@ func TestMigrateAndRollBack(t *testing.T) {
 		t.Errorf("annotation %s = %q, want %q", criSocketAnnotation, got, berth.Endpoint)
 	}
 	for _, p := range webPods {
-		if _, err := c.client.CoreV1().Pods(ns).Get(ctx, p, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		if _, err := c.Client.CoreV1().Pods(ns).Get(ctx, p, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("pod %s not evicted: %v", p, err)
 		}
 	}
-	if _, err := c.client.CoreV1().Pods(ns).Get(ctx, dsPod, metav1.GetOptions{}); err != nil {
+	if _, err := c.Client.CoreV1().Pods(ns).Get(ctx, dsPod, metav1.GetOptions{}); err != nil {
 		t.Errorf("the DaemonSet's pod %s was evicted: %v", dsPod, err)
 	}
 	calls := n.systemctlCalls(t)
@@ -190,7 +191,7 @@ func TestMigrateAndRollBack(t *testing.T) {
 	if readFile(t, n.kubeadmFlags) != origFlags || readFile(t, n.kubeletCfg) != origCfg {
 		t.Error("files not restored before the restart step")
 	}
-	if got := getNode(t, c.client, n.name).Annotations[criSocketAnnotation]; got != old.Endpoint {
+	if got := getNode(t, c.Client, n.name).Annotations[criSocketAnnotation]; got != old.Endpoint {
 		t.Errorf("annotation after rollback = %q, want %q", got, old.Endpoint)
 	}
 	os.Remove(n.failRestart)
@@ -211,7 +212,7 @@ func TestMigrateAndRollBack(t *testing.T) {
 	if !containsLine(resumed, "restart kubelet") || !containsLine(resumed, "kubelet endpoint "+old.Endpoint) {
 		t.Errorf("systemctl calls of the resumed rollback: %v", resumed)
 	}
-	nd = getNode(t, c.client, n.name)
+	nd = getNode(t, c.Client, n.name)
 	if nd.Spec.Unschedulable {
 		t.Error("node cordoned after the rollback")
 	}
@@ -227,12 +228,12 @@ func TestMigrateAndRollBack(t *testing.T) {
 	if code == 0 || !strings.Contains(out, "does not answer") {
 		t.Errorf("migrate with Berth down exited %d:\n%s", code, out)
 	}
-	if getNode(t, c.client, n.name).Spec.Unschedulable || readFile(t, n.kubeadmFlags) != origFlags {
+	if getNode(t, c.Client, n.name).Spec.Unschedulable || readFile(t, n.kubeadmFlags) != origFlags {
 		t.Error("migrate acted although Berth is down")
 	}
 }
 
-func setUpNode(t *testing.T, c *cluster, oldEndpoint, newEndpoint string) *node {
+func setUpNode(t *testing.T, c *cluster.Cluster, oldEndpoint, newEndpoint string) *node {
 	t.Helper()
 	dir := t.TempDir()
 	// The Node is this host's, as kubelet registers it: berth migrate is
@@ -254,7 +255,7 @@ func setUpNode(t *testing.T, c *cluster, oldEndpoint, newEndpoint string) *node 
 		kubeletPID:   filepath.Join(dir, "kubelet.pid"),
 		oldEndpoint:  oldEndpoint,
 		newEndpoint:  newEndpoint,
-		kubeconfig:   c.kubeconfig,
+		kubeconfig:   c.Kubeconfig,
 	}
 	writeFile(t, n.kubeadmFlags, `KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=`+oldEndpoint+` --pod-infra-container-image=registry.k8s.io/pause:3.10 --network-plugin=cni"`+"\n")
 	writeFile(t, n.kubeletCfg, `apiVersion: kubelet.config.k8s.io/v1beta1

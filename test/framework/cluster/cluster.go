@@ -1,8 +1,11 @@
-package migrate
+// Package cluster starts a real kube-apiserver backed by a real etcd on
+// loopback ports, with certificates of its own, for the tests that need an
+// API server but no controller manager or scheduler: the migration test
+// plays their parts through the API, and the kubelet start-up benchmark
+// binds its pods to the node itself.
+package cluster
 
 import (
-	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,6 +14,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -18,7 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -29,43 +33,44 @@ import (
 	"github.com/berth-cri/berth/test/framework"
 )
 
-// cluster is a real kube-apiserver backed by a real etcd, on loopback
-// ports, with certificates this test made. There is no controller manager,
-// scheduler or kubelet: the test plays their parts through the API.
-type cluster struct {
-	dir        string
-	kubeconfig string
-	client     kubernetes.Interface
+// Cluster is a running etcd and kube-apiserver.
+type Cluster struct {
+	Dir    string
+	Server string // https://127.0.0.1:<port>
+	// Kubeconfig is an administrator's (group system:masters).
+	Kubeconfig string
+	Client     kubernetes.Interface
+
+	ca    *x509.Certificate
+	caKey *ecdsa.PrivateKey
 }
 
-// startCluster starts etcd and kube-apiserver; both stop when t ends.
-func startCluster(t *testing.T) *cluster {
-	t.Helper()
-	apiserver := framework.BuiltTool(t, "BERTH_KUBE_APISERVER", "build-kube-apiserver.sh")
+// Start starts etcd (Debian's etcd-server) and kube-apiserver (built by
+// hack/build-kube-apiserver.sh, or BERTH_KUBE_APISERVER); both stop when tb
+// ends.
+func Start(tb testing.TB) *Cluster {
+	tb.Helper()
+	apiserver := framework.BuiltTool(tb, "BERTH_KUBE_APISERVER", "build-kube-apiserver.sh")
 	etcd, err := exec.LookPath("etcd")
 	if err != nil {
-		t.Fatalf("etcd is not installed (apt install etcd-server, or run hack/setup-migrate.sh): %v", err)
+		tb.Fatalf("etcd is not installed (apt install etcd-server, or run hack/setup-migrate.sh): %v", err)
 	}
-	dir := t.TempDir()
-	c := &cluster{dir: dir}
-
-	ca, caKey := newCA(t)
-	writePEM(t, filepath.Join(dir, "ca.crt"), "CERTIFICATE", ca.Raw)
-	serving := issue(t, ca, caKey, "kube-apiserver", nil, x509.ExtKeyUsageServerAuth,
-		[]net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"})
-	writeKeyPair(t, dir, "apiserver", serving)
-	admin := issue(t, ca, caKey, "berth-test-admin", []string{"system:masters"}, x509.ExtKeyUsageClientAuth, nil, nil)
-	writeKeyPair(t, dir, "admin", admin)
+	dir := tb.TempDir()
+	c := &Cluster{Dir: dir}
+	c.ca, c.caKey = newCA(tb)
+	writePEM(tb, filepath.Join(dir, "ca.crt"), "CERTIFICATE", c.ca.Raw)
+	c.writeKeyPair(tb, "apiserver", c.issue(tb, "kube-apiserver", nil, x509.ExtKeyUsageServerAuth,
+		[]net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"}))
 	sa, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	saDER, _ := x509.MarshalECPrivateKey(sa)
-	writePEM(t, filepath.Join(dir, "sa.key"), "EC PRIVATE KEY", saDER)
+	writePEM(tb, filepath.Join(dir, "sa.key"), "EC PRIVATE KEY", saDER)
 	saPub, _ := x509.MarshalPKIXPublicKey(&sa.PublicKey)
-	writePEM(t, filepath.Join(dir, "sa.pub"), "PUBLIC KEY", saPub)
+	writePEM(tb, filepath.Join(dir, "sa.pub"), "PUBLIC KEY", saPub)
 
-	clientPort, peerPort, apiPort := framework.FreePort(t), framework.FreePort(t), framework.FreePort(t)
+	clientPort, peerPort, apiPort := framework.FreePort(tb), framework.FreePort(tb), framework.FreePort(tb)
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
-	startProcess(t, "etcd", etcd,
+	startProcess(tb, dir, "etcd", etcd,
 		"--name", "berth-test",
 		"--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
@@ -73,7 +78,7 @@ func startCluster(t *testing.T) *cluster {
 		"--initial-cluster", "berth-test="+peerURL,
 		"--log-level", "warn")
 
-	apiExited := startProcess(t, "kube-apiserver", apiserver,
+	apiExited := startProcess(tb, dir, "kube-apiserver", apiserver,
 		"--etcd-servers", etcdURL,
 		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
 		"--secure-port", strconv.Itoa(apiPort),
@@ -93,8 +98,26 @@ func startCluster(t *testing.T) *cluster {
 		"--endpoint-reconciler-type", "none",
 		"--v", "1")
 
-	server := "https://127.0.0.1:" + strconv.Itoa(apiPort)
-	c.kubeconfig = filepath.Join(dir, "admin.kubeconfig")
+	c.Server = "https://127.0.0.1:" + strconv.Itoa(apiPort)
+	c.Kubeconfig = c.UserKubeconfig(tb, "admin", "berth-test-admin", "system:masters")
+	waitReadyz(tb, c.Server, dir, apiExited)
+	rc, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if c.Client, err = kubernetes.NewForConfig(rc); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// UserKubeconfig issues a client certificate for user (in groups) and
+// writes a kubeconfig that uses it, named file.kubeconfig in the cluster's
+// directory; it returns the kubeconfig's path.
+func (c *Cluster) UserKubeconfig(tb testing.TB, file, user string, groups ...string) string {
+	tb.Helper()
+	c.writeKeyPair(tb, file, c.issue(tb, user, groups, x509.ExtKeyUsageClientAuth, nil, nil))
+	path := filepath.Join(c.Dir, file+".kubeconfig")
 	kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -103,34 +126,26 @@ clusters:
     server: %s
     certificate-authority: %s
 users:
-- name: admin
+- name: %s
   user:
     client-certificate: %s
     client-key: %s
 contexts:
 - name: test
-  context: {cluster: test, user: admin}
+  context: {cluster: test, user: %[3]s}
 current-context: test
-`, server, filepath.Join(dir, "ca.crt"), filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key"))
-	if err := os.WriteFile(c.kubeconfig, []byte(kc), 0o600); err != nil {
-		t.Fatal(err)
+`, c.Server, filepath.Join(c.Dir, "ca.crt"), file, filepath.Join(c.Dir, file+".crt"), filepath.Join(c.Dir, file+".key"))
+	if err := os.WriteFile(path, []byte(kc), 0o600); err != nil {
+		tb.Fatal(err)
 	}
-	waitReadyz(t, server, dir, apiExited)
-	rc, err := clientcmd.BuildConfigFromFlags("", c.kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.client, err = kubernetes.NewForConfig(rc); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return path
 }
 
-func waitReadyz(t *testing.T, server, dir string, exited <-chan struct{}) {
-	t.Helper()
+func waitReadyz(tb testing.TB, server, dir string, exited <-chan struct{}) {
+	tb.Helper()
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key"))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	caPEM, _ := os.ReadFile(filepath.Join(dir, "ca.crt"))
 	pool := x509.NewCertPool()
@@ -142,40 +157,45 @@ func waitReadyz(t *testing.T, server, dir string, exited <-chan struct{}) {
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
-			t.Fatal("kube-apiserver exited")
+			tb.Fatal("kube-apiserver exited")
 		default:
 		}
 		resp, err := hc.Get(server + "/readyz")
 		if err == nil {
-			body := new(bytes.Buffer)
-			_, _ = body.ReadFrom(resp.Body)
+			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
 			}
-			last = fmt.Sprintf("%d %s", resp.StatusCode, body.String())
+			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
 		} else {
 			last = err.Error()
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	t.Fatalf("kube-apiserver never became ready: %s", last)
+	tb.Fatalf("kube-apiserver never became ready: %s", last)
 }
 
-// startProcess starts a server process, stops it when t ends, and shows
-// its log if t failed. The channel is closed when the process exits.
-func startProcess(t *testing.T, name, bin string, args ...string) <-chan struct{} {
-	t.Helper()
+// startProcess starts a server process logging to dir/name.log, stops it
+// when tb ends, and shows the log's end if tb failed. The channel is closed
+// when the process exits.
+func startProcess(tb testing.TB, dir, name, bin string, args ...string) <-chan struct{} {
+	tb.Helper()
+	logPath := filepath.Join(dir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	cmd := exec.Command(bin, args...)
-	log := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
+		f.Close()
+		tb.Fatalf("starting %s: %v", name, err)
 	}
 	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
+	go func() { _ = cmd.Wait(); f.Close(); close(exited) }()
+	tb.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -183,12 +203,13 @@ func startProcess(t *testing.T, name, bin string, args ...string) <-chan struct{
 			_ = cmd.Process.Kill()
 			<-exited
 		}
-		if t.Failed() {
-			out := log.String()
-			if len(out) > 8000 {
-				out = "…" + out[len(out)-8000:]
+		if tb.Failed() {
+			out, _ := os.ReadFile(logPath)
+			lines := strings.Split(string(out), "\n")
+			if len(lines) > 80 {
+				lines = lines[len(lines)-80:]
 			}
-			t.Logf("%s log:\n%s", name, out)
+			tb.Logf("%s log (end of %s):\n%s", name, logPath, strings.Join(lines, "\n"))
 		}
 	})
 	return exited
@@ -199,8 +220,8 @@ type keyPair struct {
 	key  *ecdsa.PrivateKey
 }
 
-func newCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
+func newCA(tb testing.TB) (*x509.Certificate, *ecdsa.PrivateKey) {
+	tb.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
@@ -213,15 +234,14 @@ func newCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ca, _ := x509.ParseCertificate(der)
 	return ca, key
 }
 
-func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, orgs []string,
-	usage x509.ExtKeyUsage, ips []net.IP, dns []string) keyPair {
-	t.Helper()
+func (c *Cluster) issue(tb testing.TB, cn string, orgs []string, usage x509.ExtKeyUsage, ips []net.IP, dns []string) keyPair {
+	tb.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
@@ -234,54 +254,24 @@ func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn strin
 		IPAddresses:  ips,
 		DNSNames:     dns,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.ca, &key.PublicKey, c.caKey)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
 	return keyPair{cert: cert, key: key}
 }
 
-func writeKeyPair(t *testing.T, dir, name string, kp keyPair) {
-	writePEM(t, filepath.Join(dir, name+".crt"), "CERTIFICATE", kp.cert.Raw)
+func (c *Cluster) writeKeyPair(tb testing.TB, name string, kp keyPair) {
+	tb.Helper()
+	writePEM(tb, filepath.Join(c.Dir, name+".crt"), "CERTIFICATE", kp.cert.Raw)
 	der, _ := x509.MarshalECPrivateKey(kp.key)
-	writePEM(t, filepath.Join(dir, name+".key"), "EC PRIVATE KEY", der)
+	writePEM(tb, filepath.Join(c.Dir, name+".key"), "EC PRIVATE KEY", der)
 }
 
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
+func writePEM(tb testing.TB, path, typ string, der []byte) {
+	tb.Helper()
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// waitFor polls cond every 200 ms until it is true or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(200 * time.Millisecond):
-		}
+		tb.Fatal(err)
 	}
 }
