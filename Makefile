@@ -75,7 +75,7 @@ TORTURE_PARALLEL ?= 1
 TORTURE_CI_PARALLEL ?= 16
 TORTURE_RUN ?=
 
-.PHONY: all build setup setup-docker-current setup-containerd bench-sidebyside run test vet unit e2e e2e-system e2e-current test-kubelet test-cgroupv2 kubelet node-e2e test-node-e2e test-node-e2e-serial bench fuzz doctor-test torture torture-ci test-migrate deb deb-test fmt clean
+.PHONY: all build setup setup-docker-current setup-containerd bench-sidebyside bench-kubelet bench-memory run test vet unit e2e e2e-system e2e-current test-kubelet test-cgroupv2 kubelet node-e2e test-node-e2e test-node-e2e-serial bench fuzz doctor-test torture torture-ci test-migrate deb deb-test fmt clean
 
 all: build
 
@@ -111,7 +111,7 @@ vet:
 # sharing state (the index, the event hub, flights, samplers, log
 # forwarding), and a race there is a bug the tests would otherwise miss.
 unit:
-	$(GO) test -race -count=1 ./internal/... ./cmd/...
+	$(GO) test -race -count=1 ./internal/... ./cmd/... ./test/framework/...
 
 # The suite against BERTH_TEST_DOCKER_HOST (default: the system daemon).
 e2e:
@@ -215,6 +215,31 @@ bench-sidebyside: setup-containerd
 	eval "$$(hack/setup-containerd.sh env)" && \
 		$(GO) test -run '^$$' -bench '^BenchmarkSideBySide$$' -benchtime $(SIDEBYSIDE_TIME) -timeout $(BENCH_TIMEOUT) ./bench/ \
 		-args -sidebyside.pods $(SIDEBYSIDE_PODS)
+
+# Memory at scale (docs/performance.md): MEMORY_PODS pods kept running on
+# Berth and on containerd 2.x, then MEMORY_CYCLES pods started and removed
+# on each; RSS and heap before, at MEMORY_PODS and after.
+MEMORY_PODS ?= 200
+MEMORY_CYCLES ?= 1000
+bench-memory: setup-containerd
+	eval "$$(hack/setup-containerd.sh env)" && \
+		$(GO) test -run '^$$' -bench '^BenchmarkMemoryAtScale$$' -benchtime 1x -timeout $(BENCH_TIMEOUT) ./bench/ \
+		-args -memory.pods $(MEMORY_PODS) -memory.cycles $(MEMORY_CYCLES)
+
+# Pod start-up as kubelet sees it (docs/performance.md): a real kubelet,
+# registered with a real kube-apiserver and etcd (hack/setup-migrate.sh
+# builds and installs them, as for test-migrate), starts STARTUP_PODS pods
+# at once on Berth, on Berth with the EventedPLEG gate and on containerd
+# 2.x, and reports its pod_start_sli_duration_seconds, the time until all
+# run, and the runtime's and kubelet's CPU and memory, over STARTUP_BATCHES
+# batches on each.
+STARTUP_PODS ?= 30
+STARTUP_BATCHES ?= 3
+bench-kubelet: setup setup-containerd
+	hack/setup-migrate.sh
+	kubelet=$$(hack/build-kubelet.sh) && eval "$$(hack/setup-containerd.sh env)" && cd test/kubelet && \
+		BERTH_TEST_KUBELET=$$kubelet BERTH_BENCH_STARTUP_PODS=$(STARTUP_PODS) \
+		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkPodStartup$$' -benchtime $(STARTUP_BATCHES)x -timeout 60m -v .
 
 # Builds (once; cached) and starts containerd 2.x with its CRI plugin, the
 # benchmarks' second reference. `hack/setup-containerd.sh stop` removes its

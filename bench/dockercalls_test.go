@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -24,6 +25,20 @@ type dockerCall struct {
 // listener, by operation.
 func dockerCalls(b *testing.B, br *framework.Berth) map[string]dockerCall {
 	b.Helper()
+	out := map[string]dockerCall{}
+	for _, m := range berthMetrics(b, br)["berth_docker_request_duration_seconds"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "operation" {
+				out[l.GetValue()] = dockerCall{n: m.GetHistogram().GetSampleCount(), sum: m.GetHistogram().GetSampleSum()}
+			}
+		}
+	}
+	return out
+}
+
+// berthMetrics reads Berth's metrics listener.
+func berthMetrics(b *testing.B, br *framework.Berth) map[string]*dto.MetricFamily {
+	b.Helper()
 	text, err := br.HTTPGet("/metrics")
 	if err != nil {
 		b.Fatalf("berth's metrics: %v", err)
@@ -33,15 +48,7 @@ func dockerCalls(b *testing.B, br *framework.Berth) map[string]dockerCall {
 	if err != nil {
 		b.Fatalf("parsing berth's metrics: %v", err)
 	}
-	out := map[string]dockerCall{}
-	for _, m := range fams["berth_docker_request_duration_seconds"].GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "operation" {
-				out[l.GetValue()] = dockerCall{n: m.GetHistogram().GetSampleCount(), sum: m.GetHistogram().GetSampleSum()}
-			}
-		}
-	}
-	return out
+	return fams
 }
 
 // logDockerCalls logs, per operation, the Docker requests Berth made

@@ -64,7 +64,7 @@ type hostGuard struct {
 // hierarchy (kubelet refuses a cgroupRoot that does not exist). Restore
 // runs at the latest when t ends. runDir is the run's own directory, which
 // holds kubelet's root dir.
-func guardHost(t *testing.T, cgroupRoot, runDir string) *hostGuard {
+func guardHost(t testing.TB, cgroupRoot, runDir string) *hostGuard {
 	t.Helper()
 	g := &hostGuard{
 		sysctls:    map[string]string{},
@@ -106,7 +106,7 @@ func guardHost(t *testing.T, cgroupRoot, runDir string) *hostGuard {
 
 // iptablesTools are the iptables front ends present (kubelet sets up both
 // families when it can).
-func iptablesTools(t *testing.T) []string {
+func iptablesTools(t testing.TB) []string {
 	var tools []string
 	for _, tool := range []string{"iptables", "ip6tables"} {
 		if _, err := exec.LookPath(tool); err == nil {

@@ -23,6 +23,9 @@ type kubeletOptions struct {
 	Port            int    // the authenticated HTTPS port, on 127.0.0.1
 	CgroupRoot      string
 	StaticPodPath   string
+	// Kubeconfig, when set, connects kubelet to an API server (its pods
+	// come from there as well as from StaticPodPath); else standalone.
+	Kubeconfig      string
 	PodLogsDir      string
 	VolumePluginDir string
 	FeatureGates    map[string]bool
@@ -43,7 +46,7 @@ imageServiceEndpoint: %[1]s
 cgroupDriver: cgroupfs
 # The parent of kubelet's kubepods cgroup ("/" unless set).
 cgroupRoot: %[2]s
-# Static pods only: no API server in standalone mode.
+# Static pods (the only pods in standalone mode, without --kubeconfig).
 staticPodPath: %[3]s
 fileCheckFrequency: 5s
 # Listen on loopback only; anonymous, unauthorised access is for this
@@ -115,14 +118,18 @@ type kubeletProcess struct {
 
 // startKubelet writes the configuration into dir and starts kubelet; it is
 // stopped when t ends (StopKubelet stops it earlier).
-func startKubelet(t *testing.T, bin, dir string, o kubeletOptions) *kubeletProcess {
+func startKubelet(t testing.TB, bin, dir string, o kubeletOptions) *kubeletProcess {
 	t.Helper()
-	return startKubeletWith(t, bin, dir, o.NodeName, kubeletConfig(o))
+	var extra []string
+	if o.Kubeconfig != "" {
+		extra = []string{"--kubeconfig", o.Kubeconfig}
+	}
+	return startKubeletWith(t, bin, dir, o.NodeName, kubeletConfig(o), extra...)
 }
 
 // startKubeletWith starts kubelet with the KubeletConfiguration data, for a
-// node named nodeName.
-func startKubeletWith(t *testing.T, bin, dir, nodeName, data string) *kubeletProcess {
+// node named nodeName, with extra flags.
+func startKubeletWith(t testing.TB, bin, dir, nodeName, data string, extra ...string) *kubeletProcess {
 	t.Helper()
 	config := filepath.Join(dir, "kubelet-config.yaml")
 	// kubelet only warns about unknown fields, and then ignores them.
@@ -138,14 +145,14 @@ func startKubeletWith(t *testing.T, bin, dir, nodeName, data string) *kubeletPro
 		LogPath: filepath.Join(dir, "kubelet.log"),
 		exited:  make(chan struct{}),
 	}
-	// No --kubeconfig: standalone mode.
-	k.Args = []string{
+	// No --kubeconfig among extra: standalone mode.
+	k.Args = append([]string{
 		"--config", config,
 		"--root-dir", k.RootDir,
 		"--cert-dir", k.CertDir,
 		"--hostname-override", nodeName,
 		"--v", "4",
-	}
+	}, extra...)
 	f, err := os.Create(k.LogPath)
 	if err != nil {
 		t.Fatal(err)

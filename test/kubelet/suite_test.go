@@ -117,7 +117,7 @@ func TestKubelet(t *testing.T) {
 
 // kubeletBinary is the kubelet under test (BERTH_TEST_KUBELET, else the
 // one hack/build-kubelet.sh builds), its version printed.
-func kubeletBinary(t *testing.T) string {
+func kubeletBinary(t testing.TB) string {
 	t.Helper()
 	bin := framework.BuiltTool(t, "BERTH_TEST_KUBELET", "build-kubelet.sh")
 	out, _ := exec.Command(bin, "--version").CombinedOutput()
@@ -127,7 +127,7 @@ func kubeletBinary(t *testing.T) string {
 
 // startSuiteDocker starts a private daemon of the engine under test with
 // extra flags, builds the test image into it and connects to it.
-func startSuiteDocker(t *testing.T, extraArgs ...string) (*framework.Dockerd, *client.Client) {
+func startSuiteDocker(t testing.TB, extraArgs ...string) (*framework.Dockerd, *client.Client) {
 	t.Helper()
 	d := framework.StartDockerd(t, "", extraArgs...)
 	build := exec.Command(filepath.Join(framework.RepoRoot(), "hack", "build-test-images.sh"), d.Host)
@@ -401,7 +401,7 @@ func dockerID(containerID string) string {
 // sweepPods removes every pod sandbox Berth knows, for a run that ended
 // before its pods were deleted: the private daemon holds only this suite's
 // containers, and removing them through Berth also releases their network.
-func sweepPods(t *testing.T, b *framework.Berth) {
+func sweepPods(t testing.TB, b *framework.Berth) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sandboxes, err := b.Runtime.ListPodSandbox(ctx, nil)

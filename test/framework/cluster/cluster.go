@@ -105,6 +105,9 @@ func Start(tb testing.TB) *Cluster {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// Not client-go's 5 requests a second: a test creating a batch of pods
+	// at once must not have them queued on its side.
+	rc.QPS, rc.Burst = 500, 1000
 	if c.Client, err = kubernetes.NewForConfig(rc); err != nil {
 		tb.Fatal(err)
 	}
