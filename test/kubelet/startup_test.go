@@ -162,10 +162,30 @@ func (r *startupRun) report(b *testing.B, n int) {
 	b.Logf("%d pods a batch: kubelet's SLI histogram has %d observations, its log %d", n, r.sli.count, len(r.sliLogged))
 }
 
+// batch is the benchmark as a batch's helpers see it: the cleanups they
+// register run when the batch ends, not when the benchmark does, so that
+// each batch has its own Berth, network and kubelet, and none of an
+// earlier batch's is still there, at work on the same Docker daemon.
+type batch struct {
+	*testing.B
+	cleanups []func()
+}
+
+func (t *batch) Cleanup(f func()) { t.cleanups = append(t.cleanups, f) }
+
+// finish runs the batch's cleanups, last registered first.
+func (t *batch) finish() {
+	for i := len(t.cleanups) - 1; i >= 0; i-- {
+		t.cleanups[i]()
+	}
+}
+
 // runStartup starts kubelet on rt, waits for its node to be Ready, creates
 // n pods at once and measures until all run, then deletes them and stops
-// kubelet; everything it made goes when b ends.
+// kubelet; everything it made goes before it returns.
 func runStartup(b *testing.B, rt startupRuntime, bin string, c *cluster.Cluster, d *framework.Dockerd, n int) startupRun {
+	t := &batch{B: b}
+	defer t.finish()
 	var rnd [3]byte
 	_, _ = rand.Read(rnd[:])
 	suffix := hex.EncodeToString(rnd[:])
@@ -173,24 +193,24 @@ func runStartup(b *testing.B, rt startupRuntime, bin string, c *cluster.Cluster,
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		if b.Failed() {
-			b.Logf("keeping %s for inspection", dir)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("keeping %s for inspection", dir)
 			return
 		}
 		_ = os.RemoveAll(dir)
 	})
 	nodeName := "berth-startup-" + suffix
-	guard := guardHost(b, "/berth-startup-"+suffix, dir)
+	guard := guardHost(t, "/berth-startup-"+suffix, dir)
 
 	var endpoint string
 	var runtimeSet, stackSet framework.ProcSet
 	if rt.containerd == "" {
-		net := framework.NewCNINetwork(b, framework.CNIOptions{})
-		br := framework.StartBerth(b, framework.Options{
+		net := framework.NewCNINetwork(t, framework.CNIOptions{})
+		br := framework.StartBerth(t, framework.Options{
 			Args: append([]string{"--docker-endpoint", d.Host, "--log-level", "info"}, net.Args()...),
 		})
-		b.Cleanup(func() { sweepPods(b, br) })
+		t.Cleanup(func() { sweepPods(t, br) })
 		endpoint = br.Endpoint
 		runtimeSet = framework.ProcSet{Roots: []int{br.Pid()}}
 		// dockerd, its containerd (a child) and their shims (which name
@@ -206,25 +226,25 @@ func runStartup(b *testing.B, rt startupRuntime, bin string, c *cluster.Cluster,
 		runtimeSet = framework.ProcSet{Roots: []int{pid}}
 		// With its shims (-address <its socket>).
 		stackSet = framework.ProcSet{Roots: []int{pid}, Marks: []string{"-address " + sock + " "}}
-		cri := connectCRI(b, rt.containerd)
-		b.Cleanup(func() { removeSandboxes(b, cri, "startup-"+suffix+"-") })
+		cri := connectCRI(t, rt.containerd)
+		t.Cleanup(func() { removeSandboxes(t, cri, "startup-"+suffix+"-") })
 	}
 
 	opts := kubeletOptions{
 		NodeName:        nodeName,
 		RuntimeEndpoint: endpoint,
-		Port:            framework.FreePort(b),
+		Port:            framework.FreePort(t),
 		CgroupRoot:      guard.cgroupRoot,
 		PodLogsDir:      filepath.Join(dir, "pod-logs"),
 		VolumePluginDir: filepath.Join(dir, "volume-plugins"),
 		FeatureGates:    rt.gates,
 		// system:masters: there is no Node authorizer on this API server
 		// (only RBAC), and this kubelet is a throw-away one.
-		Kubeconfig: c.UserKubeconfig(b, "kubelet-"+suffix, "system:node:"+nodeName, "system:nodes", "system:masters"),
+		Kubeconfig: c.UserKubeconfig(t, "kubelet-"+suffix, "system:node:"+nodeName, "system:nodes", "system:masters"),
 	}
-	k := startKubelet(b, bin, dir, opts)
+	k := startKubelet(t, bin, dir, opts)
 	nodes := c.Client.CoreV1().Nodes()
-	b.Cleanup(func() { _ = nodes.Delete(context.Background(), nodeName, metav1.DeleteOptions{}) })
+	t.Cleanup(func() { _ = nodes.Delete(context.Background(), nodeName, metav1.DeleteOptions{}) })
 	waitUntil(b, k, 3*time.Minute, "node "+nodeName+" Ready", func(ctx context.Context) error {
 		node, err := nodes.Get(ctx, nodeName, metav1.GetOptions{})
 		if err != nil {
@@ -298,7 +318,7 @@ func runStartup(b *testing.B, rt startupRuntime, bin string, c *cluster.Cluster,
 	wg.Wait()
 	// Registered after kubelet's start, so it runs before kubelet stops:
 	// kubelet removes the containers and their /var/log/containers links.
-	b.Cleanup(func() { deleteBatch(b, k, pods, nodeName, "startup-"+suffix+"-") })
+	t.Cleanup(func() { deleteBatch(t, k, pods, nodeName, "startup-"+suffix+"-") })
 	close(errs)
 	for err := range errs {
 		b.Fatalf("creating a pod: %v", err)
@@ -341,7 +361,7 @@ wait:
 	r.sli = kubeletSLI(b, k, opts, nodeName)
 	r.sliLogged = loggedSLI(k.Log(), "startup-"+suffix+"-")
 
-	deleteBatch(b, k, pods, nodeName, "startup-"+suffix+"-")
+	deleteBatch(t, k, pods, nodeName, "startup-"+suffix+"-")
 	k.Stop()
 	return r
 }
@@ -351,7 +371,7 @@ wait:
 // their containers (its container GC, once a minute, removes the dead
 // containers of deleted pods, and their /var/log/containers links, named
 // after the pod: prefix).
-func deleteBatch(b *testing.B, k *kubeletProcess, pods typedcorev1.PodInterface, nodeName, prefix string) {
+func deleteBatch(b testing.TB, k *kubeletProcess, pods typedcorev1.PodInterface, nodeName, prefix string) {
 	if k.Exited() {
 		return
 	}
@@ -425,7 +445,7 @@ func podStarted(p *corev1.Pod) bool {
 
 // waitUntil polls f until it succeeds; it fails b when timeout passes or
 // kubelet exits. The timeout bounds a hang; it measures nothing.
-func waitUntil(b *testing.B, k *kubeletProcess, timeout time.Duration, what string, f func(context.Context) error) {
+func waitUntil(b testing.TB, k *kubeletProcess, timeout time.Duration, what string, f func(context.Context) error) {
 	b.Helper()
 	deadline := time.Now().Add(framework.Scaled(timeout))
 	for {
@@ -552,7 +572,7 @@ func quantileDuration(ds []time.Duration, q float64) time.Duration {
 	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
 
-func connectCRI(b *testing.B, endpoint string) internalapi.RuntimeService {
+func connectCRI(b testing.TB, endpoint string) internalapi.RuntimeService {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -567,7 +587,7 @@ func connectCRI(b *testing.B, endpoint string) internalapi.RuntimeService {
 
 // removeSandboxes stops and removes the pod sandboxes whose pod name
 // starts with prefix (a shared runtime's other pods are not this run's).
-func removeSandboxes(b *testing.B, rt internalapi.RuntimeService, prefix string) {
+func removeSandboxes(b testing.TB, rt internalapi.RuntimeService, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sandboxes, err := rt.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{})
