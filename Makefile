@@ -195,15 +195,16 @@ test-node-e2e-serial: setup
 		NODE_E2E_SKIP='\[Flaky\]|\[Slow\]|\[Alpha\]' NODE_E2E_NODES=1 \
 		$(GO) test -count=1 -timeout $(NODE_E2E_TIMEOUT) -v -run '^TestNodeConformance$$' ./test/nodee2e/ 2>&1 | hack/test-summary.sh
 
-# Every benchmark, BenchmarkSideBySide also on containerd 2.x (hack/setup-
-# containerd.sh builds it once from the Go module proxy, about 10 minutes on
-# two cores, caches it and starts it on its own socket). BENCH_CONTAINERD=0
-# leaves containerd out.
+# Every benchmark but the 48-minute memory one (make bench-memory),
+# BenchmarkSideBySide also on containerd 2.x (hack/setup-containerd.sh
+# builds it once from the Go module proxy, about 10 minutes on two cores,
+# caches it and starts it on its own socket). BENCH_CONTAINERD=0 leaves
+# containerd out.
 BENCH_CONTAINERD ?= 1
 BENCH_TIMEOUT ?= 120m
 bench:
 	$(if $(filter 1,$(BENCH_CONTAINERD)),hack/setup-containerd.sh && eval "$$(hack/setup-containerd.sh env)" &&) \
-		$(GO) test -run '^$$' -bench . -benchtime 3s -timeout $(BENCH_TIMEOUT) ./bench/
+		$(GO) test -run '^$$' -bench . -skip '^BenchmarkMemoryAtScale$$' -benchtime 3s -timeout $(BENCH_TIMEOUT) ./bench/
 
 # Berth, raw Docker + CNI and containerd 2.x side by side on the same pods
 # (docs/performance.md): SIDEBYSIDE_PODS pods, SIDEBYSIDE_TIME iterations of

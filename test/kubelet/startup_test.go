@@ -37,8 +37,8 @@ import (
 // itself measures (kubelet_pod_start_sli_duration_seconds, the start-up
 // SLI of Kubernetes' scalability tests, which kubelet records only for
 // pods from the API server, never for static ones), each pod's start-up as
-// a client watching the API (an informer) sees it, the time until all of them run, and
-// the CPU and RSS of the runtime and of kubelet meanwhile.
+// a client watching the API (an informer) sees it, the time until all of
+// them run, and the CPU and memory of the runtime and of kubelet meanwhile.
 const (
 	// startupPodsEnv overrides how many pods a run starts (30).
 	startupPodsEnv = "BERTH_BENCH_STARTUP_PODS"
@@ -47,7 +47,7 @@ const (
 	// without it.
 	containerdEndpointEnv = "BERTH_BENCH_CONTAINERD_ENDPOINT"
 	startupNamespace      = "default"
-	// sampleEvery is how often the runtime's CPU and RSS are read.
+	// sampleEvery is how often the runtime's CPU and memory are read.
 	sampleEvery = time.Second
 )
 
@@ -59,9 +59,9 @@ type startupRuntime struct {
 	containerd string
 }
 
-// BenchmarkPodStartup runs one batch per iteration (run it with
-// -benchtime 1x) on each runtime, one runtime after the other, on the same
-// API server and the same private Docker daemon.
+// BenchmarkPodStartup runs one batch per iteration on each runtime, one
+// runtime after the other, on the same API server and the same private
+// Docker daemon (make bench-kubelet runs three: -benchtime 3x).
 func BenchmarkPodStartup(b *testing.B) {
 	framework.LockKubeletHost(b, "kubelet start-up benchmark")
 	bin := kubeletBinary(b)
