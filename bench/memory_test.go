@@ -5,13 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
-
-	remote "k8s.io/cri-client/pkg"
 
 	"github.com/berth-cri/berth/test/framework"
 )
@@ -53,35 +48,21 @@ func BenchmarkMemoryAtScale(b *testing.B) {
 		heap  func() float64    // MiB of Go heap in use; nil when unknown
 	}
 	berth := runtime{
-		f:   &criFleet{fleetBase: fleetBase{name: "berth", logs: logs, parent: parent}, rt: br.Runtime},
-		own: framework.ProcSet{Roots: []int{br.Pid()}},
-		// Docker's containerd is dockerd's child; their shims name the
-		// private daemon's directory in their command lines.
-		stack: framework.ProcSet{Roots: []int{br.Pid(), d.Pid()}, Descendants: true, Marks: []string{d.Dir + "/"}},
+		f:     &criFleet{fleetBase: fleetBase{name: "berth", logs: logs, parent: parent}, rt: br.Runtime},
+		own:   framework.ProcSet{Roots: []int{br.Pid()}},
+		stack: d.StackProcs(br.Pid()),
 		heap:  func() float64 { return berthHeapMiB(b, br) },
 	}
 	runtimes := []runtime{berth}
 	if ep := os.Getenv(containerdEndpointEnv); ep != "" {
-		rt, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(ep).
-			WithConnectionTimeout(framework.RequestTimeout).WithTracerProvider(nil).Build(ctx)
+		own, stack, err := framework.ContainerdProcs(ep)
 		if err != nil {
-			b.Fatalf("containerd at %s (%s): %v", ep, containerdEndpointEnv, err)
+			b.Fatal(err)
 		}
-		b.Cleanup(func() { _ = rt.Close(ctx) })
-		sock := strings.TrimPrefix(ep, "unix://")
-		data, err := os.ReadFile(filepath.Join(filepath.Dir(sock), "containerd.pid"))
-		if err != nil {
-			b.Fatalf("containerd's pid (hack/setup-containerd.sh writes it next to its socket): %v", err)
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-		if err != nil {
-			b.Fatalf("containerd's pidfile: %v", err)
-		}
-		shims := []string{"-address " + sock + " "}
 		runtimes = append(runtimes, runtime{
-			f:     &criFleet{fleetBase: fleetBase{name: "containerd", logs: logs, parent: parent}, rt: rt},
-			own:   framework.ProcSet{Roots: []int{pid}},
-			stack: framework.ProcSet{Roots: []int{pid}, Marks: shims},
+			f:     &criFleet{fleetBase: fleetBase{name: "containerd", logs: logs, parent: parent}, rt: framework.ConnectCRI(b, ep)},
+			own:   own,
+			stack: stack,
 		})
 	} else {
 		b.Logf("%s is not set: no containerd figures (eval \"$(hack/setup-containerd.sh env)\")", containerdEndpointEnv)

@@ -15,7 +15,6 @@ import (
 	"github.com/moby/moby/client"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	remote "k8s.io/cri-client/pkg"
 
 	"github.com/berth-cri/berth/internal/dockerspec"
 	"github.com/berth-cri/berth/internal/network"
@@ -105,12 +104,7 @@ func BenchmarkSideBySide(b *testing.B) {
 	fleets := []fleet{berth}
 	var ctrd *criFleet
 	if ep := os.Getenv(containerdEndpointEnv); ep != "" {
-		rt, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(ep).
-			WithConnectionTimeout(framework.RequestTimeout).WithTracerProvider(nil).Build(ctx)
-		if err != nil {
-			b.Fatalf("containerd at %s (%s): %v", ep, containerdEndpointEnv, err)
-		}
-		b.Cleanup(func() { _ = rt.Close(ctx) })
+		rt := framework.ConnectCRI(b, ep)
 		v, err := rt.Version(ctx, "v1")
 		if err != nil {
 			b.Fatalf("containerd at %s: %v", ep, err)

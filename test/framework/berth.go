@@ -453,3 +453,18 @@ func (l *lockedBuffer) String() string {
 
 // ErrNoDocker is returned by RequireDocker when the daemon does not answer.
 var ErrNoDocker = errors.New("docker is not reachable")
+
+// ConnectCRI connects a runtime client to another CRI runtime (containerd,
+// for the benchmarks that compare with it); it is closed when tb ends.
+func ConnectCRI(tb testing.TB, endpoint string) internalapi.RuntimeService {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rt, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(endpoint).
+		WithConnectionTimeout(RequestTimeout).WithTracerProvider(nil).Build(ctx)
+	if err != nil {
+		tb.Fatalf("connecting to %s: %v", endpoint, err)
+	}
+	tb.Cleanup(func() { _ = rt.Close(context.Background()) })
+	return rt
+}

@@ -2,6 +2,7 @@ package framework
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -216,4 +217,27 @@ func readPSS(pid int) uint64 {
 		}
 	}
 	return 0
+}
+
+// StackProcs is d's process set with extra roots (a Berth on it): dockerd,
+// its containerd (a child) and their shims, which their containerd leaves
+// to init and which name the daemon's directory in their command lines.
+func (d *Dockerd) StackProcs(roots ...int) ProcSet {
+	return ProcSet{Roots: append(roots, d.Pid()), Descendants: true, Marks: []string{d.Dir + "/"}}
+}
+
+// ContainerdProcs are the containerd hack/setup-containerd.sh started at
+// endpoint alone (own) and with its shims (stack, which name its socket
+// with -address); its pidfile is next to the socket.
+func ContainerdProcs(endpoint string) (own, stack ProcSet, err error) {
+	sock := strings.TrimPrefix(endpoint, "unix://")
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(sock), "containerd.pid"))
+	if err != nil {
+		return own, stack, fmt.Errorf("containerd's pid: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return own, stack, fmt.Errorf("containerd's pidfile: %w", err)
+	}
+	return ProcSet{Roots: []int{pid}}, ProcSet{Roots: []int{pid}, Marks: []string{"-address " + sock + " "}}, nil
 }

@@ -24,7 +24,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	remote "k8s.io/cri-client/pkg"
 
 	"github.com/berth-cri/berth/test/framework"
 	"github.com/berth-cri/berth/test/framework/cluster"
@@ -213,20 +212,14 @@ func runStartup(b *testing.B, rt startupRuntime, bin string, c *cluster.Cluster,
 		t.Cleanup(func() { sweepPods(t, br) })
 		endpoint = br.Endpoint
 		runtimeSet = framework.ProcSet{Roots: []int{br.Pid()}}
-		// dockerd, its containerd (a child) and their shims (which name
-		// the private daemon's directory in their command lines).
-		stackSet = framework.ProcSet{Roots: []int{br.Pid(), d.Pid()}, Descendants: true, Marks: []string{d.Dir + "/"}}
+		stackSet = d.StackProcs(br.Pid())
 	} else {
 		endpoint = rt.containerd
-		sock := strings.TrimPrefix(rt.containerd, "unix://")
-		pid, err := readPidfile(filepath.Join(filepath.Dir(sock), "containerd.pid"))
-		if err != nil {
-			b.Fatalf("containerd's pid: %v", err)
+		var err error
+		if runtimeSet, stackSet, err = framework.ContainerdProcs(rt.containerd); err != nil {
+			b.Fatal(err)
 		}
-		runtimeSet = framework.ProcSet{Roots: []int{pid}}
-		// With its shims (-address <its socket>).
-		stackSet = framework.ProcSet{Roots: []int{pid}, Marks: []string{"-address " + sock + " "}}
-		cri := connectCRI(t, rt.containerd)
+		cri := framework.ConnectCRI(t, rt.containerd)
 		t.Cleanup(func() { removeSandboxes(t, cri, "startup-"+suffix+"-") })
 	}
 
@@ -572,19 +565,6 @@ func quantileDuration(ds []time.Duration, q float64) time.Duration {
 	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
 
-func connectCRI(b testing.TB, endpoint string) internalapi.RuntimeService {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rt, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint(endpoint).
-		WithConnectionTimeout(framework.RequestTimeout).WithTracerProvider(nil).Build(ctx)
-	if err != nil {
-		b.Fatalf("connecting to %s: %v", endpoint, err)
-	}
-	b.Cleanup(func() { _ = rt.Close(context.Background()) })
-	return rt
-}
-
 // removeSandboxes stops and removes the pod sandboxes whose pod name
 // starts with prefix (a shared runtime's other pods are not this run's).
 func removeSandboxes(b testing.TB, rt internalapi.RuntimeService, prefix string) {
@@ -606,12 +586,4 @@ func removeSandboxes(b testing.TB, rt internalapi.RuntimeService, prefix string)
 			b.Errorf("removing pod %s: %v", sb.GetMetadata().GetName(), err)
 		}
 	}
-}
-
-func readPidfile(path string) (int, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(strings.TrimSpace(string(data)))
 }
